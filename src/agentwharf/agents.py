@@ -1,0 +1,122 @@
+"""Deploy registered agents to a running platform, with the guide's ``databricks.agents`` API.
+
+    from agentwharf import agents
+
+    deployment = agents.deploy("main.default.echo", "1")
+    print(deployment.query_endpoint)
+
+The platform is found at ``AGENTWHARF_HOST`` (default ``http://127.0.0.1:8710``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from agentwharf.client import PlatformClient
+from agentwharf.settings import ClientSettings
+
+__all__ = ["Deployment", "deploy", "delete_deployment", "get_deployments", "list_deployments"]
+
+#: How long ``deploy`` waits for the new version to answer.
+DEPLOY_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model version served on an endpoint."""
+
+    model_name: str
+    model_version: str
+    endpoint_name: str
+    served_entity_name: str
+    query_endpoint: str
+    endpoint_url: str
+    review_app_url: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Deployment:
+        return cls(**{f.name: data.get(f.name, "") for f in fields(cls)})
+
+
+def _client() -> PlatformClient:
+    return PlatformClient(ClientSettings())
+
+
+def deploy(
+    model_name: str,
+    model_version: str | int,
+    scale_to_zero: bool = False,
+    environment_vars: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None,
+    workload_size: str = "Small",
+    endpoint_name: str | None = None,
+    **_ignored: Any,
+) -> Deployment:
+    """Serve a registered model version and wait until it answers.
+
+    The first version of a model creates the endpoint ``agents_<catalog>-<schema>-<model>`` with
+    that version at 100% of the traffic; a newer version takes 100% and older ones stay served
+    at 0%, still reachable on their own ``served-models/<entity>/invocations`` route.
+
+    Args:
+        model_name: Registered model name ``catalog.schema.model``.
+        model_version: The version to serve (``"3"`` or ``3``).
+        scale_to_zero: Stop the version's workers when idle; the next request starts them.
+        environment_vars: Extra environment for the worker: UPPERCASE keys, string values.
+        tags: Tags added to the endpoint.
+        workload_size: ``Small``, ``Medium`` or ``Large``: how many worker processes serve it.
+        endpoint_name: Serve on this endpoint instead of the default name.
+
+    Returns:
+        The deployment, with ``query_endpoint`` (this version) and ``endpoint_url`` (the endpoint).
+
+    Raises:
+        AgentwharfError: invalid arguments, unknown model or version, version already served.
+        DeploymentFailed: the model did not load; the message carries the worker's log tail.
+    """
+    client = _client()
+    try:
+        answer = client.deploy({
+            "model_name": model_name,
+            "model_version": str(model_version),
+            "scale_to_zero": scale_to_zero,
+            "environment_vars": environment_vars,
+            "tags": tags,
+            "workload_size": workload_size,
+            "endpoint_name": endpoint_name,
+        })
+        deployment = Deployment.from_json(answer["deployed_chain"])
+        client.wait_for_entity(deployment.endpoint_name, deployment.served_entity_name, DEPLOY_TIMEOUT_SECONDS)
+        return deployment
+    finally:
+        client.close()
+
+
+def get_deployments(model_name: str, model_version: str | int | None = None) -> list[Deployment]:
+    """Every deployment of a model, or of one version of it."""
+    client = _client()
+    try:
+        version = None if model_version is None else str(model_version)
+        return [Deployment.from_json(d) for d in client.get_deployments(model_name, version)]
+    finally:
+        client.close()
+
+
+def list_deployments() -> list[Deployment]:
+    """Every agent deployment on the platform."""
+    client = _client()
+    try:
+        return [Deployment.from_json(d) for d in client.list_deployments()]
+    finally:
+        client.close()
+
+
+def delete_deployment(model_name: str, model_version: str | int | None = None) -> None:
+    """Stop serving one version (100% of traffic goes to the highest version left) or, without
+    a version, every version of the model. Deleting the last version deletes the endpoint."""
+    client = _client()
+    try:
+        client.delete_deployment(model_name, None if model_version is None else str(model_version))
+    finally:
+        client.close()

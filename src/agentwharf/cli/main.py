@@ -1,0 +1,24 @@
+"""The `agentwharf` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from agentwharf.cli import endpoints, platform_cmds, serving_cmds
+
+app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.command()(platform_cmds.up)
+app.command()(platform_cmds.down)
+app.command()(platform_cmds.status)
+app.command()(serving_cmds.deploy)
+app.command()(serving_cmds.query)
+app.add_typer(endpoints.app, name="endpoints")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""`agentwharf deploy` and `agentwharf query`."""
+
+from __future__ import annotations
+
+import typer
+
+from agentwharf.cli.output import console, fail, handle_errors
+from agentwharf.client import PlatformClient
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            fail(f"--env takes KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+@handle_errors
+def deploy(
+    model: str = typer.Argument(..., help="Registered model name, catalog.schema.model"),
+    version: str = typer.Argument(..., help="Model version to serve"),
+    endpoint: str = typer.Option(None, "--endpoint", help="Endpoint name (default agents_<catalog>-<schema>-<model>)"),
+    workload_size: str = typer.Option("Small", "--workload-size", help="Small, Medium or Large"),
+    scale_to_zero: bool = typer.Option(False, "--scale-to-zero", help="Stop idle workers; restart on demand"),
+    env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the worker's environment (repeatable)"),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the version to answer"),
+) -> None:
+    """Deploy a registered model version and wait until it answers."""
+    client = PlatformClient()
+    answer = client.deploy({"model_name": model, "model_version": version, "endpoint_name": endpoint,
+                            "workload_size": workload_size, "scale_to_zero": scale_to_zero, "environment_vars": _env_pairs(env)})
+    chain = answer["deployed_chain"]
+    with console.status(f"Starting {chain['served_entity_name']} on {chain['endpoint_name']}...") as status:
+        client.wait_for_entity(chain["endpoint_name"], chain["served_entity_name"], timeout,
+                               on_progress=lambda msg, s: status.update(f"{chain['served_entity_name']}: {msg} ({s:.0f}s)"))
+    console.print(f"[green]Deployed[/] {model} version {version} to endpoint [bold]{chain['endpoint_name']}[/]")
+    console.print(f"  query endpoint: {chain['query_endpoint']}")
+    console.print(f"  endpoint URL:   {chain['endpoint_url']}")
+
+
+@handle_errors
+def query(
+    endpoint: str = typer.Argument(..., help="Endpoint name"),
+    text: str = typer.Argument(..., help="The user message"),
+    stream: bool = typer.Option(False, "--stream", help="Stream the answer as it is produced"),
+) -> None:
+    """Send one user message to an endpoint and print the answer."""
+    client = PlatformClient()
+    body = {"input": [{"role": "user", "content": text}]}
+    if not stream:
+        console.print(_text_of(client.query(endpoint, body)), highlight=False)
+        return
+    for event in client.query_stream(endpoint, body):
+        if event.get("type") == "response.output_text.delta":
+            console.print(event.get("delta", ""), end="", highlight=False)
+        elif event.get("type") == "response.output_item.done":
+            console.print(_text_of({"output": [event.get("item", {})]}), highlight=False)
+        elif "error_code" in event:
+            fail(f"{event.get('message')} ({event['error_code']})")
+
+
+def _text_of(response: dict) -> str:
+    texts = []
+    for item in response.get("output", []):
+        for part in item.get("content", []) or []:
+            if isinstance(part, dict) and "text" in part:
+                texts.append(part["text"])
+    return "\n".join(texts) if texts else str(response)

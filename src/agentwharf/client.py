@@ -1,0 +1,134 @@
+"""The one typed HTTP client of the platform, used by `agentwharf.agents` and the CLI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+from agentwharf.errors import AgentwharfError, DeploymentFailed
+from agentwharf.settings import ClientSettings
+
+
+class PlatformUnreachable(AgentwharfError):
+    error_code = "TEMPORARILY_UNAVAILABLE"
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        code, message = body.get("error_code", "INTERNAL_ERROR"), body.get("message", response.text)
+    except ValueError:
+        code, message = "INTERNAL_ERROR", response.text or response.reason_phrase
+    error = AgentwharfError(message, code)
+    error.status = response.status_code  # type: ignore[attr-defined]
+    raise error
+
+
+class PlatformClient:
+    def __init__(self, settings: ClientSettings | None = None):
+        self.settings = settings or ClientSettings()
+        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+        self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, json=json, **kwargs)
+        except httpx.ConnectError:
+            raise PlatformUnreachable(
+                f"No agentwharf platform answers at {self.settings.host}; start one with `agentwharf up` "
+                "or set AGENTWHARF_HOST"
+            ) from None
+        _raise_for(response)
+        return response.json() if response.content else {}
+
+    # -- platform --------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self.request("GET", "/healthz")
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def list_endpoints(self) -> list[dict]:
+        return self.request("GET", "/api/2.0/serving-endpoints").get("endpoints", [])
+
+    def get_endpoint(self, name: str) -> dict:
+        return self.request("GET", f"/api/2.0/serving-endpoints/{name}")
+
+    def delete_endpoint(self, name: str) -> None:
+        self.request("DELETE", f"/api/2.0/serving-endpoints/{name}")
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def deploy(self, body: dict) -> dict:
+        return self.request("POST", "/api/2.0/agents/deployments:deploy", json=body)
+
+    def list_deployments(self) -> list[dict]:
+        return self.request("GET", "/api/2.0/agents/deployments").get("chain_deployments", [])
+
+    def get_deployments(self, model_name: str, model_version: str | None = None) -> list[dict]:
+        path = f"/api/2.0/agents/deployments/{model_name}"
+        if model_version is not None:
+            path += f"/versions/{model_version}"
+        return self.request("GET", path).get("chain_deployments", [])
+
+    def delete_deployment(self, model_name: str, model_version: str | None = None) -> None:
+        path = f"/api/2.0/agents/deployments/{model_name}"
+        if model_version is not None:
+            path += f"/versions/{model_version}"
+        self.request("DELETE", path)
+
+    def wait_for_entity(self, endpoint_name: str, entity_name: str, timeout: float,
+                        on_progress: Callable[[str, float], None] | None = None) -> dict:
+        """Poll until the served entity answers on the endpoint's live config.
+
+        Raises:
+            DeploymentFailed: the update failed (the message has the worker's log tail).
+            TimeoutError: not ready within ``timeout``.
+        """
+        started = time.monotonic()
+        while True:
+            endpoint = self.get_endpoint(endpoint_name)
+            live = {e["name"]: e for e in endpoint.get("config", {}).get("served_entities", [])}
+            state = endpoint.get("state", {})
+            if entity_name in live and live[entity_name]["state"]["deployment"] == "DEPLOYMENT_READY":
+                return endpoint
+            if state.get("config_update") == "UPDATE_FAILED" and entity_name not in live:
+                raise DeploymentFailed(state.get("config_update_message") or "The deployment failed")
+            elapsed = time.monotonic() - started
+            if elapsed > timeout:
+                raise TimeoutError(f"{entity_name} on {endpoint_name} was not ready after {timeout:.0f}s")
+            if on_progress is not None:
+                pending = {e["name"]: e for e in endpoint.get("pending_config", {}).get("served_entities", [])}
+                message = (pending.get(entity_name) or live.get(entity_name) or {}).get("state", {}).get("deployment_state_message", "")
+                on_progress(message or state.get("config_update", ""), elapsed)
+            time.sleep(0.2)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def query(self, endpoint_name: str, body: dict) -> dict:
+        return self.request("POST", f"/serving-endpoints/{endpoint_name}/invocations", json=body)
+
+    def query_stream(self, endpoint_name: str, body: dict) -> Iterator[dict]:
+        with self.http.stream("POST", f"/serving-endpoints/{endpoint_name}/invocations", json={**body, "stream": True}) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                yield orjson.loads(data)
+
+
+

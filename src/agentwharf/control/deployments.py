@@ -1,0 +1,117 @@
+"""Agent deployments, the `agents` API's view: one registered model version served on an
+endpoint. Nothing is stored here; a deployment is read off the endpoints' served entities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentwharf import names
+from agentwharf.control.endpoints import EndpointService, parse_tags
+from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound, ResourceLimitExceeded
+from agentwharf.store.models import Endpoint, ServedEntity
+
+
+def check_uc_name(model_name: Any) -> str:
+    if not isinstance(model_name, str) or len(model_name.split(".")) != 3 or not all(model_name.split(".")):
+        raise InvalidParameter(f"model_name must be a three-level name catalog.schema.model, got {model_name!r}")
+    return model_name
+
+
+def _entity_config(entity: ServedEntity) -> dict[str, Any]:
+    return {
+        "name": entity.name,
+        "entity_name": entity.entity_name,
+        "entity_version": entity.entity_version,
+        "environment_vars": entity.environment_vars,
+        "workload_size": entity.workload_size,
+        "scale_to_zero_enabled": entity.scale_to_zero,
+    }
+
+
+class DeploymentService:
+    def __init__(self, endpoints: EndpointService):
+        self.endpoints = endpoints
+
+    def find(self, model_name: str, model_version: str | None = None) -> list[tuple[Endpoint, ServedEntity]]:
+        found = []
+        for endpoint in self.endpoints.list():
+            for entity in endpoint.entities:
+                if entity.entity_name == model_name and model_version in (None, entity.entity_version):
+                    found.append((endpoint, entity))
+        return found
+
+    def all(self) -> list[tuple[Endpoint, ServedEntity]]:
+        return [(ep, e) for ep in self.endpoints.list() for e in ep.entities]
+
+    async def deploy(
+        self,
+        model_name: Any,
+        model_version: Any,
+        *,
+        scale_to_zero: bool = False,
+        environment_vars: Any = None,
+        tags: Any = None,
+        workload_size: Any = "Small",
+        endpoint_name: Any = None,
+        creator: str | None = None,
+    ) -> tuple[Endpoint, str]:
+        """Serve a model version: a new endpoint at 100%, or added at 100% to the existing one
+        with the versions already there kept at 0%. Returns the endpoint and the entity name."""
+        check_uc_name(model_name)
+        version = names.check_model_version(model_version)
+        endpoint_name = names.check_endpoint_name(endpoint_name or names.default_endpoint_name(model_name))
+        entity = {
+            "entity_name": model_name,
+            "entity_version": version,
+            "environment_vars": names.check_environment_vars(environment_vars),
+            "workload_size": workload_size or "Small",
+            "scale_to_zero_enabled": scale_to_zero,
+        }
+        entity_name = names.served_entity_name(model_name, version)
+        current = self.endpoints.find(endpoint_name)
+        if current is None:
+            config = {"served_entities": [entity], "traffic_config": {"routes": [{"served_model_name": entity_name, "traffic_percentage": 100}]}}
+            return await self.endpoints.create(endpoint_name, config, tags=tags, creator=creator), entity_name
+        if any(e.entity_name == model_name and e.entity_version == version for e in current.entities):
+            raise AlreadyExists(f"Version {version} of {model_name} is already served by endpoint {endpoint_name!r}")
+        served = [_entity_config(e) for e in current.entities if not e.pending]
+        if len(served) + 1 > self.endpoints.max_entities:
+            raise ResourceLimitExceeded(
+                f"Endpoint {endpoint_name!r} already serves {len(served)} versions, the most allowed is "
+                f"{self.endpoints.max_entities}; delete an old deployment first"
+            )
+        routes = [{"served_model_name": e["name"], "traffic_percentage": 0} for e in served]
+        routes.append({"served_model_name": entity_name, "traffic_percentage": 100})
+        config = {"served_entities": [*served, entity], "traffic_config": {"routes": routes}}
+        endpoint = await self.endpoints.update_config(endpoint_name, config, add_tags=parse_tags(tags))
+        return endpoint, entity_name
+
+    async def delete(self, model_name: str, model_version: Any = None) -> int:
+        """Stop serving one version (or every version) of a model. Returns how many were removed.
+
+        Deleting one version gives 100% of the traffic to the highest version left; deleting
+        the last one deletes the endpoint.
+        """
+        version = None if model_version is None else names.check_model_version(model_version)
+        matches = self.find(model_name, version)
+        if not matches:
+            what = f"version {version} of {model_name}" if version else model_name
+            raise NotFound(f"No deployment of {what} exists")
+        by_endpoint: dict[str, list[str]] = {}
+        for endpoint, entity in matches:
+            by_endpoint.setdefault(endpoint.name, []).append(entity.name)
+        for endpoint_name, removed in by_endpoint.items():
+            endpoint = self.endpoints.get(endpoint_name)
+            left = [e for e in endpoint.entities if e.name not in removed and not e.pending]
+            if not left:
+                await self.endpoints.delete(endpoint_name)
+                continue
+            top = max(left, key=lambda e: (e.entity_name == model_name, int(e.entity_version)))
+            config = {
+                "served_entities": [_entity_config(e) for e in left],
+                "traffic_config": {"routes": [
+                    {"served_model_name": e.name, "traffic_percentage": 100 if e is top else 0} for e in left
+                ]},
+            }
+            await self.endpoints.update_config(endpoint_name, config)
+        return len(matches)

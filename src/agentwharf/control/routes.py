@@ -1,0 +1,145 @@
+"""REST of the control plane, in the paths and shapes Databricks' clients use:
+
+    GET/POST  /api/2.0/serving-endpoints
+    GET/DELETE /api/2.0/serving-endpoints/{name}
+    PUT       /api/2.0/serving-endpoints/{name}/config
+    GET       /api/2.0/agents/deployments[/{model}[/versions/{version}]]
+    POST      /api/2.0/agents/deployments:deploy      (agentwharf.agents.deploy)
+    DELETE    /api/2.0/agents/deployments/{model}[/versions/{version}]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+
+from agentwharf.control.deployments import DeploymentService
+from agentwharf.control.endpoints import EndpointService
+from agentwharf.control.views import deployment_view, endpoint_view
+from agentwharf.errors import InvalidParameter, UnsupportedMediaType
+from agentwharf.serving.supervisor import Supervisor
+
+
+class ControlState:
+    """What the routes need, hung on ``app.state.control`` by the platform."""
+
+    def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor):
+        self.endpoints = endpoints
+        self.deployments = deployments
+        self.supervisor = supervisor
+
+    def state_of(self, endpoint_name: str, entity_name: str) -> tuple[str, str | None]:
+        version = self.supervisor.versions.get(f"{endpoint_name}/{entity_name}")
+        return (version.state, version.error) if version else ("STOPPED", None)
+
+
+def _control(request: Request) -> ControlState:
+    return request.app.state.control
+
+
+Control = Annotated[ControlState, Depends(_control)]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media not in ("application/json", "") and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {media!r}")
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidParameter(f"Malformed JSON in request body: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("Request body must be a JSON object")
+    return body
+
+
+Body = Annotated[dict[str, Any], Depends(json_body)]
+router = APIRouter()
+
+
+@router.get("/api/2.0/serving-endpoints")
+def list_endpoints(control: Control, request: Request) -> dict:
+    url = base_url(request)
+    return {"endpoints": [endpoint_view(e, control.state_of, url) for e in control.endpoints.list()]}
+
+
+@router.post("/api/2.0/serving-endpoints")
+async def create_endpoint(control: Control, request: Request, body: Body) -> dict:
+    if body.get("route_optimized"):
+        raise InvalidParameter("route_optimized endpoints are a Databricks feature that agentwharf does not serve", "NOT_IMPLEMENTED")
+    endpoint = await control.endpoints.create(
+        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description")
+    )
+    return endpoint_view(endpoint, control.state_of, base_url(request))
+
+
+@router.get("/api/2.0/serving-endpoints/{name}")
+def get_endpoint(name: str, control: Control, request: Request) -> dict:
+    return endpoint_view(control.endpoints.get(name), control.state_of, base_url(request))
+
+
+@router.delete("/api/2.0/serving-endpoints/{name}")
+async def delete_endpoint(name: str, control: Control) -> dict:
+    await control.endpoints.delete(name)
+    return {}
+
+
+@router.put("/api/2.0/serving-endpoints/{name}/config")
+async def update_config(name: str, control: Control, request: Request, body: Body) -> dict:
+    endpoint = await control.endpoints.update_config(name, body)
+    return endpoint_view(endpoint, control.state_of, base_url(request))
+
+
+@router.get("/api/2.0/agents/deployments")
+def list_deployments(control: Control, request: Request) -> dict:
+    url = base_url(request)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.all()]}
+
+
+@router.get("/api/2.0/agents/deployments/{model_name}")
+def get_deployments(model_name: str, control: Control, request: Request) -> dict:
+    url = base_url(request)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.find(model_name)]}
+
+
+@router.get("/api/2.0/agents/deployments/{model_name}/versions/{version}")
+def get_version_deployments(model_name: str, version: str, control: Control, request: Request) -> dict:
+    url = base_url(request)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.find(model_name, version)]}
+
+
+@router.post("/api/2.0/agents/deployments:deploy")
+async def deploy(control: Control, request: Request, body: Body) -> dict:
+    endpoint, entity_name = await control.deployments.deploy(
+        body.get("model_name"),
+        body.get("model_version"),
+        scale_to_zero=body.get("scale_to_zero", False),
+        environment_vars=body.get("environment_vars"),
+        tags=body.get("tags"),
+        workload_size=body.get("workload_size", "Small"),
+        endpoint_name=body.get("endpoint_name"),
+    )
+    url = base_url(request)
+    entity = next(e for e in endpoint.entities if e.name == entity_name)
+    return {"deployed_chain": deployment_view(endpoint, entity, url), "endpoint": endpoint_view(endpoint, control.state_of, url)}
+
+
+@router.delete("/api/2.0/agents/deployments/{model_name}")
+async def delete_deployments(model_name: str, control: Control) -> dict:
+    await control.deployments.delete(model_name)
+    return {}
+
+
+@router.delete("/api/2.0/agents/deployments/{model_name}/versions/{version}")
+async def delete_version_deployment(model_name: str, version: str, control: Control) -> dict:
+    await control.deployments.delete(model_name, version)
+    return {}

@@ -1,0 +1,103 @@
+"""Endpoints and deployments as JSON, in the shapes Databricks' clients parse
+(see shared/reference/databricks-clients.md): versions are strings, names as the clients build them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agentwharf.store.models import Endpoint, ServedEntity
+
+#: Supervisor state -> (Databricks deployment state, message).
+_DEPLOYMENT_STATES = {
+    "READY": ("DEPLOYMENT_READY", ""),
+    "STARTING": ("DEPLOYMENT_CREATING", "Starting the model worker and loading the model."),
+    "RESTARTING": ("DEPLOYMENT_RECOVERING", "A worker crashed and is restarting."),
+    "SCALED_TO_ZERO": ("DEPLOYMENT_READY", "Scaled to zero; starts again on the next request."),
+    "STOPPED": ("DEPLOYMENT_ABORTED", "Not running."),
+}
+
+#: served entity key -> (supervisor state, error or None)
+StateLookup = Callable[[str, str], tuple[str, str | None]]
+
+
+def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup) -> dict[str, Any]:
+    state, error = state_of(endpoint.name, entity.name)
+    deployment, message = _DEPLOYMENT_STATES.get(state, ("DEPLOYMENT_FAILED", error or "Failed."))
+    if state == "FAILED":
+        deployment, message = "DEPLOYMENT_FAILED", error or "The model failed to load."
+    return {
+        "name": entity.name,
+        "entity_name": entity.entity_name,
+        "entity_version": entity.entity_version,
+        "environment_vars": entity.environment_vars,
+        "workload_size": entity.workload_size,
+        "scale_to_zero_enabled": entity.scale_to_zero,
+        "creation_timestamp": entity.created_at,
+        "state": {"deployment": deployment, "deployment_state_message": message},
+    }
+
+
+def _config_view(endpoint: Endpoint, entities: list[ServedEntity], routes: list, version: int, state_of: StateLookup) -> dict[str, Any]:
+    served = [entity_view(endpoint, e, state_of) for e in entities]
+    return {
+        "served_entities": served,
+        "served_models": [
+            {**s, "model_name": s["entity_name"], "model_version": s["entity_version"]} for s in served
+        ],
+        "traffic_config": {"routes": routes},
+        "config_version": version,
+    }
+
+
+def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str) -> dict[str, Any]:
+    active = [e for e in endpoint.entities if not e.pending]
+    view: dict[str, Any] = {
+        "name": endpoint.name,
+        "id": endpoint.id,
+        "creator": endpoint.creator,
+        "creation_timestamp": endpoint.created_at,
+        "last_updated_timestamp": endpoint.updated_at,
+        "description": endpoint.description or "",
+        "tags": [{"key": k, "value": v} for k, v in sorted(endpoint.tags.items())],
+        "task": "agent/v1/responses",
+        "route_optimized": False,
+        "permission_level": "CAN_MANAGE",
+        "experiment_id": endpoint.experiment_id,
+        "endpoint_url": f"{base_url}/serving-endpoints/{endpoint.name}/invocations",
+        "state": {
+            "ready": _readiness(endpoint, active, state_of),
+            "config_update": endpoint.update_state,
+        },
+    }
+    if endpoint.update_message:
+        view["state"]["config_update_message"] = endpoint.update_message
+    if active:
+        view["config"] = _config_view(endpoint, active, endpoint.routes, endpoint.config_version, state_of)
+    if endpoint.pending_routes is not None:
+        pending_names = {r["served_model_name"] for r in endpoint.pending_routes}
+        pending = [e for e in endpoint.entities if e.name in pending_names]
+        view["pending_config"] = _config_view(endpoint, pending, endpoint.pending_routes, endpoint.config_version + 1, state_of)
+    return view
+
+
+def _readiness(endpoint: Endpoint, active: list[ServedEntity], state_of: StateLookup) -> str:
+    live = {r["served_model_name"] for r in endpoint.routes if r["traffic_percentage"] > 0}
+    states = [state_of(endpoint.name, e.name)[0] for e in active if e.name in live]
+    return "READY" if states and all(s in ("READY", "SCALED_TO_ZERO") for s in states) else "NOT_READY"
+
+
+def deployment_view(endpoint: Endpoint, entity: ServedEntity, base_url: str) -> dict[str, Any]:
+    """An agent deployment: a served entity seen from the `agents` API."""
+    return {
+        "model_name": entity.entity_name,
+        "model_version": entity.entity_version,
+        "endpoint_name": endpoint.name,
+        "served_entity_name": entity.name,
+        "query_endpoint": f"{base_url}/serving-endpoints/{endpoint.name}/served-models/{entity.name}/invocations",
+        "endpoint_url": f"{base_url}/serving-endpoints/{endpoint.name}/invocations",
+        "workspace_url": base_url,
+        "review_app_url": "",
+        "creation_timestamp": entity.created_at,
+    }
+

@@ -1,0 +1,98 @@
+"""MLflow's own tracking server (with its job runner) as a child process of the platform.
+
+It is MLflow's real ``mlflow server``: its REST API, UI, AI Gateway and job runner unchanged.
+It listens on a private loopback port; the platform proxies everything that is not its own
+to it, so users see one base URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger("agentwharf.mlflow")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    def __init__(self, database_uri: str, artifacts_dir: Path, log_path: Path, workers: int, environ: dict[str, str]):
+        self.database_uri = database_uri
+        self.artifacts_dir = artifacts_dir
+        self.log_path = log_path
+        self.workers = workers
+        self.environ = environ
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", self.database_uri,
+            "--artifacts-destination", str(self.artifacts_dir),
+            "--serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(self.workers),
+        ]
+
+    async def start(self, timeout: float) -> None:
+        """Start the server and wait for its ``/health``.
+
+        Raises:
+            RuntimeError: it exited or did not answer in time; the message has its log tail.
+        """
+        self.port = free_port()
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+        with open(self.log_path, "ab") as out:
+            # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() - started < timeout:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"MLflow server exited with code {self.process.returncode}:\n{self._tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/health")).status_code == 200:
+                        log.info("MLflow server ready on %s in %.1fs", self.url, time.monotonic() - started)
+                        return
+                await asyncio.sleep(0.2)
+        await self.stop()
+        raise RuntimeError(f"MLflow server did not answer within {timeout:.0f}s:\n{self._tail()}")
+
+    def _tail(self) -> str:
+        from agentwharf.serving.supervisor import log_tail
+
+        return log_tail(self.log_path)
+
+    async def stop(self, grace: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

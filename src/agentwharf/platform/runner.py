@@ -1,0 +1,162 @@
+"""Running the platform: in the foreground, in the background, and stopping it.
+
+A running platform writes ``<home>/platform.pid`` holding its pid and base URL; ``down`` and
+``status`` find it there. SIGTERM and Ctrl-C go through uvicorn's graceful shutdown, which runs
+the platform's lifespan shutdown: workers are reaped, then MLflow's server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from agentwharf.settings import PlatformSettings
+
+log = logging.getLogger("agentwharf.runner")
+
+
+class PlatformError(Exception):
+    """Starting or stopping the platform failed; the message says why and what to do."""
+
+
+@dataclass
+class RunningPlatform:
+    pid: int
+    base_url: str
+
+
+def read_pid_file(settings: PlatformSettings) -> RunningPlatform | None:
+    """The platform running on this home, or None (a stale pid file is removed)."""
+    try:
+        data = orjson.loads(settings.pid_file.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    try:
+        os.kill(data["pid"], 0)
+    except (ProcessLookupError, KeyError, TypeError):
+        settings.pid_file.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        pass
+    return RunningPlatform(data["pid"], data["base_url"])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PlatformError(f"Port {port} on {host} is in use; stop whatever listens there or pick another with --port") from None
+
+
+def _configure_logging(settings: PlatformSettings) -> None:
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(settings.logs_dir / "platform.log"), logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    root = logging.getLogger("agentwharf")
+    root.handlers[:] = handlers
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def serve(settings: PlatformSettings) -> None:
+    """Run the platform in this process until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from agentwharf.platform.app import create_app
+
+    if (running := read_pid_file(settings)) is not None:
+        raise PlatformError(f"A platform already runs on home {settings.home} (pid {running.pid}, {running.base_url})")
+    _check_port_free(settings.host, settings.port)
+    _configure_logging(settings)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    original_startup = server.startup
+
+    async def startup(sockets=None):
+        await original_startup(sockets=sockets)
+        if server.started:
+            settings.pid_file.write_bytes(orjson.dumps({"pid": os.getpid(), "base_url": settings.base_url}))
+            log.info("agentwharf is up at %s (home %s)", settings.base_url, settings.home.resolve())
+
+    server.startup = startup
+    try:
+        server.run()
+    finally:
+        with contextlib.suppress(OSError):
+            if read_pid_file(settings) and read_pid_file(settings).pid == os.getpid():
+                settings.pid_file.unlink()
+    if not server.started:
+        raise PlatformError(f"The platform failed to start; see {settings.logs_dir / 'platform.log'}")
+
+
+def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=None) -> RunningPlatform:
+    """Start the platform in the background and return once ``/healthz`` answers.
+
+    Raises:
+        PlatformError: it is already running, the port is taken, or it died while starting.
+    """
+    if (running := read_pid_file(settings)) is not None:
+        return running
+    _check_port_free(settings.host, settings.port)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    out_path = settings.logs_dir / "platform.out"
+    command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(settings.home.resolve()),
+               "--host", settings.host, "--port", str(settings.port)]
+    with open(out_path, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise PlatformError(f"The platform exited while starting (code {process.returncode}). Log tail:\n{_tail(out_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{settings.base_url}/healthz", timeout=1.0).status_code == 200:
+                return RunningPlatform(process.pid, settings.base_url)
+        if on_wait is not None:
+            on_wait(time.monotonic() - started)
+        time.sleep(0.25)
+    process.terminate()
+    raise PlatformError(f"The platform did not answer within {timeout:.0f}s. Log tail:\n{_tail(out_path)}")
+
+
+def stop(settings: PlatformSettings, timeout: float = 60.0) -> RunningPlatform | None:
+    """Stop the platform running on this home. Returns what was stopped, or None."""
+    running = read_pid_file(settings)
+    if running is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(running.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(running.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running.pid, signal.SIGKILL)
+    settings.pid_file.unlink(missing_ok=True)
+    return running
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    from agentwharf.serving.supervisor import log_tail
+
+    return log_tail(path, limit)

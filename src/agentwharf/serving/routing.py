@@ -1,0 +1,59 @@
+"""Which worker pool serves a request: the live traffic split of every endpoint.
+
+The control plane rebuilds an endpoint's ``EndpointRoutes`` whenever its config changes and
+swaps it in whole, so the gateway never sees half an update.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+
+
+def worker_key(endpoint_name: str, entity_name: str) -> str:
+    """The supervisor's key for one served entity of one endpoint."""
+    return f"{endpoint_name}/{entity_name}"
+
+
+@dataclass(frozen=True)
+class EndpointRoutes:
+    name: str
+    #: served entity name -> supervisor key, for every served entity (0% ones included).
+    entities: dict[str, str]
+    #: (supervisor key, traffic percentage) for every route with traffic.
+    routes: tuple[tuple[str, int], ...]
+    _cumulative: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        total, cumulative = 0, []
+        for _key, percentage in self.routes:
+            total += percentage
+            cumulative.append(total)
+        object.__setattr__(self, "_cumulative", tuple(cumulative))
+
+    def pick(self, draw: float | None = None) -> str | None:
+        """A supervisor key chosen by traffic percentage; ``draw`` in [0, 100) for tests."""
+        if not self._cumulative:
+            return None
+        if len(self.routes) == 1:
+            return self.routes[0][0]
+        point = (random.random() * self._cumulative[-1]) if draw is None else draw
+        return self.routes[bisect.bisect_right(self._cumulative, point)][0]
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self._endpoints: dict[str, EndpointRoutes] = {}
+
+    def get(self, endpoint_name: str) -> EndpointRoutes | None:
+        return self._endpoints.get(endpoint_name)
+
+    def set(self, routes: EndpointRoutes) -> None:
+        self._endpoints[routes.name] = routes
+
+    def remove(self, endpoint_name: str) -> None:
+        self._endpoints.pop(endpoint_name, None)
+
+    def names(self) -> list[str]:
+        return list(self._endpoints)

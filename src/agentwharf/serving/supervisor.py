@@ -1,0 +1,353 @@
+"""The supervisor: the one owner of every model worker process.
+
+For each served version it keeps ``replicas`` worker processes running, restarts a crashed one
+with exponential back-off, stops an idle scale-to-zero version and starts it again on demand.
+The gateway asks it for a connection (``acquire``); the control plane tells it what should run
+(``ensure`` / ``stop``). Processes are started through ``WorkerLauncher`` so a test can see every
+OS call in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentwharf.errors import DeploymentFailed, Unavailable
+from agentwharf.serving.worker_client import WorkerConnection
+
+log = logging.getLogger("agentwharf.supervisor")
+
+LOG_TAIL_BYTES = 4000
+#: A worker that ran this long before crashing restarts with the shortest back-off again.
+STABLE_AFTER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What to run for one served version; a change of spec restarts its workers."""
+
+    key: str
+    model_uri: str
+    replicas: int
+    env: tuple[tuple[str, str], ...] = ()
+    scale_to_zero: bool = False
+
+
+@dataclass
+class Replica:
+    index: int
+    socket_path: str
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    connection: WorkerConnection | None = None
+    restarts: int = 0
+    task: asyncio.Task | None = None
+
+
+@dataclass
+class ServedVersion:
+    """Runtime state of one served version. ``state`` is one of STARTING, READY, FAILED,
+    RESTARTING, SCALED_TO_ZERO, STOPPED."""
+
+    spec: WorkerSpec
+    replicas: list[Replica] = field(default_factory=list)
+    state: str = "STARTING"
+    error: str | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    ever_ready: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ready_connections(self) -> list[WorkerConnection]:
+        return [r.connection for r in self.replicas if r.connection is not None and not r.connection.closed]
+
+    def notify(self) -> None:
+        """Wake everyone waiting on a state change (deploys, cold starts)."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+def _set_parent_death_signal() -> None:
+    # If the platform is killed with SIGKILL it cannot reap its workers; ask Linux to send
+    # them SIGTERM when their parent dies so no orphan keeps serving a stale model.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class WorkerLauncher:
+    """Starts and stops worker OS processes."""
+
+    def __init__(self, threads: int, base_env: dict[str, str]):
+        self.threads = threads
+        self.base_env = base_env
+
+    async def start(self, spec: WorkerSpec, replica: Replica) -> asyncio.subprocess.Process:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(replica.socket_path)
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.base_env, **dict(spec.env)}
+        with open(replica.log_path, "ab") as log_file:
+            log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            log_file.flush()
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agentwharf.serving.worker",
+                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                preexec_fn=_set_parent_death_signal,
+            )
+
+    async def stop(self, process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        launcher: WorkerLauncher,
+        run_dir: Path,
+        logs_dir: Path,
+        *,
+        start_timeout: float,
+        backoff_min: float,
+        backoff_max: float,
+        idle_seconds: float,
+        cold_start_timeout: float,
+    ):
+        self.launcher = launcher
+        self.run_dir = run_dir
+        self.logs_dir = logs_dir
+        self.start_timeout = start_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.idle_seconds = idle_seconds
+        self.cold_start_timeout = cold_start_timeout
+        self.versions: dict[str, ServedVersion] = {}
+        self._idle_task: asyncio.Task | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_background(self) -> None:
+        self._idle_task = asyncio.create_task(self._scale_idle_to_zero(), name="supervisor-idle")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._idle_task:
+            self._idle_task.cancel()
+        await asyncio.gather(*(self.stop(key) for key in list(self.versions)), return_exceptions=True)
+
+    # -- desired state ---------------------------------------------------------------------
+
+    def ensure(self, spec: WorkerSpec) -> ServedVersion:
+        """Make ``spec`` run; a no-op if it already runs with the same spec."""
+        current = self.versions.get(spec.key)
+        if current is not None and current.spec == spec and current.state not in ("STOPPED", "FAILED"):
+            return current
+        if current is not None:
+            asyncio.create_task(self._stop_version(current), name=f"stop-{spec.key}")
+        version = ServedVersion(spec=spec)
+        self.versions[spec.key] = version
+        self._start_replicas(version)
+        return version
+
+    async def stop(self, key: str) -> None:
+        version = self.versions.pop(key, None)
+        if version is not None:
+            await self._stop_version(version)
+
+    async def wait_ready(self, key: str, timeout: float) -> ServedVersion:
+        """Wait until the version answers.
+
+        Raises:
+            DeploymentFailed: its model failed to load; the message carries the worker's log tail.
+            asyncio.TimeoutError: not ready within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.versions.get(key)
+            if version is None:
+                raise DeploymentFailed(f"{key} is no longer being served")
+            if version.state == "READY":
+                return version
+            if version.state == "FAILED":
+                raise DeploymentFailed(version.error or f"{key} failed to start")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(version.changed.wait(), remaining)
+
+    # -- the gateway's side ----------------------------------------------------------------
+
+    async def acquire(self, key: str) -> WorkerConnection:
+        """The least busy ready worker of ``key``; wakes a scaled-to-zero version and waits.
+
+        Raises:
+            Unavailable: no worker can answer now (crashed and restarting, failed, stopped).
+        """
+        version = self.versions.get(key)
+        if version is None:
+            raise Unavailable(f"{key} is not being served")
+        version.last_used = time.monotonic()
+        connections = version.ready_connections()
+        if connections:
+            return min(connections, key=_in_flight) if len(connections) > 1 else connections[0]
+        if version.state == "SCALED_TO_ZERO":
+            log.info("cold start of %s", key)
+            self._start_replicas(version)
+        if version.spec.scale_to_zero and version.state in ("STARTING", "SCALED_TO_ZERO"):
+            try:
+                await self.wait_ready(key, self.cold_start_timeout)
+            except (asyncio.TimeoutError, DeploymentFailed) as error:
+                raise Unavailable(f"{key} did not start in time: {error}") from None
+            return await self.acquire(key)
+        raise Unavailable(_unavailable_message(key, version))
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _socket_path(self, key: str, index: int) -> str:
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        return str(self.run_dir / f"w-{digest}-{index}.sock")
+
+    def _start_replicas(self, version: ServedVersion) -> None:
+        version.state = "STARTING"
+        version.error = None
+        endpoint, _, entity = version.spec.key.partition("/")
+        version.replicas = [
+            Replica(
+                index=i,
+                socket_path=self._socket_path(version.spec.key, i),
+                log_path=self.logs_dir / "workers" / endpoint / f"{entity}-{i}.log",
+            )
+            for i in range(version.spec.replicas)
+        ]
+        for replica in version.replicas:
+            replica.task = asyncio.create_task(self._run_replica(version, replica), name=f"replica-{version.spec.key}-{replica.index}")
+        version.notify()
+
+    async def _run_replica(self, version: ServedVersion, replica: Replica) -> None:
+        backoff = self.backoff_min
+        while True:
+            started = time.monotonic()
+            replica.process = await self.launcher.start(version.spec, replica)
+            replica.connection = await self._connect_when_ready(replica)
+            if replica.connection is None:
+                if not version.ever_ready:
+                    # A model that never loaded will not load on retry: fail the deploy now,
+                    # with the worker's own words.
+                    await self.launcher.stop(replica.process)
+                    self._mark_failed(version, replica)
+                    return
+            else:
+                self._refresh_state(version)
+                await replica.process.wait()
+                replica.connection = None
+            code = replica.process.returncode
+            log.warning("worker %s-%d exited with code %s", version.spec.key, replica.index, code)
+            self._refresh_state(version)
+            if time.monotonic() - started > STABLE_AFTER_SECONDS:
+                backoff = self.backoff_min
+            replica.restarts += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    async def _connect_when_ready(self, replica: Replica) -> WorkerConnection | None:
+        """Poll the socket until the worker listens (model loaded) or the process exits."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if replica.process.returncode is not None:
+                return None
+            if os.path.exists(replica.socket_path):
+                try:
+                    return await WorkerConnection.open(replica.socket_path)
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    pass
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(replica.process.wait(), 0.05)
+        await self.launcher.stop(replica.process)
+        return None
+
+    def _mark_failed(self, version: ServedVersion, replica: Replica) -> None:
+        tail = log_tail(replica.log_path)
+        version.state = "FAILED"
+        version.error = f"The model worker for {version.spec.model_uri} failed to start. Worker log (tail):\n{tail}"
+        log.error("%s failed to start", version.spec.key)
+        version.notify()
+
+    def _refresh_state(self, version: ServedVersion) -> None:
+        if version.state in ("FAILED", "STOPPED", "SCALED_TO_ZERO"):
+            return
+        if version.ready_connections():
+            version.state = "READY"
+            version.ever_ready = True
+        elif version.ever_ready:
+            version.state = "RESTARTING"
+        version.notify()
+
+    async def _stop_version(self, version: ServedVersion, final_state: str = "STOPPED") -> None:
+        version.state = final_state
+        tasks = [r.task for r in version.replicas if r.task is not None and not r.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for replica in version.replicas:
+            if replica.connection is not None:
+                await replica.connection.close()
+                replica.connection = None
+            if replica.process is not None:
+                await self.launcher.stop(replica.process)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(replica.socket_path)
+        version.notify()
+
+    async def _scale_idle_to_zero(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(min(5.0, max(0.2, self.idle_seconds / 4)))
+            now = time.monotonic()
+            for version in list(self.versions.values()):
+                busy = any(c.in_flight for c in version.ready_connections())
+                if version.spec.scale_to_zero and version.state == "READY" and not busy and now - version.last_used > self.idle_seconds:
+                    log.info("scaling %s to zero after %.0fs idle", version.spec.key, now - version.last_used)
+                    await self._stop_version(version, "SCALED_TO_ZERO")
+
+
+def _in_flight(connection: WorkerConnection) -> int:
+    return connection.in_flight
+
+
+def _unavailable_message(key: str, version: ServedVersion) -> str:
+    if version.state == "FAILED":
+        return f"{key} failed to start: {version.error}"
+    if version.state == "RESTARTING":
+        return f"The worker for {key} crashed and is restarting; retry shortly."
+    return f"{key} is {version.state.lower().replace('_', ' ')}; retry shortly."

@@ -1,0 +1,188 @@
+"""A model worker: one OS process serving one model version over a Unix socket.
+
+Started by the supervisor as ``python -m agentwharf.serving.worker --socket PATH --model-uri URI``.
+It loads the model first and only then listens, so a socket that accepts means a model that
+answers. Model code runs in a thread pool: agents spend most of their time waiting on LLM calls,
+and one slow request must not hold up the others in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from agentwharf.serving import protocol
+from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
+from agentwharf.serving.openai_compat import to_openai_response, wrap_openai_stream, normalize_openai_request
+
+log = logging.getLogger("agentwharf.worker")
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error_code": code, "message": message})
+
+
+class WorkerServer:
+    """Answers the gateway's frames with the model's output."""
+
+    def __init__(self, adapter: ModelAdapter, threads: int):
+        self.adapter = adapter
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        self.cancelled: dict[tuple[int, int], threading.Event] = {}
+        self._connections = 0
+
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        conn_id = self._connections
+        writer.write(protocol.encode(0, protocol.HELLO, orjson.dumps({"pid": os.getpid(), "kind": self.adapter.kind})))
+        tasks: set[asyncio.Task] = set()
+        try:
+            while True:
+                stream_id, kind, _status, payload = await protocol.read_frame(reader)
+                if kind == protocol.REQUEST:
+                    task = asyncio.create_task(self.handle_request(conn_id, stream_id, payload, writer))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif kind == protocol.CANCEL:
+                    if (flag := self.cancelled.get((conn_id, stream_id))) is not None:
+                        flag.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the gateway closed the connection (restart or shutdown)
+        finally:
+            for flag_key, flag in list(self.cancelled.items()):
+                if flag_key[0] == conn_id:
+                    flag.set()
+            writer.close()
+
+    async def handle_request(self, conn_id: int, stream_id: int, payload: bytes, writer: asyncio.StreamWriter) -> None:
+        def respond(status: int, body: bytes) -> None:
+            writer.write(protocol.encode(stream_id, protocol.RESPONSE, body, status))
+
+        try:
+            meta, raw = protocol.decode_request(payload)
+            body = self._decode_body(raw, meta)
+            request = self.adapter.parse(body)
+        except InvalidRequest as error:
+            return respond(400, _error("INVALID_PARAMETER_VALUE", str(error)))
+
+        if body.get("stream") is True:
+            await self._stream(conn_id, stream_id, meta, request, writer)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            output = await loop.run_in_executor(self.pool, self.adapter.predict, request)
+            if meta.get("route") == "responses":
+                output = to_openai_response(output, meta)
+            respond(200, orjson.dumps(output))
+        except Exception as error:  # the agent's own failure: report it, keep serving
+            log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
+            respond(500, _error("MODEL_ERROR", _agent_message(error)))
+
+    def _decode_body(self, raw: bytes, meta: dict) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise InvalidRequest(f"Malformed JSON in request body: {error}") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest(f"Request body must be a JSON object, got {type(body).__name__}")
+        if meta.get("route") == "responses":
+            body = normalize_openai_request(body)
+        if "input" not in body:
+            raise InvalidRequest("Invalid Responses request: 'input' is required (a list of messages)")
+        body.pop("databricks_options", None)
+        return body
+
+    async def _stream(self, conn_id: int, stream_id: int, meta: dict, request: Any, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        self.cancelled[(conn_id, stream_id)] = cancel
+        writer.write(protocol.encode(stream_id, protocol.STREAM_START, b"", 200))
+        events = self.adapter.predict_stream(request)
+        if meta.get("route") == "responses":
+            events = wrap_openai_stream(events, meta)
+
+        def send(kind: int, payload: bytes) -> None:
+            loop.call_soon_threadsafe(writer.write, protocol.encode(stream_id, kind, payload))
+
+        def produce() -> None:
+            # Runs in a pool thread; checks the cancel flag between events so a client that
+            # went away frees this thread at the agent's next yield.
+            try:
+                for event in events:
+                    if cancel.is_set():
+                        break
+                    send(protocol.EVENT, orjson.dumps(event))
+                send(protocol.STREAM_END, b"")
+            except Exception as error:
+                log.error("predict_stream failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
+                send(protocol.STREAM_END, _error("MODEL_ERROR", _agent_message(error)))
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+
+        try:
+            await loop.run_in_executor(self.pool, produce)
+        finally:
+            self.cancelled.pop((conn_id, stream_id), None)
+
+
+def _agent_message(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if str(error) else text
+
+
+def _load(model_uri: str) -> ModelAdapter:
+    import mlflow.pyfunc
+
+    started = time.monotonic()
+    log.info("loading %s", model_uri)
+    adapter = ModelAdapter(mlflow.pyfunc.load_model(model_uri))
+    log.info("loaded %s (%s) in %.1fs", model_uri, adapter.kind, time.monotonic() - started)
+    return adapter
+
+
+async def _serve(socket_path: str, adapter: ModelAdapter, threads: int) -> None:
+    server = WorkerServer(adapter, threads)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    unix_server = await asyncio.start_unix_server(server.handle_connection, path=socket_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("ready on %s", socket_path)
+    async with unix_server:
+        await stop.wait()
+    server.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="agentwharf model worker (started by the supervisor)")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--model-uri", required=True)
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        adapter = _load(args.model_uri)
+    except Exception:
+        # The supervisor shows the tail of this log to whoever deployed: make it the real error.
+        log.error("failed to load %s:\n%s", args.model_uri, traceback.format_exc())
+        sys.exit(3)
+    asyncio.run(_serve(args.socket, adapter, args.threads))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The gateway's end of one worker connection (see ``protocol`` for the frames)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from agentwharf.serving import protocol
+
+#: Pseudo frame kinds: the worker connection dropped; the client went away.
+CONNECTION_LOST = 255
+ABORTED = 254
+
+
+class WorkerGone(Exception):
+    """The worker process closed its socket (it crashed, was stopped, or was restarted)."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """A worker's answer: a whole body, or (``stream`` true) events to pull with ``events()``."""
+
+    status: int
+    body: bytes
+    stream: bool
+    _call: _Call | None = None
+
+    @property
+    def stream_id(self) -> int:
+        return self._call.stream_id if self._call is not None else 0
+
+    def abort(self) -> None:
+        """End ``events()`` now (the client disconnected)."""
+        if self._call is not None:
+            self._call.queue.put_nowait((ABORTED, 0, b""))
+
+    async def events(self) -> AsyncIterator[tuple[bytes, bytes | None]]:
+        """Yield ``(event_json, None)`` per event, then ``(b"", error_json_or_None)`` once at the end."""
+        assert self._call is not None
+        while True:
+            kind, _status, payload = await self._call.queue.get()
+            if kind == protocol.EVENT:
+                yield payload, None
+            elif kind == protocol.STREAM_END:
+                yield b"", payload or None
+                return
+            elif kind == ABORTED:
+                return
+            else:  # connection lost midway
+                yield b"", orjson.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "The model worker stopped while streaming."})
+                return
+
+
+class _Call:
+    __slots__ = ("queue", "stream_id")
+
+    def __init__(self, stream_id: int):
+        self.stream_id = stream_id
+        self.queue: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+
+
+class WorkerConnection:
+    """Many concurrent requests multiplexed over one Unix socket to one worker process."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict):
+        self._reader = reader
+        self._writer = writer
+        self.hello = hello
+        self.in_flight = 0
+        self.closed = False
+        self._calls: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        self._pump = asyncio.create_task(self._read_loop(), name=f"worker-conn-{hello.get('pid')}")
+
+    @classmethod
+    async def open(cls, socket_path: str, timeout: float = 5.0) -> WorkerConnection:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path, limit=protocol.MAX_FRAME), timeout)
+        _sid, kind, _status, payload = await asyncio.wait_for(protocol.read_frame(reader), timeout)
+        if kind != protocol.HELLO:
+            writer.close()
+            raise protocol.ProtocolError(f"expected HELLO from worker, got frame kind {kind}")
+        return cls(reader, writer, orjson.loads(payload))
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                stream_id, kind, status, payload = await protocol.read_frame(self._reader)
+                call = self._calls.get(stream_id)
+                if call is None:
+                    continue  # an answer for a request already given up (cancelled, timed out)
+                if kind in (protocol.RESPONSE, protocol.STREAM_END):
+                    del self._calls[stream_id]
+                call.queue.put_nowait((kind, status, payload))
+        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError):
+            pass
+        finally:
+            self.closed = True
+            for call in self._calls.values():
+                call.queue.put_nowait((CONNECTION_LOST, 0, b""))
+            self._calls.clear()
+            self._writer.close()
+
+    async def request(self, meta: dict, body: bytes, timeout: float) -> Reply:
+        """Send one request and wait for its first answer frame.
+
+        Raises:
+            WorkerGone: the connection is closed or closes before the worker answers.
+            asyncio.TimeoutError: no answer within ``timeout`` (the request is cancelled).
+        """
+        if self.closed:
+            raise WorkerGone("worker connection is closed")
+        call = _Call(next(self._ids))
+        self._calls[call.stream_id] = call
+        self._writer.write(protocol.encode_request(call.stream_id, meta, body))
+        try:
+            kind, status, payload = await asyncio.wait_for(call.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            self.cancel(call.stream_id)
+            raise
+        if kind == CONNECTION_LOST:
+            raise WorkerGone("worker stopped before answering")
+        if kind == protocol.STREAM_START:
+            return Reply(status, b"", True, call)
+        return Reply(status, payload, False)
+
+    def cancel(self, stream_id: int) -> None:
+        """Tell the worker the client is gone, so it stops producing for this stream."""
+        self._calls.pop(stream_id, None)
+        if not self.closed:
+            self._writer.write(protocol.encode(stream_id, protocol.CANCEL))
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._pump.cancel()

@@ -1,0 +1,107 @@
+"""Every setting agentwharf reads, declared once.
+
+Nothing else in the package reads ``os.environ``: servers get a ``PlatformSettings`` passed to
+their factories, clients a ``ClientSettings``. Both read ``AGENTWHARF_*`` variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8710
+
+#: Worker processes per served version for each Databricks workload size.
+DEFAULT_WORKLOAD_SIZES = {"Small": 1, "Medium": 2, "Large": 4}
+
+
+class PlatformSettings(BaseSettings):
+    """What `agentwharf up` needs: where it lives, where it listens, how it serves."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
+
+    home: Path = Field(default=Path(".agentwharf"), description="Folder for the database, artifacts, logs and sockets.")
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+    workload_sizes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_SIZES))
+    #: Threads in each worker process; agents mostly wait on LLM calls, so several requests
+    #: share one process.
+    worker_threads: int = 16
+    #: How long a worker may take to load its model before the deploy fails.
+    worker_start_timeout: float = 300.0
+    #: Back-off between restarts of a crashed worker: doubles from min to max.
+    restart_backoff_min: float = 0.5
+    restart_backoff_max: float = 30.0
+    #: A scale-to-zero version stops its workers after this many idle seconds.
+    scale_to_zero_idle_seconds: float = 900.0
+    #: How long a request to a scaled-to-zero version waits for its workers to start.
+    cold_start_timeout: float = 300.0
+    #: Upper bound on a single request to a worker (LLM agents can be slow).
+    request_timeout: float = 600.0
+    max_served_entities: int = 15
+    mlflow_start_timeout: float = 120.0
+    #: Workers of the MLflow server's own uvicorn.
+    mlflow_workers: int = 1
+
+    @field_validator("workload_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: dict[str, int]) -> dict[str, int]:
+        for name, count in sizes.items():
+            if count < 1:
+                raise ValueError(f"workload size {name!r} must have at least one worker, got {count}")
+        return sizes
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    #: One database for MLflow's tables and agentwharf's. Defaults to SQLite in the home.
+    database_url: str | None = None
+
+    @property
+    def database_uri(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'agentwharf.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home.resolve() / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home.resolve() / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Worker sockets. A Unix socket path is limited to ~107 bytes, so a deep home puts
+        them in a short folder under the system temp dir, named after the home."""
+        folder = self.home.resolve() / "run"
+        if len(str(folder)) <= 80:
+            return folder
+        import hashlib
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"agentwharf-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home.resolve() / "platform.pid"
+
+
+class ClientSettings(BaseSettings):
+    """What a client (`agentwharf.agents`, the CLI) needs to reach a platform."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
+
+    host: str = Field(default=f"http://127.0.0.1:{DEFAULT_PORT}")
+    token: str | None = None
+    timeout: float = 60.0
+
+    @field_validator("host")
+    @classmethod
+    def _with_scheme(cls, host: str) -> str:
+        host = host.rstrip("/")
+        return host if "://" in host else f"http://{host}"

@@ -1,0 +1,78 @@
+"""SQLAlchemy tables of agentwharf's own state.
+
+They share the database with MLflow's tables, so every name starts with ``aw_`` and the Alembic
+version table is ``aw_alembic_version``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Set before the first revision so constraint names are stable across SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Endpoint(Base):
+    """A serving endpoint: its served entities and how traffic is split among them.
+
+    ``routes`` is the live traffic split. While a config update waits for new workers to load,
+    the split it will switch to is ``pending_routes`` and the new entities are marked pending.
+    """
+
+    __tablename__ = "aw_endpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    creator: Mapped[str | None] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[dict] = mapped_column(JSON, default=dict)
+    experiment_id: Mapped[str | None] = mapped_column(String(64))
+    routes: Mapped[list] = mapped_column(JSON, default=list)
+    pending_routes: Mapped[list | None] = mapped_column(JSON)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    #: NOT_UPDATING, IN_PROGRESS or UPDATE_FAILED (Databricks' config_update values).
+    update_state: Mapped[str] = mapped_column(String(32), default="NOT_UPDATING")
+    update_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
+
+    entities: Mapped[list[ServedEntity]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan", order_by="ServedEntity.id", lazy="selectin"
+    )
+
+
+class ServedEntity(Base):
+    """One registered model version served by an endpoint."""
+
+    __tablename__ = "aw_served_entities"
+    __table_args__ = (UniqueConstraint("endpoint_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("aw_endpoints.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    entity_name: Mapped[str] = mapped_column(String(512))
+    entity_version: Mapped[str] = mapped_column(String(32))
+    environment_vars: Mapped[dict] = mapped_column(JSON, default=dict)
+    workload_size: Mapped[str] = mapped_column(String(32), default="Small")
+    scale_to_zero: Mapped[bool] = mapped_column(Boolean, default=False)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="entities")
