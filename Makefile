@@ -1,0 +1,42 @@
+# Two commands do all set-up on a bare machine: `make quickstart` and `make test`.
+# Both create .venv inside the repo and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOME_DIR := .agentwharf
+STAMP  := $(VENV)/.installed
+
+.PHONY: install quickstart stop test test-unit test-integration bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "agentwharf needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
+quickstart: install
+	$(PY) scripts/quickstart.py --home $(HOME_DIR)
+
+## Stop the platform started by quickstart.
+stop:
+	@if [ -x $(VENV)/bin/agentwharf ]; then $(VENV)/bin/agentwharf down --home $(HOME_DIR); else echo "nothing to stop"; fi
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install
+	$(PY) -m pytest -q tests/integration
+
+bench: install
+	$(PY) benchmarks/run.py
+
+clean: stop
+	rm -rf $(VENV) $(HOME_DIR) .pytest_cache

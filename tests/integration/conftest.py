@@ -1,0 +1,73 @@
+"""Session fixtures: one real platform (MLflow server, control plane, gateway, workers) on a
+free port, and the test agents logged to it from code and registered."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from tests.integration.platform_process import PlatformProcess
+
+AGENTS = Path(__file__).parent / "agents"
+_counter = itertools.count(1)
+
+# Short timings so the scale-to-zero and restart tests run in seconds.
+PLATFORM_ENV = {
+    "AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS": "3",
+    "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
+    "AGENTWHARF_RESTART_BACKOFF_MAX": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    proc = PlatformProcess(tmp_path_factory.mktemp("platform") / "home", env=PLATFORM_ENV).start()
+    # Clients in this test process (mlflow, agentwharf.agents) find the platform here.
+    os.environ["MLFLOW_TRACKING_URI"] = proc.base_url
+    os.environ["AGENTWHARF_HOST"] = proc.base_url
+    mlflow.set_tracking_uri(proc.base_url)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def http(platform):
+    with httpx.Client(base_url=platform.base_url, timeout=60) as client:
+        yield client
+
+
+def _log(path: Path) -> str:
+    mlflow.set_experiment("/tests/agents")
+    with mlflow.start_run():
+        return mlflow.pyfunc.log_model(name="agent", python_model=str(path), pip_requirements=["mlflow"]).model_uri
+
+
+@pytest.fixture(scope="session")
+def logged(platform) -> dict[str, str]:
+    """Model URIs of the test agents, logged once."""
+    return {name: _log(AGENTS / f"{name}_agent.py") for name in ("info", "broken")}
+
+
+@pytest.fixture
+def register(logged):
+    """Register a test agent under a fresh ``main.tests.<name>`` with ``versions`` versions."""
+
+    def _register(agent: str = "info", versions: int = 1) -> str:
+        name = f"main.tests.{agent}{next(_counter)}"
+        for _ in range(versions):
+            mlflow.register_model(logged[agent], name)
+        return name
+
+    return _register
+
+
+def ask(http: httpx.Client, path: str, text: str = "hi", **custom) -> httpx.Response:
+    body = {"input": [{"role": "user", "content": text}]}
+    if custom:
+        body["custom_inputs"] = custom
+    return http.post(path, json=body)
