@@ -29,7 +29,7 @@ def served_entity_name(model_name: str, model_version: str) -> str:
 
 
 def check_endpoint_name(name: str) -> str:
-    if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
+    if not isinstance(name, str) or not _ENDPOINT_NAME.fullmatch(name):
         raise InvalidParameter(
             f"Invalid endpoint name {name!r}: use 1-{MAX_ENDPOINT_NAME} letters, digits, '-' or '_', "
             "starting with a letter or digit."
@@ -42,7 +42,7 @@ def check_model_version(version: object) -> str:
     if isinstance(version, bool) or not isinstance(version, (str, int)):
         raise InvalidParameter(f"model_version must be a string such as '1', got {version!r}")
     text = str(version).strip()
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise InvalidParameter(f"model_version must be a positive integer string, got {version!r}")
     return str(int(text))
 
@@ -54,7 +54,7 @@ def check_environment_vars(env: object) -> dict[str, str]:
     if not isinstance(env, dict):
         raise InvalidParameter(f"environment_vars must be an object of string values, got {type(env).__name__}")
     for key, value in env.items():
-        if not isinstance(key, str) or not _ENV_KEY.match(key):
+        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
             raise InvalidParameter(
                 f"environment_vars key {key!r} is not an UPPERCASE identifier (A-Z, 0-9, _, not starting with a digit)"
             )

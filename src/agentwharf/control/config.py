@@ -59,7 +59,7 @@ def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> Entity
     except InvalidParameter as error:
         raise InvalidParameter(f"{where}.{error.message}") from None
     size = raw.get("workload_size") or "Small"
-    if size not in workload_sizes:
+    if not isinstance(size, str) or size not in workload_sizes:
         raise InvalidParameter(f"{where}.workload_size must be one of {sorted(workload_sizes)}, got {size!r}")
     scale = raw.get("scale_to_zero_enabled", False)
     if not isinstance(scale, bool):

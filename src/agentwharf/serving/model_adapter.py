@@ -19,11 +19,24 @@ class InvalidRequest(Exception):
     """The request body does not fit the model's schema; the message names the field."""
 
 
+#: Labels pydantic puts in an error's path for the members of a union, not field names.
+_UNION_LABELS = {"str", "int", "float", "bool", "bytes", "none", "dict", "list"}
+
+
+def _is_field(part: object) -> bool:
+    # The Responses schema's fields are snake_case; union members show up as validator
+    # labels ("function-after[...]"), type names ("str") or class names ("Message").
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return "[" not in text and text not in _UNION_LABELS and not text[:1].isupper()
+
+
 def describe_validation_error(error: pydantic.ValidationError) -> str:
     """``input.0.role: Field required``: the field path without pydantic's internal labels."""
     parts = []
     for detail in error.errors()[:5]:
-        path = ".".join(str(p) for p in detail["loc"] if isinstance(p, int) or "[" not in str(p))
+        path = ".".join(str(p) for p in detail["loc"] if _is_field(p))
         parts.append(f"{path or 'body'}: {detail['msg']}")
     return "; ".join(dict.fromkeys(parts))
 

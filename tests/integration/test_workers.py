@@ -1,0 +1,113 @@
+"""Worker processes: crash isolation, restarts, workload sizes, scale to zero."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from agentwharf import agents
+from tests.integration.conftest import ask
+from tests.integration.platform_process import pid_alive, wait_until
+
+
+def pid_of(http, path) -> int:
+    return ask(http, path).json()["custom_outputs"]["pid"]
+
+
+def test_kill_9_of_one_worker_never_touches_another_endpoint(http, register):
+    doomed_model, steady_model = register("info"), register("info")
+    doomed = agents.deploy(doomed_model, "1")
+    steady = agents.deploy(steady_model, "1")
+    doomed_path = f"/serving-endpoints/{doomed.endpoint_name}/invocations"
+    steady_path = f"/serving-endpoints/{steady.endpoint_name}/invocations"
+    doomed_pid, steady_pid = pid_of(http, doomed_path), pid_of(http, steady_path)
+
+    steady_statuses: list[int] = []
+    doomed_statuses: list[int] = []
+    stop = threading.Event()
+
+    def drive(path, statuses):
+        while not stop.is_set():
+            statuses.append(ask(http, path).status_code)
+
+    drivers = [threading.Thread(target=drive, args=(steady_path, steady_statuses), name="drive-steady"),
+               threading.Thread(target=drive, args=(doomed_path, doomed_statuses), name="drive-doomed")]
+    for thread in drivers:
+        thread.start()
+    time.sleep(0.5)
+    os.kill(doomed_pid, signal.SIGKILL)
+    # The supervisor restarts the killed worker (with back-off) and traffic comes back.
+    new_pid = wait_until(lambda: (r := ask(http, doomed_path)).status_code == 200 and r.json()["custom_outputs"]["pid"],
+                         timeout=60, message="the killed worker to be replaced")
+    time.sleep(0.5)
+    stop.set()
+    for thread in drivers:
+        thread.join()
+
+    assert new_pid != doomed_pid
+    assert set(steady_statuses) == {200} and len(steady_statuses) > 10
+    assert pid_of(http, steady_path) == steady_pid
+    assert set(doomed_statuses) <= {200, 503}
+    agents.delete_deployment(doomed_model)
+    agents.delete_deployment(steady_model)
+
+
+def test_crashed_version_gets_503_json_while_others_serve(http, register):
+    model = register("info", versions=2)
+    v1 = agents.deploy(model, "1")
+    v2 = agents.deploy(model, "2")
+    pid = http.post(v2.query_endpoint, json={"input": [{"role": "user", "content": "x"}]}).json()["custom_outputs"]["pid"]
+    crash = http.post(v2.query_endpoint, json={"input": [{"role": "user", "content": "x"}], "custom_inputs": {"crash": True}})
+    assert crash.status_code == 503
+    assert crash.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    # Version 1 on the same endpoint never notices.
+    assert http.post(v1.query_endpoint, json={"input": [{"role": "user", "content": "x"}]}).status_code == 200
+    wait_until(lambda: not pid_alive(pid), timeout=10, message="the crashed worker to be gone")
+    recovered = wait_until(lambda: http.post(v2.query_endpoint, json={"input": [{"role": "user", "content": "x"}]}).status_code == 200,
+                           timeout=60, message="version 2 to restart")
+    assert recovered
+    agents.delete_deployment(model)
+
+
+def test_workload_size_sets_the_number_of_worker_processes(http, register):
+    model = register("info")
+    deployment = agents.deploy(model, "1", workload_size="Medium")
+    path = f"/serving-endpoints/{deployment.endpoint_name}/invocations"
+    results: list[int] = []
+
+    def call():
+        results.append(ask(http, path, sleep=0.3).json()["custom_outputs"]["pid"])
+
+    threads = [threading.Thread(target=call, name=f"medium-{i}") for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 2  # Medium = 2 processes, both given work
+    agents.delete_deployment(model)
+
+
+def test_scale_to_zero_stops_idle_workers_and_wakes_on_demand(http, register):
+    model = register("info")
+    deployment = agents.deploy(model, "1", scale_to_zero=True)
+    path = f"/serving-endpoints/{deployment.endpoint_name}/invocations"
+    pid = pid_of(http, path)
+    # The test platform's idle time is 3 s.
+    wait_until(lambda: not pid_alive(pid), timeout=30, message="the idle worker to stop")
+    view = http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}").json()
+    assert "Scaled to zero" in view["config"]["served_entities"][0]["state"]["deployment_state_message"]
+    # The next request waits for a fresh worker instead of failing.
+    answer = ask(http, path)
+    assert answer.status_code == 200
+    assert answer.json()["custom_outputs"]["pid"] != pid
+    agents.delete_deployment(model)
+
+
+def test_deleting_a_deployment_stops_its_workers(http, register):
+    model = register("info")
+    deployment = agents.deploy(model, "1")
+    pid = pid_of(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations")
+    agents.delete_deployment(model)
+    wait_until(lambda: not pid_alive(pid), timeout=20, message="the worker to stop")

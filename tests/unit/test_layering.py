@@ -1,0 +1,78 @@
+"""The core never imports the CLI or its UI libraries: only src/agentwharf/cli/ may."""
+
+import ast
+from pathlib import Path
+
+import agentwharf
+
+PACKAGE_DIR = Path(agentwharf.__file__).resolve().parent
+CLI_DIR = PACKAGE_DIR / "cli"
+FORBIDDEN = ("typer", "rich", "agentwharf.cli")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module an ``import`` or ``from ... import`` names, relative imports resolved."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def is_forbidden(name: str) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+
+
+def core_files() -> list[Path]:
+    return [p for p in sorted(PACKAGE_DIR.rglob("*.py")) if CLI_DIR not in p.parents]
+
+
+def test_core_does_not_import_cli_or_ui_libraries():
+    files = core_files()
+    assert len(files) > 20  # the walk found the package, not an empty folder
+    offenders = {}
+    for path in files:
+        bad = sorted(
+            m for m in imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+            if is_forbidden(m)
+        )
+        if bad:
+            offenders[str(path.relative_to(PACKAGE_DIR))] = bad
+    assert offenders == {}
+
+
+def test_checker_catches_every_forbidden_import_form():
+    samples = {
+        "import typer": "typer",
+        "import rich.console": "rich.console",
+        "from rich import print": "rich",
+        "from agentwharf.cli.main import main": "agentwharf.cli.main",
+        "from agentwharf import cli": "agentwharf.cli",
+        "from ..cli import output": "agentwharf.cli",
+        "def f():\n    import typer": "typer",
+    }
+    for source, expected in samples.items():
+        found = imported_modules(source, "agentwharf.serving.gateway")
+        assert expected in found, source
+        assert any(is_forbidden(m) for m in found), source
+
+
+def test_checker_allows_lookalikes():
+    found = imported_modules("import richer\nimport typers\nfrom agentwharf import client", "agentwharf.agents")
+    assert not any(is_forbidden(m) for m in found)
