@@ -23,7 +23,8 @@ class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
 
     home: Path = Field(default=Path(".agentwharf"), description="Folder for the database, artifacts, logs and sockets.")
-    host: str = "127.0.0.1"
+    #: Listen address (AGENTWHARF_LISTEN_HOST; clients read AGENTWHARF_HOST as the platform's URL).
+    listen_host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
 
     workload_sizes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_SIZES))
@@ -56,7 +57,7 @@ class PlatformSettings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::") else self.listen_host
         return f"http://{host}:{self.port}"
 
     #: One database for MLflow's tables and agentwharf's. Defaults to SQLite in the home.

@@ -15,7 +15,7 @@ HomeOption = typer.Option(None, "--home", help="Platform home (database, artifac
 
 
 def _settings(home: Path | None, host: str | None = None, port: int | None = None) -> PlatformSettings:
-    overrides = {k: v for k, v in {"home": home, "host": host, "port": port}.items() if v is not None}
+    overrides = {k: v for k, v in {"home": home, "listen_host": host, "port": port}.items() if v is not None}
     return PlatformSettings(**overrides)
 
 

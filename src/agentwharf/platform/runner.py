@@ -81,10 +81,10 @@ def serve(settings: PlatformSettings) -> None:
 
     if (running := read_pid_file(settings)) is not None:
         raise PlatformError(f"A platform already runs on home {settings.home} (pid {running.pid}, {running.base_url})")
-    _check_port_free(settings.host, settings.port)
+    _check_port_free(settings.listen_host, settings.port)
     _configure_logging(settings)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", log_level="warning",
+    config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
                             access_log=False, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     original_startup = server.startup
@@ -114,11 +114,11 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
     """
     if (running := read_pid_file(settings)) is not None:
         return running
-    _check_port_free(settings.host, settings.port)
+    _check_port_free(settings.listen_host, settings.port)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.logs_dir / "platform.out"
     command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(settings.home.resolve()),
-               "--host", settings.host, "--port", str(settings.port)]
+               "--host", settings.listen_host, "--port", str(settings.port)]
     with open(out_path, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     started = time.monotonic()

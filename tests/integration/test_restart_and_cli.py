@@ -1,0 +1,137 @@
+"""Stopping and restarting a platform on the same home, and the `agentwharf` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import mlflow
+import pytest
+
+from tests.integration.platform_process import PlatformProcess, pid_alive, wait_until
+
+AGENTS = os.path.join(os.path.dirname(__file__), "agents")
+
+
+def cli(base_url: str, *args: str, home: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AGENTWHARF_HOST": base_url, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "agentwharf.cli.main", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def own_platform(tmp_path):
+    """A platform of this test's own, since the test stops and restarts it."""
+    proc = PlatformProcess(tmp_path / "home")
+    yield proc
+    proc.stop()
+
+
+def test_restart_restores_endpoints_and_workers(own_platform):
+    base = own_platform.start().base_url
+    client = mlflow.MlflowClient(base)
+    mlflow.set_tracking_uri(base)
+    with mlflow.start_run():
+        uri = mlflow.pyfunc.log_model(name="agent", python_model=os.path.join(AGENTS, "info_agent.py"), pip_requirements=["mlflow"]).model_uri
+    mlflow.register_model(uri, "main.restart.info")
+    mlflow.register_model(uri, "main.restart.info")
+    cli(base, "deploy", "main.restart.info", "1", check=True)
+    cli(base, "deploy", "main.restart.info", "2", "--workload-size", "Medium", check=True)
+    endpoint = "agents_main-restart-info"
+    body = {"input": [{"role": "user", "content": "x"}]}
+    before = httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}").json()
+    old_pid = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body).json()["custom_outputs"]["pid"]
+
+    # SIGTERM (what `agentwharf down` and Ctrl-C send) stops the platform and reaps its workers.
+    # (uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.)
+    assert own_platform.stop() in (0, -signal.SIGTERM)
+    assert not pid_alive(old_pid)
+    log = (own_platform.home / "logs" / "platform.log").read_text()
+    assert "stopping: workers, then MLflow" in log
+
+    own_platform.start()
+    after = wait_until(lambda: (v := httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}").json())["state"]["ready"] == "READY" and v,
+                       timeout=120, message="the endpoint to be restored")
+    assert after["config"]["traffic_config"] == before["config"]["traffic_config"]
+    assert [e["name"] for e in after["config"]["served_entities"]] == [e["name"] for e in before["config"]["served_entities"]]
+    assert after["config"]["served_entities"][1]["workload_size"] == "Medium"
+    answer = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body)
+    assert answer.status_code == 200
+    assert answer.json()["custom_outputs"]["entity"] == "main-restart-info_2"
+    assert client.get_registered_model("main.restart.info").name == "main.restart.info"
+
+
+def test_down_stops_a_detached_platform(tmp_path):
+    home = tmp_path / "detached"
+    from tests.integration.platform_process import free_port
+
+    port = str(free_port())
+    base = f"http://127.0.0.1:{port}"
+    up = cli(base, "up", "--detach", "--home", str(home), "--port", port)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"agentwharf is up at {base}" in up.stdout
+    pid = json.loads((home / "platform.pid").read_text())["pid"]
+    assert cli(base, "status", check=True).stdout.startswith("up at")
+    # A second `up` on the same home does not start a second platform.
+    again = cli(base, "up", "--detach", "--home", str(home), "--port", port, check=True)
+    assert str(pid) in again.stdout
+
+    down = cli(base, "down", "--home", str(home), check=True)
+    assert f"Stopped agentwharf (pid {pid}" in down.stdout
+    wait_until(lambda: not pid_alive(pid), timeout=30, message="the platform to exit")
+    assert not (home / "platform.pid").exists()
+    assert "No platform is running" in cli(base, "down", "--home", str(home), check=True).stdout
+    status = cli(base, "status")
+    assert status.returncode != 0 and "No agentwharf platform answers" in status.stderr
+
+
+def test_up_refuses_a_port_in_use(platform, tmp_path):
+    result = cli(platform.base_url, "up", "--home", str(tmp_path / "other"), "--port", str(platform.port))
+    assert result.returncode != 0
+    assert f"Port {platform.port}" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_deploy_query_and_endpoints(platform, register):
+    model = register("info")
+    base = platform.base_url
+    deploy = cli(base, "deploy", model, "1", check=True)
+    endpoint = f"agents_{model.replace('.', '-')}"
+    assert f"Deployed {model} version 1 to endpoint {endpoint}" in deploy.stdout
+
+    assert cli(base, "query", endpoint, "hello cli", check=True).stdout.strip() == "Echo: hello cli"
+    streamed = cli(base, "query", endpoint, "hello stream", "--stream", check=True).stdout
+    assert "part0 part1 part2" in streamed and "Echo: hello stream" in streamed
+
+    listing = cli(base, "endpoints", "list", check=True).stdout
+    assert endpoint in listing and "READY" in listing
+    shown = json.loads(cli(base, "endpoints", "get", endpoint, check=True).stdout)
+    assert shown["name"] == endpoint
+
+    assert "Deleted endpoint" in cli(base, "endpoints", "delete", endpoint, "--yes", check=True).stdout
+    missing = cli(base, "endpoints", "get", endpoint)
+    assert missing.returncode == 1
+    assert "does not exist (RESOURCE_DOES_NOT_EXIST)" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deploy", "main.tests.nothere", "1"], "does not exist"),
+        (["deploy", "main.tests.x", "1", "--env", "NOEQUALS"], "KEY=VALUE"),
+        (["deploy", "main.tests.x", "1", "--env", "lower=1"], "UPPERCASE"),
+        (["query", "no-such-endpoint", "hi"], "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(platform, args, message):
+    result = cli(platform.base_url, *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
