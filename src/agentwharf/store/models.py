@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Set before the first revision so constraint names are stable across SQLite and PostgreSQL.
@@ -76,3 +76,39 @@ class ServedEntity(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="entities")
+
+
+class InferenceLog(Base):
+    """The inference table: one row per served request, written by the spool writer."""
+
+    __tablename__ = "aw_inference_log"
+    __table_args__ = (Index("ix_aw_inference_log_endpoint_ts", "endpoint", "timestamp_ms"),)
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    endpoint: Mapped[str] = mapped_column(String(63))
+    served_entity: Mapped[str | None] = mapped_column(String(256))
+    model_name: Mapped[str | None] = mapped_column(String(512))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    status_code: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    caller: Mapped[str | None] = mapped_column(String(256))
+    route: Mapped[str | None] = mapped_column(String(32))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    request: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)
+    request_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    response_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SpoolCheckpoint(Base):
+    """How far the writer has drained the spool; updated in the same transaction as the rows."""
+
+    __tablename__ = "aw_spool_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    segment: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)

@@ -1,0 +1,96 @@
+"""Render results: one table, then agentwharf's own numbers and its targets."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+TARGET_VS_AGENTSERVER = 20.0
+TARGET_VS_BARE = 0.5
+TARGET_P99_VS_BARE = 2.0
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+
+
+def _traces(row: dict) -> str:
+    if row.get("traces") is None:
+        return "n/a"
+    answered = row["wrk"]["answered"]
+    share = f" ({100 * row['traces'] / answered:.1f}%)" if answered else ""
+    return f"{row['traces']:,} / {answered:,}{share}"
+
+
+def table(rows: list[dict]) -> Table:
+    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
+    agentserver_rps = ok.get("agentserver", {}).get("rps")
+    bare_rps = ok.get("bare-echo", {}).get("rps")
+    out = Table(title="Serving benchmark: EchoAgent, wrk -t2 POST JSON")
+    for column in ("system", "rps", "p50 ms", "p99 ms", "errors", "requests answered",
+                   "traces stored / answered", "rps ÷ agentserver", "rps ÷ bare-echo"):
+        out.add_column(column, justify="left" if column == "system" else "right")
+    for row in rows:
+        w = row.get("wrk")
+        if w is None:
+            out.add_row(row["system"], "[bold red]FAILED[/]", *[""] * 7)
+            continue
+        errors = f"[bold red]{w['errors']:,}[/]" if w["errors"] else "0"
+        out.add_row(
+            row["system"], f"{w['rps']:,.0f}", f"{w['p50_ms']:.1f}", f"{w['p99_ms']:.1f}", errors,
+            f"{w['answered']:,}", _traces(row),
+            _fmt_ratio(_ratio(w["rps"], agentserver_rps)), _fmt_ratio(_ratio(w["rps"], bare_rps)),
+        )
+    return out
+
+
+def _mib(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} MiB"
+
+
+def agentwharf_details(rows: list[dict], console: Console) -> None:
+    row = next((r for r in rows if r["system"] == "agentwharf" and r.get("wrk")), None)
+    if row is None:
+        return
+    notes = row.get("notes", {})
+    console.print(f"agentwharf deploy-to-first-answer: {notes.get('deploy_to_first_answer_s', float('nan')):.1f} s")
+    for label, key in (("after the load", "after_load"), ("before the load", "before_load")):
+        memory = notes.get(key)
+        if not memory:
+            continue
+        workers = memory["worker_rss_mib"]
+        listed = ", ".join(f"pid {pid}: {_mib(rss)}" for pid, rss in workers.items()) or "no worker process found"
+        console.print(f"agentwharf resident memory {label}: {len(workers)} worker(s) [{listed}]; "
+                      f"platform process {_mib(memory['platform_rss_mib'])}")
+
+    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
+    w, checks = row["wrk"], []
+    if "agentserver" in ok:
+        ratio = _ratio(w["rps"], ok["agentserver"]["rps"])
+        checks.append((f"rps >= {TARGET_VS_AGENTSERVER:.0f}x agentserver", ratio >= TARGET_VS_AGENTSERVER, _fmt_ratio(ratio)))
+    if "bare-echo" in ok:
+        ratio = _ratio(w["rps"], ok["bare-echo"]["rps"])
+        checks.append((f"rps >= {TARGET_VS_BARE:.0%} of bare-echo", ratio >= TARGET_VS_BARE, f"{ratio:.0%}"))
+        p99 = _ratio(w["p99_ms"], ok["bare-echo"]["p99_ms"])
+        checks.append((f"p99 <= {TARGET_P99_VS_BARE:.0f}x bare-echo p99", p99 <= TARGET_P99_VS_BARE, _fmt_ratio(p99)))
+    if row.get("traces") is not None and w["answered"]:
+        share = row["traces"] / w["answered"]
+        checks.append(("100% traces stored", share >= 1.0, f"{share:.1%}"))
+    checks.append(("no errors", w["errors"] == 0, f"{w['errors']:,}"))
+    for what, passed, value in checks:
+        mark = "[green]PASS[/]" if passed else "[bold red]FAIL[/]"
+        console.print(f"agentwharf target {mark} {what}: {value}")
+
+
+def warnings(rows: list[dict], console: Console) -> None:
+    for row in rows:
+        if row.get("error"):
+            console.print(f"[bold red]{row['system']} FAILED:[/] {row['error']}", markup=True, highlight=False)
+        elif row["wrk"]["errors"]:
+            w = row["wrk"]
+            console.print(f"[yellow]{row['system']}: {w['errors']:,} errors under load "
+                          f"({w['non_2xx']:,} non-2xx, {w['socket_errors']:,} socket errors)[/]")

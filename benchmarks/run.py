@@ -1,0 +1,145 @@
+"""Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run.
+
+    .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
+                                       [--only NAME[,NAME]] [--json PATH] [--keep-temp]
+
+Each system is started in turn on a free 127.0.0.1 port in its own temp dir, checked with one
+real request (200 and the echo text, or the run fails loudly), driven with
+``wrk -t2 -c<connections> -d<duration>s --latency`` posting the same JSON body, then stopped.
+See benchmarks/README.md for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rich.console import Console  # noqa: E402
+
+import report  # noqa: E402
+import systems  # noqa: E402
+import wrk  # noqa: E402
+
+TRACE_SETTLE_SECONDS = 5.0
+PAUSE_BETWEEN_SYSTEMS = 2.0
+
+# Wide enough for the table when the output is a pipe or a file (rich would assume 80 columns).
+console = Console() if Console().is_terminal else Console(width=160)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def bench_one(name: str, args: argparse.Namespace, script: Path) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"awbench-{name}-"))
+    try:
+        with systems.SYSTEMS[name](tmp) as running:
+            systems.verify(name, running.url)
+            err.print(f"  {name}: verified 200 with the echo text; {args.duration}s of load on {running.url}")
+            before = running.count_traces() if running.count_traces else None
+            result = wrk.run(running.url, script, args.duration, args.connections)
+            ended = time.monotonic()
+            notes = dict(running.notes)
+            if running.after_load:
+                notes["after_load"] = running.after_load()
+            traces = None
+            if running.count_traces:
+                time.sleep(max(0.0, ended + TRACE_SETTLE_SECONDS - time.monotonic()))
+                traces = running.count_traces() - before
+            return {"system": name, "wrk": result.as_dict(), "traces": traces, "notes": notes}
+    finally:
+        if args.keep_temp:
+            err.print(f"  {name}: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _meta(args: argparse.Namespace) -> dict:
+    version = subprocess.run([wrk.require_wrk(), "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "mlflow": importlib.metadata.version("mlflow"),
+        "wrk": version[0] if version else "?",
+        "threads": wrk.THREADS,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "trace_settle_s": TRACE_SETTLE_SECONDS,
+        "body": systems.BODY,
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per system (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--only", help=f"comma-separated subset of: {','.join(systems.SYSTEMS)}")
+    parser.add_argument("--json", type=Path, help="also save the results here")
+    parser.add_argument("--keep-temp", action="store_true", help="keep each system's temp dir (logs, databases)")
+    args = parser.parse_args()
+    args.names = list(systems.SYSTEMS)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in systems.SYSTEMS]
+        if unknown:
+            parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(systems.SYSTEMS)}")
+        args.names = [n for n in systems.SYSTEMS if n in wanted]
+    if args.duration < 1 or args.connections < wrk.THREADS:
+        parser.error(f"--duration must be >= 1 and --connections >= {wrk.THREADS}")
+    return args
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        wrk.require_wrk()
+    except wrk.WrkMissing as e:
+        err.print(f"[bold red]{e}[/]")
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # so every finally (process stops, temp dirs) runs
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="awbench-wrk-") as scratch:
+        script = wrk.post_script(Path(scratch) / "post.lua", json.dumps(systems.BODY))
+        for i, name in enumerate(args.names, 1):
+            if i > 1:
+                time.sleep(PAUSE_BETWEEN_SYSTEMS)
+            err.print(f"[bold][{i}/{len(args.names)}] {name}[/]: starting")
+            started = time.monotonic()
+            try:
+                rows.append(bench_one(name, args, script))
+            except Exception as e:  # one broken system must not hide the others' numbers
+                err.print(f"[bold red]{name} FAILED:[/]", highlight=False)
+                err.print(traceback.format_exc(), markup=False, highlight=False)
+                rows.append({"system": name, "wrk": None, "traces": None, "notes": {}, "error": str(e).splitlines()[0]})
+            err.print(f"  {name}: done in {time.monotonic() - started:.0f}s")
+
+    console.print()
+    console.print(report.table(rows))
+    report.agentwharf_details(rows, console)
+    report.warnings(rows, console)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows}, indent=2))
+        console.print(f"results saved to {args.json}")
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

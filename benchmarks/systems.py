@@ -1,0 +1,185 @@
+"""The four systems under test. Each is a context manager: it starts the system on a free
+loopback port in a temp dir, yields a ``Running`` (the URL to load, how to count its traces,
+extra measurements), and stops everything it started on exit, whatever happened."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+from procs import Service, cmdline, descendants, free_port, rss_mib
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+BODY = {"input": [{"role": "user", "content": "hello"}]}
+EXPECTED_TEXT = "Echo: hello"
+
+AW_MODEL = "main.default.echo"
+AW_ENDPOINT = "agents_main-default-echo"
+
+
+@dataclass
+class Running:
+    url: str
+    count_traces: Callable[[], int] | None = None
+    after_load: Callable[[], dict] | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without settings that would point a child at some other store/platform."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AGENTWHARF_"))}
+    # As if the venv were activated: `mlflow models serve` execs `uvicorn` from PATH.
+    env["PATH"] = os.pathsep.join([str(Path(PY).parent), env.get("PATH", os.defpath)])
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def mlflow_setup(tmp: Path, tracking_uri: str, experiment: str, *flags: str) -> dict:
+    """Run ``mlflow_setup.py`` (MLflow client work) in a subprocess; its JSON answer."""
+    command = [PY, str(HERE / "mlflow_setup.py"), "--tracking-uri", tracking_uri, "--experiment", experiment, *flags]
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(), cwd=tmp, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def count_traces(db: Path, experiment_id: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM trace_info WHERE experiment_id = ?", (int(experiment_id),)).fetchone()[0]
+
+
+def query(url: str, timeout: float = 60.0) -> httpx.Response:
+    return httpx.post(url, json=BODY, timeout=timeout)
+
+
+def verify(name: str, url: str) -> None:
+    """One real request must answer 200 with the echo text: a benchmark of errors is worthless."""
+    response = query(url)
+    if response.status_code != 200 or EXPECTED_TEXT not in response.text:
+        raise RuntimeError(f"{name}: POST {url} answered {response.status_code}, expected 200 with {EXPECTED_TEXT!r}:\n{response.text[:1000]}")
+
+
+@contextlib.contextmanager
+def started(name: str, command: list[str], tmp: Path, env: dict[str, str]) -> Iterator[Service]:
+    service = Service(name, command, tmp / f"{name}.log", env, cwd=tmp)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _uvicorn_flags() -> list[str]:
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return ["--loop", loop, "--http", http]
+
+
+@contextlib.contextmanager
+def bare_echo(tmp: Path) -> Iterator[Running]:
+    port = free_port()
+    command = [PY, "-m", "uvicorn", "echo_asgi:app", "--app-dir", str(HERE), "--host", "127.0.0.1",
+               "--port", str(port), "--no-access-log", "--workers", "1", *_uvicorn_flags()]
+    with started("bare-echo", command, tmp, child_env()) as service:
+        service.wait_http(f"http://127.0.0.1:{port}/", timeout=60)
+        yield Running(url=f"http://127.0.0.1:{port}/invocations")
+
+
+@contextlib.contextmanager
+def agentserver(tmp: Path) -> Iterator[Running]:
+    db = tmp / "mlflow.db"
+    tracking_uri = f"sqlite:///{db}"
+    experiment_id = mlflow_setup(tmp, tracking_uri, "agentserver-echo", "--artifact-location", (tmp / "artifacts").as_uri())["experiment_id"]
+    port = free_port()
+    env = child_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_ID=str(experiment_id))
+    with started("agentserver", [PY, str(HERE / "agentserver_app.py"), "--port", str(port)], tmp, env) as service:
+        service.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, experiment_id))
+
+
+@contextlib.contextmanager
+def mlflow_models_serve(tmp: Path) -> Iterator[Running]:
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    logged = mlflow_setup(tmp, tracking_uri, "models-serve-echo", "--artifact-location", (tmp / "artifacts").as_uri(), "--log-echo")
+    model_path = unquote(urlparse(logged["artifact_path"]).path)
+    if not (Path(model_path) / "MLmodel").is_file():
+        raise RuntimeError(f"mlflow-models-serve: no logged model at {model_path}")
+    port = free_port()
+    command = [PY, "-m", "mlflow", "models", "serve", "-m", model_path, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]
+    # The tracking URI keeps anything the scoring server writes inside the temp dir.
+    with started("mlflow-models-serve", command, tmp, child_env(MLFLOW_TRACKING_URI=tracking_uri)) as service:
+        service.wait_http(f"http://127.0.0.1:{port}/ping", timeout=180)
+        yield Running(url=f"http://127.0.0.1:{port}/invocations")
+
+
+@contextlib.contextmanager
+def _client_env(base: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "MLFLOW_TRACKING_URI")}
+    os.environ.update(AGENTWHARF_HOST=base, MLFLOW_TRACKING_URI=base)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _memory(platform_pid: int) -> dict:
+    workers = [pid for pid in descendants(platform_pid) if "agentwharf.serving.worker" in cmdline(pid)]
+    return {
+        "platform_rss_mib": rss_mib(platform_pid),
+        "worker_rss_mib": {str(pid): rss_mib(pid) for pid in sorted(workers)},
+    }
+
+
+@contextlib.contextmanager
+def agentwharf(tmp: Path) -> Iterator[Running]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    home = tmp / "home"
+    command = [PY, "-m", "agentwharf.cli.main", "up", "--home", str(home), "--port", str(port)]
+    with started("agentwharf", command, tmp, child_env()) as service:
+        service.wait_http(f"{base}/healthz", timeout=180)
+        version = mlflow_setup(tmp, base, "/benchmarks/echo", "--register", AW_MODEL)["version"]
+        url = f"{base}/serving-endpoints/{AW_ENDPOINT}/invocations"
+        with _client_env(base):
+            from agentwharf import agents
+
+            started_at = time.monotonic()
+            agents.deploy(AW_MODEL, version)
+            deadline = started_at + 300
+            while query(url).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise service.fail(f"{url} never answered 200 after deploy")
+                time.sleep(0.05)
+            first_answer_s = time.monotonic() - started_at
+        endpoint = httpx.get(f"{base}/api/2.0/serving-endpoints/{AW_ENDPOINT}", timeout=30).json()
+        experiment_id = endpoint["experiment_id"]
+        yield Running(
+            url=url,
+            count_traces=lambda: count_traces(home / "agentwharf.db", experiment_id),
+            after_load=lambda: _memory(service.pid),
+            notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid)},
+        )
+
+
+SYSTEMS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Running]]] = {
+    "bare-echo": bare_echo,
+    "agentserver": agentserver,
+    "mlflow-models-serve": mlflow_models_serve,
+    "agentwharf": agentwharf,
+}

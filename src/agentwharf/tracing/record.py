@@ -1,0 +1,103 @@
+"""The request record: one trace plus what the inference table needs, built where the request
+finished (the worker, or the gateway for requests that never reached one).
+
+The trace's root span is the request itself; the agent's own spans (ResponsesAgent's automatic
+span, ``@mlflow.trace``, autolog) are re-parented under it. Spans are in MLflow's stored form
+(``Span.to_dict()``: base64 ids, JSON-encoded attribute values), so the writer stores them as
+MLflow's own SQL store would and MLflow reads them back unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from typing import Any
+
+import orjson
+
+SPAN_TYPE = "CHAIN"
+
+
+def new_trace_ids() -> tuple[int, str]:
+    otel_id = int.from_bytes(os.urandom(16), "big")
+    return otel_id, f"tr-{otel_id:032x}"
+
+
+def _b64(value: int, size: int) -> str:
+    return base64.b64encode(value.to_bytes(size, "big")).decode()
+
+
+def _attr(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def root_span(
+    *, otel_trace_id: int, trace_id: str, span_id: int, name: str, start_ns: int, end_ns: int,
+    inputs: Any, outputs: Any, error: str | None, attributes: dict[str, Any],
+) -> dict[str, Any]:
+    attrs = {
+        "mlflow.traceRequestId": _attr(trace_id),
+        "mlflow.spanType": _attr(SPAN_TYPE),
+        "mlflow.spanInputs": _attr(inputs),
+        "mlflow.spanOutputs": _attr(outputs),
+        **{key: _attr(value) for key, value in attributes.items()},
+    }
+    events = []
+    if error:
+        events.append({"name": "exception", "time_unix_nano": end_ns,
+                       "attributes": {"exception.message": error, "exception.type": "Error"}})
+    return {
+        "trace_id": _b64(otel_trace_id, 16),
+        "span_id": _b64(span_id, 8),
+        "parent_span_id": None,
+        "name": name,
+        "start_time_unix_nano": start_ns,
+        "end_time_unix_nano": end_ns,
+        "events": events,
+        "status": {"code": "STATUS_CODE_ERROR" if error else "STATUS_CODE_OK", "message": error or ""},
+        "attributes": attrs,
+        "links": [],
+    }
+
+
+def build(
+    *, name: str, start_ns: int, inputs: Any, outputs: Any, error: str | None,
+    agent_traces: list[Any] = (), attributes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A record for one request. ``agent_traces`` are MLflow ``Trace`` objects the agent made."""
+    end_ns = time.time_ns()
+    agent_spans: list[dict[str, Any]] = []
+    metadata: dict[str, str] = {}
+    if agent_traces:
+        first = agent_traces[0]
+        otel_trace_id = int(first.info.trace_id[3:], 16) if first.info.trace_id.startswith("tr-") else new_trace_ids()[0]
+        trace_id = first.info.trace_id
+        metadata = {k: v for k, v in first.info.trace_metadata.items() if not k.startswith("mlflow.trace.size")}
+    else:
+        otel_trace_id, trace_id = new_trace_ids()
+    span_id = int.from_bytes(os.urandom(8), "big")
+    root = root_span(otel_trace_id=otel_trace_id, trace_id=trace_id, span_id=span_id, name=name, start_ns=start_ns,
+                     end_ns=end_ns, inputs=inputs, outputs=outputs, error=error, attributes=attributes or {})
+    root_b64 = root["span_id"]
+    trace_b64 = root["trace_id"]
+    for trace in agent_traces:
+        for span in trace.data.spans:
+            data = dict(span.to_dict())
+            # One trace per request: spans of every agent trace join the request's trace.
+            data["trace_id"] = trace_b64
+            data["attributes"] = {**data["attributes"], "mlflow.traceRequestId": _attr(trace_id)}
+            if data.get("parent_span_id") is None:
+                data["parent_span_id"] = root_b64
+            agent_spans.append(data)
+    return {
+        "trace_id": trace_id,
+        "start_ms": start_ns // 1_000_000,
+        "duration_ms": max(0, (end_ns - start_ns) // 1_000_000),
+        "state": "ERROR" if error else "OK",
+        "spans": [root, *agent_spans],
+        "metadata": metadata,
+        "request": inputs,
+        "response": outputs,
+        "error": error,
+    }

@@ -1,0 +1,134 @@
+"""Spooled records as database rows: MLflow's trace tables and agentwharf's inference table.
+
+The trace rows are what MLflow's SQL store writes for a trace whose spans live in the tracking
+store (``mlflow.trace.spansLocation = TRACKING_STORE``): one ``trace_info`` row, its tags and
+request metadata, and one ``spans`` row per span holding ``Span.to_dict()`` as JSON, which is
+what MLflow's ``get_trace`` and ``search_traces`` read back. The column set is MLflow 3.17's
+(pinned in pyproject); ``tests/integration/test_tracing.py`` reads every trace back through
+MLflow's own client, so a schema change fails a test instead of corrupting data.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+PREVIEW_CHARS = 1000
+_SPAN_STATUS = {"STATUS_CODE_OK": "OK", "STATUS_CODE_ERROR": "ERROR", "STATUS_CODE_UNSET": "UNSET"}
+
+
+def _hex(b64: str | None) -> str | None:
+    return None if b64 is None else base64.b64decode(b64).hex()
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def _attr(span: dict, key: str) -> Any:
+    raw = span["attributes"].get(key)
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dict[str, list[dict]]:
+    trace_id = record["trace_id"]
+    experiment_id = int(header["experiment_id"])
+    request_text = _json_text(record.get("request"))
+    response_text = _json_text(record.get("response") if record.get("error") is None else {"error": record["error"]})
+    context = record.get("request", {}).get("context") if isinstance(record.get("request"), dict) else None
+    metadata = {
+        **record.get("metadata", {}),
+        "mlflow.trace_schema.version": "3",
+        "mlflow.trace.infoFinalized": "true",
+        "mlflow.traceInputs": request_text[:PREVIEW_CHARS],
+        "mlflow.traceOutputs": response_text[:PREVIEW_CHARS],
+        "agentwharf.request_id": header["request_id"],
+        "agentwharf.endpoint": header["endpoint"],
+        "agentwharf.served_entity": header.get("entity") or "",
+        "agentwharf.model_name": header.get("model_name") or "",
+        "agentwharf.model_version": header.get("model_version") or "",
+        "agentwharf.caller": header.get("caller") or "",
+        "agentwharf.status_code": str(header["status_code"]),
+        "agentwharf.route": header.get("route") or "",
+    }
+    if isinstance(context, dict):
+        if context.get("conversation_id"):
+            metadata["mlflow.trace.session"] = str(context["conversation_id"])
+        if context.get("user_id"):
+            metadata["mlflow.trace.user"] = str(context["user_id"])
+    tags = {"mlflow.trace.spansLocation": "TRACKING_STORE", "mlflow.traceName": header["endpoint"]}
+    if artifact_location:
+        tags["mlflow.artifactLocation"] = f"{artifact_location.rstrip('/')}/traces/{trace_id}/artifacts"
+    info = {
+        "request_id": trace_id,
+        "experiment_id": experiment_id,
+        "timestamp_ms": record["start_ms"],
+        "execution_time_ms": record["duration_ms"],
+        "status": record["state"],
+        "client_request_id": header["request_id"][:50],
+        "request_preview": request_text[:PREVIEW_CHARS],
+        "response_preview": response_text[:PREVIEW_CHARS],
+        "db_payload_generation": 1,
+        "session_id": metadata.get("mlflow.trace.session"),
+    }
+    spans = [
+        {
+            "trace_id": trace_id,
+            "experiment_id": experiment_id,
+            "span_id": _hex(span["span_id"]),
+            "parent_span_id": _hex(span.get("parent_span_id")),
+            "name": span["name"],
+            "type": _attr(span, "mlflow.spanType"),
+            "status": _SPAN_STATUS.get(span["status"]["code"], "UNSET"),
+            "start_time_unix_nano": span["start_time_unix_nano"],
+            "end_time_unix_nano": span["end_time_unix_nano"],
+            "content": orjson.dumps(span, default=str).decode(),
+        }
+        for span in record["spans"]
+    ]
+    return {
+        "trace_info": [info],
+        "trace_tags": [{"request_id": trace_id, "key": k, "value": v} for k, v in tags.items()],
+        "trace_request_metadata": [{"request_id": trace_id, "key": k, "value": str(v)[:8000]} for k, v in metadata.items()],
+        "spans": spans,
+    }
+
+
+def _truncate(text: str | None, limit: int) -> tuple[str | None, bool]:
+    if text is None or len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
+    request, request_cut = _truncate(_json_text(record.get("request")), max_payload_chars)
+    response = record.get("response")
+    response_text, response_cut = _truncate(None if response is None else _json_text(response), max_payload_chars)
+    return {
+        "request_id": header["request_id"],
+        "timestamp_ms": header["ts_ms"],
+        "endpoint": header["endpoint"],
+        "served_entity": header.get("entity"),
+        "model_name": header.get("model_name"),
+        "model_version": header.get("model_version"),
+        "status_code": header["status_code"],
+        "latency_ms": header["latency_ms"],
+        "caller": header.get("caller"),
+        "route": header.get("route"),
+        "stream": bool(header.get("stream")),
+        "request": request,
+        "response": response_text,
+        "request_truncated": request_cut,
+        "response_truncated": response_cut,
+        "trace_id": record.get("trace_id"),
+        "error": record.get("error"),
+    }

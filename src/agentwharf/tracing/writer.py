@@ -1,0 +1,156 @@
+"""The spool writer: a process of its own that drains the spool into the database in batches.
+
+It runs apart from the gateway so its inserts never compete with serving for the GIL. Each
+batch is one transaction: MLflow's trace rows, the inference rows and the new checkpoint. Every
+insert ignores rows that already exist (keyed by trace id and request id), so replaying a batch
+after a crash stores each request exactly once.
+
+    python -m agentwharf.tracing.writer --spool DIR --database URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from sqlalchemy import insert, select, text
+
+from agentwharf.store.database import Database
+from agentwharf.store.models import InferenceLog, SpoolCheckpoint
+from agentwharf.tracing.rows import inference_row, trace_rows
+from agentwharf.tracing.spool import SpoolReader
+
+log = logging.getLogger("agentwharf.writer")
+PROGRESS_FILE = "progress.json"
+
+
+def _tables():
+    from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo, SqlTraceMetadata, SqlTraceTag
+
+    return {
+        "trace_info": SqlTraceInfo.__table__,
+        "trace_tags": SqlTraceTag.__table__,
+        "trace_request_metadata": SqlTraceMetadata.__table__,
+        "spans": SqlSpan.__table__,
+        "inference": InferenceLog.__table__,
+    }
+
+
+class SpoolWriter:
+    def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 1000, max_payload_chars: int = 1_000_000):
+        self.db = Database(database_url)
+        self.spool_dir = spool_dir
+        self.reader = SpoolReader(spool_dir)
+        self.batch_size = batch_size
+        self.max_payload_chars = max_payload_chars
+        self.tables = _tables()
+        self._artifact_locations: dict[str, str | None] = {}
+        self.written = 0
+
+    def _insert(self, table):
+        if self.db.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        return insert(table).prefix_with("OR IGNORE")
+
+    def checkpoint(self) -> tuple[int, int]:
+        with self.db.session() as session:
+            row = session.get(SpoolCheckpoint, 1)
+            return (row.segment, row.offset) if row else (0, 0)
+
+    def _artifact_location(self, session, experiment_id: str) -> str | None:
+        if experiment_id not in self._artifact_locations:
+            self._artifact_locations[experiment_id] = session.execute(
+                text("SELECT artifact_location FROM experiments WHERE experiment_id = :id"), {"id": int(experiment_id)}
+            ).scalar()
+        return self._artifact_locations[experiment_id]
+
+    def run_once(self) -> int:
+        """Write one batch. Returns how many records it took from the spool."""
+        segment, offset = self.checkpoint()
+        batch = list(self.reader.read(segment, offset, self.batch_size))
+        if not batch:
+            self.reader.delete_before(segment)
+            return 0
+        rows: dict[str, list[dict]] = {name: [] for name in self.tables}
+        with self.db.session() as session:
+            for item in batch:
+                header = orjson.loads(item.header)
+                record = orjson.loads(item.record)
+                rows["inference"].append(inference_row(header, record, self.max_payload_chars))
+                if header.get("experiment_id"):
+                    for name, values in trace_rows(header, record, self._artifact_location(session, header["experiment_id"])).items():
+                        rows[name].extend(values)
+            # trace_info first: the other trace tables reference it.
+            for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference"):
+                if rows[name]:
+                    session.execute(self._insert(self.tables[name]), rows[name])
+            last = batch[-1]
+            checkpoint = session.get(SpoolCheckpoint, 1)
+            if checkpoint is None:
+                session.add(SpoolCheckpoint(id=1, segment=last.segment, offset=last.end_offset))
+            else:
+                checkpoint.segment, checkpoint.offset = last.segment, last.end_offset
+        self.written += len(batch)
+        self._write_progress(last.segment, last.end_offset, orjson.loads(last.header).get("ts_ms", 0))
+        self.reader.delete_before(last.segment)
+        return len(batch)
+
+    def _write_progress(self, segment: int, offset: int, last_ts_ms: int) -> None:
+        # For the platform's metrics: how far the store is, without asking the database.
+        temp = self.spool_dir / (PROGRESS_FILE + ".tmp")
+        temp.write_bytes(orjson.dumps({"segment": segment, "offset": offset, "last_ts_ms": last_ts_ms,
+                                       "written": self.written, "at": time.time()}))
+        os.replace(temp, self.spool_dir / PROGRESS_FILE)
+
+    def run(self, stop: list[bool], interval: float) -> None:
+        segment, offset = self.checkpoint()
+        self._write_progress(segment, offset, 0)
+        while True:
+            try:
+                taken = self.run_once()
+            except Exception:
+                log.exception("writing a batch failed; retrying")
+                time.sleep(1.0)
+                continue
+            if taken == 0:
+                if stop:
+                    return  # drained: every spooled record is in the store
+                time.sleep(interval)
+
+
+def read_progress(spool_dir: Path) -> dict | None:
+    try:
+        return orjson.loads((spool_dir / PROGRESS_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="agentwharf spool writer (started by the platform)")
+    parser.add_argument("--spool", required=True, type=Path)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop: list[bool] = []
+    # SIGTERM: finish draining what is spooled, then exit (the platform waits for it).
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    writer = SpoolWriter(args.database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
+    log.info("draining %s into the store from checkpoint %s", args.spool, writer.checkpoint())
+    writer.run(stop, args.interval)
+    log.info("spool drained (%d records written), exiting", writer.written)
+
+
+if __name__ == "__main__":
+    main()
