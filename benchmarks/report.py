@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 TARGET_VS_AGENTSERVER = 20.0
@@ -64,8 +65,8 @@ def agentwharf_details(rows: list[dict], console: Console) -> None:
             continue
         workers = memory["worker_rss_mib"]
         listed = ", ".join(f"pid {pid}: {_mib(rss)}" for pid, rss in workers.items()) or "no worker process found"
-        console.print(f"agentwharf resident memory {label}: {len(workers)} worker(s) [{listed}]; "
-                      f"platform process {_mib(memory['platform_rss_mib'])}")
+        console.print(escape(f"agentwharf resident memory (VmRSS) {label}: {len(workers)} worker process(es) [{listed}]; "
+                             f"platform process {_mib(memory['platform_rss_mib'])}"))
 
     ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
     w, checks = row["wrk"], []
@@ -89,7 +90,7 @@ def agentwharf_details(rows: list[dict], console: Console) -> None:
 def warnings(rows: list[dict], console: Console) -> None:
     for row in rows:
         if row.get("error"):
-            console.print(f"[bold red]{row['system']} FAILED:[/] {row['error']}", markup=True, highlight=False)
+            console.print(f"[bold red]{escape(row['system'])} FAILED:[/] {escape(row['error'])}", highlight=False)
         elif row["wrk"]["errors"]:
             w = row["wrk"]
             console.print(f"[yellow]{row['system']}: {w['errors']:,} errors under load "

@@ -110,18 +110,19 @@ def agentserver(tmp: Path) -> Iterator[Running]:
 
 @contextlib.contextmanager
 def mlflow_models_serve(tmp: Path) -> Iterator[Running]:
-    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    logged = mlflow_setup(tmp, tracking_uri, "models-serve-echo", "--artifact-location", (tmp / "artifacts").as_uri(), "--log-echo")
+    logged = mlflow_setup(tmp, f"sqlite:///{tmp / 'mlflow.db'}", "models-serve-echo", "--artifact-location", (tmp / "artifacts").as_uri(), "--log-echo")
     model_path = unquote(urlparse(logged["artifact_path"]).path)
     if not (Path(model_path) / "MLmodel").is_file():
         raise RuntimeError(f"mlflow-models-serve: no logged model at {model_path}")
     port = free_port()
     command = [PY, "-m", "mlflow", "models", "serve", "-m", model_path, "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]
-    # The tracking URI keeps anything the scoring server writes inside the temp dir.
-    with started("mlflow-models-serve", command, tmp, child_env(MLFLOW_TRACKING_URI=tracking_uri)) as service:
+    # The scoring server traces every predict into the tracking store (by default ./mlflow.db,
+    # experiment 0). Point it at the temp store and count what it writes there.
+    db = tmp / "mlflow.db"
+    with started("mlflow-models-serve", command, tmp, child_env(MLFLOW_TRACKING_URI=f"sqlite:///{db}")) as service:
         service.wait_http(f"http://127.0.0.1:{port}/ping", timeout=180)
-        yield Running(url=f"http://127.0.0.1:{port}/invocations")
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, "0"))
 
 
 @contextlib.contextmanager

@@ -112,6 +112,16 @@ class PlatformClient:
                 on_progress(message or state.get("config_update", ""), elapsed)
             time.sleep(0.2)
 
+    def inference_rows(self, endpoint_name: str, **filters: Any) -> Iterator[list[dict]]:
+        """Pages of the endpoint's inference table, oldest first."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        while True:
+            page = self.request("GET", f"/api/2.0/serving-endpoints/{endpoint_name}/inference-table", params=params)
+            yield page["rows"]
+            if "next_page_token" not in page:
+                return
+            params["page_token"] = page["next_page_token"]
+
     # -- queries ---------------------------------------------------------------------------
 
     def query(self, endpoint_name: str, body: dict) -> dict:

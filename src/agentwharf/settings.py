@@ -44,6 +44,16 @@ class PlatformSettings(BaseSettings):
     request_timeout: float = 600.0
     max_served_entities: int = 15
     mlflow_start_timeout: float = 120.0
+    #: When this many bytes are spooled but not yet stored, new requests get 503 + Retry-After
+    #: instead of risking unrecorded work.
+    spool_max_pending_bytes: int = 1024 * 1024 * 1024
+    spool_segment_bytes: int = 64 * 1024 * 1024
+    writer_batch_size: int = 1000
+    #: Request and response payloads longer than this are truncated (and flagged) in the
+    #: inference table; the trace keeps them whole.
+    inference_max_payload_chars: int = 1_000_000
+    #: How long shutdown waits for the writer to drain the spool.
+    writer_drain_timeout: float = 120.0
     #: Workers of the MLflow server's own uvicorn.
     mlflow_workers: int = 1
 
@@ -86,6 +96,10 @@ class PlatformSettings(BaseSettings):
         import tempfile
 
         return Path(tempfile.gettempdir()) / f"agentwharf-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home.resolve() / "spool"
 
     @property
     def pid_file(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentwharf.cli import endpoints, platform_cmds, serving_cmds
+from agentwharf.cli import endpoints, inference, platform_cmds, serving_cmds
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -14,6 +14,7 @@ app.command()(platform_cmds.status)
 app.command()(serving_cmds.deploy)
 app.command()(serving_cmds.query)
 app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(inference.app, name="inference")
 
 
 def main() -> None:

@@ -58,3 +58,6 @@ def status() -> None:
     health = client.health()
     console.print(f"[green]up[/] at {health['base_url']} (pid {health['pid']}, home {health['home']})")
     console.print(f"  MLflow server: {health['mlflow']}   endpoints: {health['endpoints']}   served versions: {health['served_versions'] or 'none'}")
+    spool = health["spool"]
+    console.print(f"  trace spool: {spool['pending_bytes']} bytes pending, writer lag {spool['writer_lag_seconds']:.1f}s, "
+                  f"{spool['records']} records spooled, {spool['rejected']} rejected (spool full)")

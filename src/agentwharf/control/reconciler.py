@@ -89,6 +89,8 @@ class Reconciler:
                 for r in endpoint.routes
                 if r["traffic_percentage"] > 0
             ),
+            experiment_id=endpoint.experiment_id,
+            models={worker_key(endpoint.name, e.name): (e.entity_name, e.entity_version) for e in endpoint.entities},
         )
 
     async def _watch_pending(self, name: str) -> None:

@@ -3,6 +3,7 @@
     GET/POST  /api/2.0/serving-endpoints
     GET/DELETE /api/2.0/serving-endpoints/{name}
     PUT       /api/2.0/serving-endpoints/{name}/config
+    GET       /api/2.0/serving-endpoints/{name}/inference-table
     GET       /api/2.0/agents/deployments[/{model}[/versions/{version}]]
     POST      /api/2.0/agents/deployments:deploy      (agentwharf.agents.deploy)
     DELETE    /api/2.0/agents/deployments/{model}[/versions/{version}]
@@ -15,17 +16,20 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
+from agentwharf.control import inference
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
 from agentwharf.errors import InvalidParameter, UnsupportedMediaType
 from agentwharf.serving.supervisor import Supervisor
+from agentwharf.store.database import Database
 
 
 class ControlState:
     """What the routes need, hung on ``app.state.control`` by the platform."""
 
-    def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor):
+    def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database):
+        self.db = db
         self.endpoints = endpoints
         self.deployments = deployments
         self.supervisor = supervisor
@@ -97,6 +101,19 @@ async def delete_endpoint(name: str, control: Control) -> dict:
 async def update_config(name: str, control: Control, request: Request, body: Body) -> dict:
     endpoint = await control.endpoints.update_config(name, body)
     return endpoint_view(endpoint, control.state_of, base_url(request))
+
+
+@router.get("/api/2.0/serving-endpoints/{name}/inference-table")
+def inference_table(name: str, control: Control, request: Request) -> dict:
+    """Rows of the endpoint's inference table. Query: since, until (epoch ms or ISO 8601),
+    status (200, 5xx or error), max_results, page_token."""
+    params = request.query_params
+    answer = inference.query(control.db, name, since=params.get("since"), until=params.get("until"),
+                             status=params.get("status"), page_token=params.get("page_token"),
+                             max_results=params.get("max_results"))
+    if not answer["rows"] and control.endpoints.find(name) is None and inference.count(control.db, name) == 0:
+        control.endpoints.get(name)  # raises the usual 404 for an endpoint that never existed
+    return answer
 
 
 @router.get("/api/2.0/agents/deployments")

@@ -1,6 +1,7 @@
 """The platform: one ASGI app on one base URL, composed from its parts.
 
     /healthz                        liveness and readiness
+    /metrics                        Prometheus metrics (spool depth, writer lag, requests)
     /serving-endpoints/...          the serving gateway (hot path, plain ASGI)
     /api/2.0/serving-endpoints...   the control plane (FastAPI)
     /api/2.0/agents/...             the control plane (FastAPI)
@@ -26,6 +27,7 @@ from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.reconciler import Reconciler
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
+from agentwharf.platform import metrics
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway, send_json
@@ -34,6 +36,9 @@ from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database, migrate
 from agentwharf.store.models import Endpoint, ServedEntity
+from agentwharf.tracing.recorder import Recorder
+from agentwharf.tracing.spool import SpoolAppender
+from agentwharf.tracing.writer_process import WriterProcess
 
 log = logging.getLogger("agentwharf.platform")
 
@@ -60,7 +65,11 @@ class Platform:
             cold_start_timeout=settings.cold_start_timeout,
         )
         self.routes = RouteTable()
-        self.gateway = Gateway(self.routes, self.supervisor, settings.request_timeout)
+        self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes)
+        self.writer = WriterProcess(settings.database_uri, settings.spool_dir, settings.logs_dir / "writer.log",
+                                    settings.writer_batch_size, settings.inference_max_payload_chars, environ)
+        self._monitor: asyncio.Task | None = None
+        self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout)
         self.proxy: MlflowProxy | None = None
         self.control_app = None
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
@@ -87,19 +96,37 @@ class Platform:
             folder.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, self.settings.database_uri)
         await self.mlflow.start(self.settings.mlflow_start_timeout)
+        # The writer stores into MLflow's tables, which MLflow's server has just created; it
+        # first drains whatever an earlier run left spooled.
+        self.recorder.appender.open()
+        self.writer.start()
+        self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         self.proxy = MlflowProxy(self.mlflow.url)
         registry = MlflowRegistry(self.mlflow.url)
         endpoints = EndpointService(self.db, registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities)
-        self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor))
+        self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db))
         self.supervisor.start_background()
         await self.reconciler.restore()
         self.started_at = time.time()
         log.info("platform ready on %s in %.1fs", self.settings.base_url, time.monotonic() - started)
 
+    async def _watch_spool(self) -> None:
+        while True:
+            self.writer.ensure_running()
+            pending, lag = await asyncio.to_thread(self.writer.backlog)
+            self.recorder.observe(pending, lag)
+            await asyncio.sleep(0.25)
+
     async def stop(self) -> None:
+        # Order: no more requests reach workers; the spool is closed; the writer drains it
+        # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
         await self.supervisor.close()
+        if self._monitor is not None:
+            self._monitor.cancel()
+        self.recorder.appender.close()
+        await self.writer.stop(self.settings.writer_drain_timeout)
         await self.mlflow.stop()
         if self.proxy is not None:
             await self.proxy.close()
@@ -118,6 +145,12 @@ class Platform:
             "mlflow": self.mlflow.url,
             "endpoints": len(self.routes.names()),
             "served_versions": states,
+            "spool": {
+                "pending_bytes": self.recorder.pending_estimate(),
+                "writer_lag_seconds": round(self.recorder.lag_seconds, 3),
+                "records": self.recorder.appender.appended_records,
+                "rejected": self.recorder.rejected,
+            },
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -130,6 +163,10 @@ class Platform:
                 await self.control_app(scope, receive, send)
             elif path == "/healthz":
                 await send_json(send, 200, orjson.dumps(self.health()))
+            elif path == "/metrics":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": metrics.render(self).encode()})
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":

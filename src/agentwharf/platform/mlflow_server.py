@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from agentwharf.children import die_with_parent
+
 log = logging.getLogger("agentwharf.mlflow")
 
 
@@ -65,7 +67,8 @@ class MlflowServer:
         env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
         with open(self.log_path, "ab") as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
-            self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
+                                            start_new_session=True, preexec_fn=die_with_parent)
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() - started < timeout:

@@ -13,16 +13,20 @@ route reads the JSON, to find ``model``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 
 from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound, Unavailable, UnsupportedMediaType
-from agentwharf.serving.routing import RouteTable
+from agentwharf.serving.routing import EndpointRoutes, RouteTable
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
+from agentwharf.tracing.recorder import Recorder, SpoolFull
+from agentwharf.tracing.recorder import header as record_header
 
 log = logging.getLogger("agentwharf.gateway")
 
@@ -60,113 +64,167 @@ def _header(scope: dict, name: bytes) -> bytes | None:
     return None
 
 
-def _check_media_type(scope: dict) -> None:
+def _media_type_error(scope: dict) -> UnsupportedMediaType | None:
     content_type = _header(scope, b"content-type")
     if content_type is None:
-        return
+        return None
     media = content_type.split(b";", 1)[0].strip().lower()
     if media not in (b"application/json", b"") and not media.endswith(b"+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {content_type.decode(errors='replace')!r}")
+        return UnsupportedMediaType(f"Content-Type must be application/json, got {content_type.decode(errors='replace')!r}")
+    return None
+
+
+@dataclass(slots=True)
+class _Request:
+    """What the gateway learned about one request so far, for its record."""
+
+    request_id: str
+    started: float
+    start_ns: int
+    body: bytes = b""
+    endpoint: EndpointRoutes | None = None
+    key: str | None = None
+    route: str = "invocations"
+    stream: bool = False
 
 
 class Gateway:
-    def __init__(self, routes: RouteTable, supervisor: Supervisor, request_timeout: float):
+    def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float):
         self.routes = routes
         self.supervisor = supervisor
+        self.recorder = recorder
         self.request_timeout = request_timeout
 
     async def __call__(self, scope, receive, send) -> None:
-        request_id = (_header(scope, b"x-request-id") or b"").decode()[:128] or uuid.uuid4().hex
-        id_header = [(b"x-request-id", request_id.encode())]
+        request = _Request(
+            request_id=(_header(scope, b"x-request-id") or b"").decode()[:128] or uuid.uuid4().hex,
+            started=time.perf_counter(), start_ns=time.time_ns(),
+        )
+        id_header = [(b"x-request-id", request.request_id.encode())]
         try:
             if scope["method"] != "POST":
                 raise AgentwharfError(f"{scope['method']} is not allowed here; use POST", "METHOD_NOT_ALLOWED")
             parts = scope["path"][len(PREFIX):].strip("/").split("/")
-            _check_media_type(scope)
-            body = await read_body(receive)
-            key, meta = self._resolve(parts, body)
-            meta["request_id"] = request_id
-            await self._forward(key, meta, body, receive, send, id_header)
+            media_error = _media_type_error(scope)
+            request.body = await read_body(receive)
+            self._resolve(parts, request)
+            if media_error is not None:
+                raise media_error
+            self.recorder.check_capacity()
+            await self._forward(request, receive, send, id_header)
         except ConnectionAbortedError:
             return
         except AgentwharfError as error:
+            await self._record_failure(request, error)
             headers = id_header + ([(b"retry-after", b"1")] if isinstance(error, Unavailable) else [])
             await send_error(send, error, headers)
 
-    def _resolve(self, parts: list[str], body: bytes) -> tuple[str, dict[str, Any]]:
-        """Map the path (and, for the OpenAI route, the body's ``model``) to a worker key."""
+    def _resolve(self, parts: list[str], request: _Request) -> None:
+        """Find the endpoint and worker key from the path (and, for the OpenAI route, ``model``)."""
         if parts == ["responses"]:
-            return self._resolve_openai(body)
-        if len(parts) == 2 and parts[1] == "invocations":
-            endpoint = self._endpoint(parts[0])
-            key = endpoint.pick()
-            if key is None:
-                raise Unavailable(f"Endpoint {parts[0]!r} has no served version with traffic yet")
-            return key, {"route": "invocations", "endpoint": parts[0]}
-        if len(parts) == 4 and parts[1] == "served-models" and parts[3] == "invocations":
-            endpoint = self._endpoint(parts[0])
-            key = endpoint.entities.get(parts[2])
-            if key is None:
+            request.route = "responses"
+            request.endpoint = self._endpoint(self._openai_model(request.body))
+            request.key = self._pick(request.endpoint)
+        elif len(parts) == 2 and parts[1] == "invocations":
+            request.endpoint = self._endpoint(parts[0])
+            request.key = self._pick(request.endpoint)
+        elif len(parts) == 4 and parts[1] == "served-models" and parts[3] == "invocations":
+            request.endpoint = self._endpoint(parts[0])
+            request.key = request.endpoint.entities.get(parts[2])
+            if request.key is None:
                 raise NotFound(f"Served model {parts[2]!r} does not exist on endpoint {parts[0]!r}")
-            return key, {"route": "invocations", "endpoint": parts[0]}
-        raise NotFound(f"No such serving route: /serving-endpoints/{'/'.join(parts)}", "ENDPOINT_NOT_FOUND")
+        else:
+            raise NotFound(f"No such serving route: /serving-endpoints/{'/'.join(parts)}", "ENDPOINT_NOT_FOUND")
 
-    def _resolve_openai(self, body: bytes) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _openai_model(body: bytes) -> str:
         try:
             model = orjson.loads(body).get("model")
         except (orjson.JSONDecodeError, AttributeError):
             raise InvalidParameter("Request body must be a JSON object with 'model' and 'input'") from None
         if not isinstance(model, str) or not model:
             raise InvalidParameter("'model' is required: the name of the serving endpoint to query")
-        key = self._endpoint(model).pick()
-        if key is None:
-            raise Unavailable(f"Endpoint {model!r} has no served version with traffic yet")
-        return key, {"route": "responses", "endpoint": model, "model": model}
+        return model
 
-    def _endpoint(self, name: str):
+    @staticmethod
+    def _pick(endpoint: EndpointRoutes) -> str:
+        key = endpoint.pick()
+        if key is None:
+            raise Unavailable(f"Endpoint {endpoint.name!r} has no served version with traffic yet")
+        return key
+
+    def _endpoint(self, name: str) -> EndpointRoutes:
         endpoint = self.routes.get(name)
         if endpoint is None:
             raise NotFound(f"Endpoint {name!r} does not exist")
         return endpoint
 
-    async def _forward(self, key: str, meta: dict, body: bytes, receive, send, id_header: list) -> None:
-        connection = await self.supervisor.acquire(key)
+    def _header(self, request: _Request, status: int) -> dict:
+        endpoint = request.endpoint
+        return record_header(
+            request_id=request.request_id, endpoint=endpoint.name, experiment_id=endpoint.experiment_id,
+            entity=request.key.partition("/")[2] if request.key else None,
+            model=endpoint.models.get(request.key) if request.key else None,
+            status_code=status, started=request.started, caller=None, route=request.route, stream=request.stream,
+        )
+
+    async def _record_failure(self, request: _Request, error: AgentwharfError, record: bytes | None = None) -> None:
+        # A request that never reached a known endpoint has no experiment to be traced in, and
+        # one refused because the spool is full must not add to it (it is counted in /metrics).
+        if request.endpoint is None or isinstance(error, SpoolFull):
+            return
+        if record is None:
+            record = Recorder.gateway_record(request.endpoint.name, request.body, error.message, request.start_ns)
+        await self.recorder.record(self._header(request, error.http_status), record)
+
+    async def _forward(self, request: _Request, receive, send, id_header: list) -> None:
+        connection = await self.supervisor.acquire(request.key)
+        meta = {"route": request.route, "endpoint": request.endpoint.name, "entity": request.key.partition("/")[2],
+                "request_id": request.request_id, "model": request.endpoint.name}
         connection.in_flight += 1
         try:
             try:
-                reply = await connection.request(meta, body, self.request_timeout)
+                reply = await connection.request(meta, request.body, self.request_timeout)
             except WorkerGone:
-                raise Unavailable(f"The worker for {key} stopped before answering; retry shortly") from None
+                raise Unavailable(f"The worker for {request.key} stopped before answering; retry shortly") from None
             except asyncio.TimeoutError:
                 raise AgentwharfError(f"The model did not answer within {self.request_timeout:.0f}s", "REQUEST_TIMEOUT") from None
             if not reply.stream:
+                # Durable before acknowledged: the answer leaves only once its record is on disk.
+                await self.recorder.record(self._header(request, reply.status), reply.record or
+                                           Recorder.gateway_record(request.endpoint.name, request.body, "no record", request.start_ns))
                 await send_json(send, reply.status, reply.body, id_header)
                 return
-            await self._stream(connection, reply, receive, send, id_header)
+            request.stream = True
+            await self._stream(request, connection, reply, receive, send, id_header)
         finally:
             connection.in_flight -= 1
 
-    async def _stream(self, connection: WorkerConnection, reply: Reply, receive, send, id_header: list) -> None:
-        """Relay events as server-sent events; stop the worker's stream if the client leaves."""
+    async def _stream(self, request: _Request, connection: WorkerConnection, reply: Reply, receive, send, id_header: list) -> None:
+        """Relay events as server-sent events. If the client leaves, tell the worker to stop,
+        but keep reading until its record arrives so the request is still recorded."""
+        gone = asyncio.Event()
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            # Tell the worker first, so its thread stops at the agent's next yield even if the
-            # agent is blocked on a slow call right now, then end our relay loop.
+            gone.set()
             connection.cancel(reply.stream_id)
-            reply.abort()
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + id_header})
         try:
             async for event, error in reply.events():
                 if event:
-                    await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
-                else:
+                    if not gone.is_set():
+                        with contextlib.suppress(OSError):
+                            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+                    continue
+                status = 499 if gone.is_set() else (500 if error else 200)
+                record = reply.record or Recorder.gateway_record(request.endpoint.name, request.body, (error or b"stream lost").decode(), request.start_ns)
+                await self.recorder.record(self._header(request, status), record)
+                if not gone.is_set():
                     tail = (b"data: " + error + b"\n\n" if error else b"") + _DONE
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
-        except OSError:
-            connection.cancel(reply.stream_id)
         finally:
             watcher.cancel()

@@ -14,6 +14,8 @@ Gateway to worker: ``REQUEST`` (payload: one JSON line of metadata, ``\\n``, the
 and ``CANCEL`` (the client went away). Worker to gateway: ``HELLO`` once after the model loaded,
 ``RESPONSE`` for a whole JSON answer, or ``STREAM_START``, any number of ``EVENT`` (one JSON
 stream event each) and ``STREAM_END`` (empty, or a JSON error if the stream failed midway).
+Right before ``RESPONSE`` or ``STREAM_END`` comes ``RECORD``: the request's trace and payloads
+for the durable spool (see ``agentwharf.tracing``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ RESPONSE = 4
 STREAM_START = 5
 EVENT = 6
 STREAM_END = 7
+RECORD = 8
 
 
 def encode(stream_id: int, kind: int, payload: bytes = b"", status: int = 0) -> bytes:

@@ -23,6 +23,10 @@ class EndpointRoutes:
     entities: dict[str, str]
     #: (supervisor key, traffic percentage) for every route with traffic.
     routes: tuple[tuple[str, int], ...]
+    #: The endpoint's MLflow experiment, where its traces go.
+    experiment_id: str | None = None
+    #: supervisor key -> (registered model name, version), for trace tags.
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
     _cumulative: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

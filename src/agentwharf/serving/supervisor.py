@@ -14,12 +14,12 @@ import contextlib
 import hashlib
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentwharf.children import die_with_parent
 from agentwharf.errors import DeploymentFailed, Unavailable
 from agentwharf.serving.worker_client import WorkerConnection
 
@@ -74,16 +74,6 @@ class ServedVersion:
         self.changed = asyncio.Event()
 
 
-def _set_parent_death_signal() -> None:
-    # If the platform is killed with SIGKILL it cannot reap its workers; ask Linux to send
-    # them SIGTERM when their parent dies so no orphan keeps serving a stale model.
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class WorkerLauncher:
     """Starts and stops worker OS processes."""
 
@@ -103,7 +93,7 @@ class WorkerLauncher:
                 sys.executable, "-m", "agentwharf.serving.worker",
                 "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-                preexec_fn=_set_parent_death_signal,
+                preexec_fn=die_with_parent,
             )
 
     async def stop(self, process: asyncio.subprocess.Process, grace: float = 10.0) -> None:

@@ -24,7 +24,9 @@ import orjson
 
 from agentwharf.serving import protocol
 from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
-from agentwharf.serving.openai_compat import to_openai_response, wrap_openai_stream, normalize_openai_request
+from agentwharf.serving.openai_compat import normalize_openai_request, to_openai_response, wrap_openai_stream
+from agentwharf.tracing import capture
+from agentwharf.tracing import record as trace_record
 
 log = logging.getLogger("agentwharf.worker")
 
@@ -34,7 +36,7 @@ def _error(code: str, message: str) -> bytes:
 
 
 class WorkerServer:
-    """Answers the gateway's frames with the model's output."""
+    """Answers the gateway's frames with the model's output, and a trace record per request."""
 
     def __init__(self, adapter: ModelAdapter, threads: int):
         self.adapter = adapter
@@ -66,28 +68,57 @@ class WorkerServer:
             writer.close()
 
     async def handle_request(self, conn_id: int, stream_id: int, payload: bytes, writer: asyncio.StreamWriter) -> None:
-        def respond(status: int, body: bytes) -> None:
-            writer.write(protocol.encode(stream_id, protocol.RESPONSE, body, status))
-
+        start_ns = time.time_ns()
+        meta, raw = protocol.decode_request(payload)
         try:
-            meta, raw = protocol.decode_request(payload)
             body = self._decode_body(raw, meta)
+            options = body.pop("databricks_options", None) or {}
             request = self.adapter.parse(body)
         except InvalidRequest as error:
-            return respond(400, _error("INVALID_PARAMETER_VALUE", str(error)))
-
+            answer = _error("INVALID_PARAMETER_VALUE", str(error))
+            inputs = _loads_or_text(raw)
+            self._send_record(writer, stream_id, meta, start_ns, inputs, None, str(error), [])
+            writer.write(protocol.encode(stream_id, protocol.RESPONSE, answer, 400))
+            return
         if body.get("stream") is True:
-            await self._stream(conn_id, stream_id, meta, request, writer)
+            await self._stream(conn_id, stream_id, meta, body, request, writer, start_ns)
             return
         loop = asyncio.get_running_loop()
+        status, answer, record = await loop.run_in_executor(self.pool, self._predict, meta, body, request, options, start_ns)
+        writer.write(protocol.encode(stream_id, protocol.RECORD, record) + protocol.encode(stream_id, protocol.RESPONSE, answer, status))
+
+    def _predict(self, meta, body, request, options, start_ns) -> tuple[int, bytes, bytes]:
+        """Runs in a pool thread: the agent's answer, and the request's record with its trace."""
+        capture.begin()
         try:
-            output = await loop.run_in_executor(self.pool, self.adapter.predict, request)
-            if meta.get("route") == "responses":
-                output = to_openai_response(output, meta)
-            respond(200, orjson.dumps(output))
-        except Exception as error:  # the agent's own failure: report it, keep serving
+            output = self.adapter.predict(request)
+            error = None
+        except Exception as failure:  # the agent's own failure: report it, keep serving
             log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
-            respond(500, _error("MODEL_ERROR", _agent_message(error)))
+            output, error = None, _agent_message(failure)
+        traces = capture.take()
+        if meta.get("route") == "responses" and error is None:
+            output = to_openai_response(output, meta)
+        record = self._build_record(meta, start_ns, body, output, error, traces)
+        record_bytes = orjson.dumps(record, default=str)
+        if error is not None:
+            return 500, _error("MODEL_ERROR", error), record_bytes
+        if options.get("return_trace"):
+            output = {**output, "databricks_output": {"trace": _trace_json(record)}}
+        return 200, orjson.dumps(output, default=str), record_bytes
+
+    @staticmethod
+    def _build_record(meta, start_ns, inputs, outputs, error, traces) -> dict:
+        return trace_record.build(
+            name=f"/serving-endpoints/{meta.get('endpoint', '')}/invocations", start_ns=start_ns,
+            inputs=inputs, outputs=outputs, error=error, agent_traces=traces,
+            attributes={"agentwharf.endpoint": meta.get("endpoint"), "agentwharf.served_entity": meta.get("entity"),
+                        "agentwharf.request_id": meta.get("request_id")},
+        )
+
+    def _send_record(self, writer, stream_id, meta, start_ns, inputs, outputs, error, traces) -> None:
+        record = self._build_record(meta, start_ns, inputs, outputs, error, traces)
+        writer.write(protocol.encode(stream_id, protocol.RECORD, orjson.dumps(record, default=str)))
 
     def _decode_body(self, raw: bytes, meta: dict) -> dict[str, Any]:
         try:
@@ -100,17 +131,13 @@ class WorkerServer:
             body = normalize_openai_request(body)
         if "input" not in body:
             raise InvalidRequest("Invalid Responses request: 'input' is required (a list of messages)")
-        body.pop("databricks_options", None)
         return body
 
-    async def _stream(self, conn_id: int, stream_id: int, meta: dict, request: Any, writer: asyncio.StreamWriter) -> None:
+    async def _stream(self, conn_id, stream_id, meta, body, request, writer, start_ns) -> None:
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         self.cancelled[(conn_id, stream_id)] = cancel
         writer.write(protocol.encode(stream_id, protocol.STREAM_START, b"", 200))
-        events = self.adapter.predict_stream(request)
-        if meta.get("route") == "responses":
-            events = wrap_openai_stream(events, meta)
 
         def send(kind: int, payload: bytes) -> None:
             loop.call_soon_threadsafe(writer.write, protocol.encode(stream_id, kind, payload))
@@ -118,24 +145,58 @@ class WorkerServer:
         def produce() -> None:
             # Runs in a pool thread; checks the cancel flag between events so a client that
             # went away frees this thread at the agent's next yield.
+            capture.begin()
+            events = self.adapter.predict_stream(request)
+            if meta.get("route") == "responses":
+                events = wrap_openai_stream(events, meta)
+            items: list[Any] = []
+            error = None
             try:
                 for event in events:
                     if cancel.is_set():
+                        error = "The client disconnected before the stream ended"
                         break
-                    send(protocol.EVENT, orjson.dumps(event))
-                send(protocol.STREAM_END, b"")
-            except Exception as error:
+                    if event.get("type") == "response.output_item.done" and "item" in event:
+                        items.append(event["item"])
+                    send(protocol.EVENT, orjson.dumps(event, default=str))
+            except Exception as failure:
                 log.error("predict_stream failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
-                send(protocol.STREAM_END, _error("MODEL_ERROR", _agent_message(error)))
+                error = _agent_message(failure)
             finally:
                 close = getattr(events, "close", None)
                 if close is not None:
                     close()
+            # The assembled final output is what the trace and the inference table keep.
+            record = self._build_record(meta, start_ns, body, {"output": items}, error, capture.take())
+            send(protocol.RECORD, orjson.dumps(record, default=str))
+            failed = error is not None and not cancel.is_set()
+            send(protocol.STREAM_END, _error("MODEL_ERROR", error) if failed else b"")
 
         try:
             await loop.run_in_executor(self.pool, produce)
         finally:
             self.cancelled.pop((conn_id, stream_id), None)
+
+
+def _loads_or_text(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:10_000].decode(errors="replace")
+
+
+def _trace_json(record: dict) -> dict:
+    """The trace in MLflow's ``Trace.to_dict()`` shape, for ``return_trace``."""
+    return {
+        "info": {
+            "trace_id": record["trace_id"],
+            "request_time": record["start_ms"],
+            "execution_duration_ms": record["duration_ms"],
+            "state": record["state"],
+            "trace_metadata": record["metadata"],
+        },
+        "data": {"spans": record["spans"]},
+    }
 
 
 def _agent_message(error: BaseException) -> str:
@@ -149,6 +210,7 @@ def _load(model_uri: str) -> ModelAdapter:
     started = time.monotonic()
     log.info("loading %s", model_uri)
     adapter = ModelAdapter(mlflow.pyfunc.load_model(model_uri))
+    capture.install()
     log.info("loaded %s (%s) in %.1fs", model_uri, adapter.kind, time.monotonic() - started)
     return adapter
 

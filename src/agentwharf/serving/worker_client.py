@@ -11,9 +11,8 @@ import orjson
 
 from agentwharf.serving import protocol
 
-#: Pseudo frame kinds: the worker connection dropped; the client went away.
+#: Pseudo frame kind queued to every open call when the worker connection drops.
 CONNECTION_LOST = 255
-ABORTED = 254
 
 
 class WorkerGone(Exception):
@@ -33,10 +32,10 @@ class Reply:
     def stream_id(self) -> int:
         return self._call.stream_id if self._call is not None else 0
 
-    def abort(self) -> None:
-        """End ``events()`` now (the client disconnected)."""
-        if self._call is not None:
-            self._call.queue.put_nowait((ABORTED, 0, b""))
+    @property
+    def record(self) -> bytes | None:
+        """The worker's trace record, once the answer (or the stream) is complete."""
+        return self._call.record if self._call is not None else None
 
     async def events(self) -> AsyncIterator[tuple[bytes, bytes | None]]:
         """Yield ``(event_json, None)`` per event, then ``(b"", error_json_or_None)`` once at the end."""
@@ -48,18 +47,17 @@ class Reply:
             elif kind == protocol.STREAM_END:
                 yield b"", payload or None
                 return
-            elif kind == ABORTED:
-                return
             else:  # connection lost midway
                 yield b"", orjson.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "The model worker stopped while streaming."})
                 return
 
 
 class _Call:
-    __slots__ = ("queue", "stream_id")
+    __slots__ = ("queue", "stream_id", "record")
 
     def __init__(self, stream_id: int):
         self.stream_id = stream_id
+        self.record: bytes | None = None
         self.queue: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
 
 
@@ -91,7 +89,10 @@ class WorkerConnection:
                 stream_id, kind, status, payload = await protocol.read_frame(self._reader)
                 call = self._calls.get(stream_id)
                 if call is None:
-                    continue  # an answer for a request already given up (cancelled, timed out)
+                    continue  # an answer for a request already given up (timed out)
+                if kind == protocol.RECORD:
+                    call.record = payload
+                    continue
                 if kind in (protocol.RESPONSE, protocol.STREAM_END):
                     del self._calls[stream_id]
                 call.queue.put_nowait((kind, status, payload))
@@ -119,17 +120,19 @@ class WorkerConnection:
         try:
             kind, status, payload = await asyncio.wait_for(call.queue.get(), timeout)
         except asyncio.TimeoutError:
-            self.cancel(call.stream_id)
+            self.cancel(call.stream_id, forget=True)
             raise
         if kind == CONNECTION_LOST:
             raise WorkerGone("worker stopped before answering")
         if kind == protocol.STREAM_START:
             return Reply(status, b"", True, call)
-        return Reply(status, payload, False)
+        return Reply(status, payload, False, call)
 
-    def cancel(self, stream_id: int) -> None:
-        """Tell the worker the client is gone, so it stops producing for this stream."""
-        self._calls.pop(stream_id, None)
+    def cancel(self, stream_id: int, forget: bool = False) -> None:
+        """Tell the worker the client is gone, so it stops producing for this stream. The
+        stream stays open (unless ``forget``) so its final record still arrives."""
+        if forget:
+            self._calls.pop(stream_id, None)
         if not self.closed:
             self._writer.write(protocol.encode(stream_id, protocol.CANCEL))
 

@@ -46,7 +46,7 @@ def install() -> bool:
     """Route MLflow's finished traces to ``take()``. Returns False if tracing is off."""
     import mlflow.tracing.provider as provider
 
-    provider.provider.get()  # initialise MLflow's tracer provider now, not on the first request
+    provider._get_tracer(__name__)  # initialise MLflow's tracer provider now, not on the first request
     processor = provider._get_span_processor()
     if processor is None or not hasattr(processor, "span_exporter"):
         log.info("MLflow tracing is disabled; requests get a root span only")

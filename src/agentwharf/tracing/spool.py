@@ -43,10 +43,6 @@ def encode_record(header: bytes, record: bytes) -> bytes:
     return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-class SpoolFull(Exception):
-    """The writer is behind by more than the spool may hold."""
-
-
 class SpoolAppender:
     """The gateway's side. One instance per platform process."""
 

@@ -1,0 +1,192 @@
+"""Every served request is an MLflow trace in the endpoint's experiment and one inference-table
+row, read back through MLflow's own client and the platform's REST API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+
+import mlflow
+import openai
+import pytest
+
+from agentwharf import agents
+from tests.integration.platform_process import wait_until
+
+
+@pytest.fixture(scope="module")
+def traced(platform, logged):
+    model = "main.tests.traced"
+    mlflow.register_model(logged["info"], model)
+    deployment = agents.deploy(model, "1")
+    yield deployment
+    agents.delete_deployment(model)
+
+
+def send(http, endpoint, body, **headers):
+    request_id = uuid.uuid4().hex
+    answer = http.post(f"/serving-endpoints/{endpoint}/invocations", json=body, headers={"x-request-id": request_id, **headers})
+    assert answer.headers["x-request-id"] == request_id
+    return request_id, answer
+
+
+def rows_for(http, endpoint, request_ids, **params):
+    def fetch():
+        rows = []
+        page = {"max_results": 1000, **params}
+        while True:
+            answer = http.get(f"/api/2.0/serving-endpoints/{endpoint}/inference-table", params=page).json()
+            rows += answer["rows"]
+            if "next_page_token" not in answer:
+                break
+            page["page_token"] = answer["next_page_token"]
+        found = {r["request_id"]: r for r in rows if r["request_id"] in request_ids}
+        return found if len(found) == len(request_ids) else None
+
+    return wait_until(fetch, timeout=30, message="inference rows to be written")
+
+
+def trace_of(row):
+    return mlflow.get_trace(row["trace_id"])
+
+
+def test_plain_request_is_a_trace_with_the_agent_span_nested(http, traced):
+    request_id, answer = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "trace me"}],
+                                                            "context": {"conversation_id": "conv-7", "user_id": "ada"}})
+    assert answer.status_code == 200
+    row = rows_for(http, traced.endpoint_name, {request_id})[request_id]
+    trace = trace_of(row)
+    root, *children = trace.data.spans
+    assert root.parent_id is None and root.name == f"/serving-endpoints/{traced.endpoint_name}/invocations"
+    assert [c.name for c in children] == ["predict"] and children[0].parent_id == root.span_id
+    assert root.outputs["output"][0]["content"][0]["text"] == "Echo: trace me"
+    meta = trace.info.trace_metadata
+    assert meta["agentwharf.endpoint"] == traced.endpoint_name
+    assert meta["agentwharf.served_entity"] == traced.served_entity_name
+    assert meta["agentwharf.model_name"] == traced.model_name and meta["agentwharf.model_version"] == "1"
+    assert meta["agentwharf.request_id"] == request_id and meta["agentwharf.status_code"] == "200"
+    assert meta["mlflow.trace.session"] == "conv-7" and meta["mlflow.trace.user"] == "ada"
+    assert trace.info.client_request_id == request_id[:50]
+    assert trace.info.experiment_id == http.get(f"/api/2.0/serving-endpoints/{traced.endpoint_name}").json()["experiment_id"]
+    # And MLflow's search finds it in the endpoint's experiment.
+    found = mlflow.search_traces(locations=[trace.info.experiment_id], return_type="list", max_results=500)
+    assert row["trace_id"] in {t.info.trace_id for t in found}
+
+
+def test_streamed_request_records_the_assembled_output(http, traced):
+    request_id, answer = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "s"}], "stream": True,
+                                                            "custom_inputs": {"events": 3}})
+    assert answer.status_code == 200
+    row = rows_for(http, traced.endpoint_name, {request_id})[request_id]
+    assert row["stream"] is True and row["status_code"] == 200
+    assert json.loads(row["response"])["output"][0]["content"][0]["text"] == "Echo: s"
+    spans = trace_of(row).data.spans
+    assert [s.name for s in spans][:2] == [f"/serving-endpoints/{traced.endpoint_name}/invocations", "predict_stream"]
+
+
+def test_agent_error_is_an_error_trace_and_row(http, traced):
+    request_id, answer = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "x"}],
+                                                            "custom_inputs": {"raise": "kaboom"}})
+    assert answer.status_code == 500
+    row = rows_for(http, traced.endpoint_name, {request_id})[request_id]
+    assert row["status_code"] == 500 and row["error"] == "ValueError: kaboom"
+    trace = trace_of(row)
+    assert trace.info.state.value == "ERROR"
+    assert trace.info.trace_metadata["agentwharf.status_code"] == "500"
+
+
+def test_gateway_rejections_on_a_known_endpoint_are_recorded(http, traced):
+    request_id = uuid.uuid4().hex
+    answer = http.post(f"/serving-endpoints/{traced.endpoint_name}/invocations", content=b"x=1",
+                       headers={"content-type": "text/plain", "x-request-id": request_id})
+    assert answer.status_code == 415
+    bad_id, bad = send(http, traced.endpoint_name, {"input": "not a list"})
+    assert bad.status_code == 400
+    rows = rows_for(http, traced.endpoint_name, {request_id, bad_id})
+    assert rows[request_id]["status_code"] == 415 and rows[bad_id]["status_code"] == 400
+    assert trace_of(rows[bad_id]).info.state.value == "ERROR"
+
+
+def test_openai_route_is_traced(platform, http, traced):
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="x")
+    raw = client.responses.with_raw_response.create(model=traced.endpoint_name, input="via openai")
+    request_id = raw.headers["x-request-id"]
+    row = rows_for(http, traced.endpoint_name, {request_id})[request_id]
+    assert row["route"] == "responses"
+    assert trace_of(row).data.spans[0].outputs["output"][0]["content"][0]["text"] == "Echo: via openai"
+
+
+def test_return_trace_includes_the_trace_in_the_response(http, traced):
+    _, answer = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "x"}],
+                                                  "databricks_options": {"return_trace": True}})
+    trace = answer.json()["databricks_output"]["trace"]
+    assert trace["info"]["trace_id"].startswith("tr-")
+    assert [s["name"] for s in trace["data"]["spans"]][1] == "predict"
+
+
+def test_rows_match_requests_one_to_one(http, traced):
+    sent = {}
+    for i in range(40):
+        body = {"input": [{"role": "user", "content": f"n{i}"}]} if i % 4 else {"input": [{"role": "user", "content": f"n{i}"}], "stream": True}
+        request_id, answer = send(http, traced.endpoint_name, body)
+        sent[request_id] = answer.status_code
+    rows = rows_for(http, traced.endpoint_name, set(sent))
+    assert {rid: r["status_code"] for rid, r in rows.items()} == sent
+    trace_ids = [r["trace_id"] for r in rows.values()]
+    assert len(set(trace_ids)) == len(sent)  # one trace per request, none shared
+
+
+def test_inference_table_filters_and_paging(http, traced):
+    ids = {send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "p"}]})[0] for _ in range(5)}
+    rows = rows_for(http, traced.endpoint_name, ids)
+    first = min(r["timestamp_ms"] for r in rows.values())
+    paged, token = [], None
+    while True:
+        params = {"since": first, "max_results": 2, "status": "200"} | ({"page_token": token} if token else {})
+        page = http.get(f"/api/2.0/serving-endpoints/{traced.endpoint_name}/inference-table", params=params).json()
+        assert len(page["rows"]) <= 2
+        paged += page["rows"]
+        token = page.get("next_page_token")
+        if not token:
+            break
+    assert ids <= {r["request_id"] for r in paged}
+    assert all(r["status_code"] == 200 and r["timestamp_ms"] >= first for r in paged)
+    errors = http.get(f"/api/2.0/serving-endpoints/{traced.endpoint_name}/inference-table", params={"status": "error"}).json()["rows"]
+    assert all(r["status_code"] >= 400 for r in errors)
+    bad = http.get(f"/api/2.0/serving-endpoints/{traced.endpoint_name}/inference-table", params={"since": "yesterday"})
+    assert bad.status_code == 400 and "since" in bad.json()["message"]
+    missing = http.get("/api/2.0/serving-endpoints/never-existed/inference-table")
+    assert missing.status_code == 404
+
+
+def test_export_formats_round_trip(platform, http, traced, tmp_path):
+    from tests.integration.test_restart_and_cli import cli
+
+    ids = {send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "export, \"quoted\"\nline"}]})[0] for _ in range(3)}
+    expected = rows_for(http, traced.endpoint_name, ids)
+
+    jsonl = cli(platform.base_url, "inference", "export", traced.endpoint_name, "--format", "jsonl", check=True)
+    from_jsonl = {r["request_id"]: r for r in map(json.loads, jsonl.stdout.splitlines())}
+    assert "rows of" in jsonl.stderr
+    from_csv = {r["request_id"]: r for r in csv.DictReader(io.StringIO(
+        cli(platform.base_url, "inference", "export", traced.endpoint_name, "--format", "csv", check=True).stdout))}
+    cli(platform.base_url, "inference", "export", traced.endpoint_name, "-f", "parquet", "-o", str(tmp_path / "t.parquet"), check=True)
+    import pyarrow.parquet as pq
+
+    from_parquet = {r["request_id"]: r for r in pq.read_table(tmp_path / "t.parquet").to_pylist()}
+    for request_id, row in expected.items():
+        assert from_jsonl[request_id] == row
+        assert from_parquet[request_id] == row
+        assert from_csv[request_id]["request"] == row["request"]
+        assert int(from_csv[request_id]["status_code"]) == row["status_code"]
+    assert len(from_jsonl) == len(from_parquet) == len(from_csv)
+
+
+def test_metrics_expose_spool_depth_and_writer_lag(http, traced):
+    send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "m"}]})
+    text = http.get("/metrics").text
+    for name in ("agentwharf_spool_pending_bytes", "agentwharf_spool_writer_lag_seconds", "agentwharf_spool_records_total"):
+        assert f"\n{name} " in text or text.startswith(f"{name} ")
+    assert f'agentwharf_requests_total{{endpoint="{traced.endpoint_name}",status="200"}}' in text
