@@ -16,7 +16,13 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 
 def _fmt_ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"{value:.0f}x"
+    if value >= 10:
+        return f"{value:.1f}x"
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"  # 0.0035x, not 0.00x
 
 
 def _traces(row: dict) -> str:

@@ -35,6 +35,19 @@ def platform(tmp_path_factory):
     proc.stop()
 
 
+@pytest.fixture(autouse=True)
+def _keep_mlflow_client_state():
+    """Tests that start a platform of their own point MLflow's client at it; put the client
+    back afterwards so later tests do not talk to a stopped server."""
+    import mlflow.tracking.fluent as fluent
+
+    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    yield
+    mlflow.set_tracking_uri(uri)
+    fluent._active_experiment_id = experiment
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
 @pytest.fixture(scope="session")
 def http(platform):
     with httpx.Client(base_url=platform.base_url, timeout=60) as client:
@@ -42,6 +55,7 @@ def http(platform):
 
 
 def _log(path: Path) -> str:
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_experiment("/tests/agents")
     with mlflow.start_run():
         return mlflow.pyfunc.log_model(name="agent", python_model=str(path), pip_requirements=["mlflow"]).model_uri

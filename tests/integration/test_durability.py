@@ -39,6 +39,7 @@ def descendants(pid: int) -> list[int]:
 
 def deploy_info(base_url: str, model: str) -> str:
     mlflow.set_tracking_uri(base_url)
+    mlflow.set_experiment("/tests/durability")  # not the session platform's active experiment
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"), pip_requirements=["mlflow"]).model_uri
     mlflow.register_model(uri, model)

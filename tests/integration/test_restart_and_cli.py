@@ -38,6 +38,7 @@ def test_restart_restores_endpoints_and_workers(own_platform):
     base = own_platform.start().base_url
     client = mlflow.MlflowClient(base)
     mlflow.set_tracking_uri(base)
+    mlflow.set_experiment("/tests/restart")  # not the session platform's active experiment
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="agent", python_model=os.path.join(AGENTS, "info_agent.py"), pip_requirements=["mlflow"]).model_uri
     mlflow.register_model(uri, "main.restart.info")
