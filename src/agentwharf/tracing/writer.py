@@ -126,9 +126,10 @@ class SpoolWriter:
                                        "written": self.written, "at": time.time()}))
         os.replace(temp, self.spool_dir / PROGRESS_FILE)
 
-    def run(self, stop: list[bool], interval: float) -> None:
+    def run(self, stop: list[bool], interval: float, idle_interval: float = 0.5) -> None:
         segment, offset = self.checkpoint()
         self._write_progress(segment, offset, 0)
+        pause = interval
         while True:
             try:
                 taken = self.run_once()
@@ -136,10 +137,15 @@ class SpoolWriter:
                 log.exception("writing a batch failed; retrying")
                 time.sleep(1.0)
                 continue
-            if taken == 0:
-                if stop:
-                    return  # drained: every spooled record is in the store
-                time.sleep(interval)
+            if taken:
+                pause = interval
+                continue
+            if stop:
+                return  # drained: every spooled record is in the store
+            # Idle: poll less and less often (up to idle_interval), so an idle platform costs
+            # next to nothing; the first record after a pause is picked up within it.
+            time.sleep(pause)
+            pause = min(pause * 2, idle_interval)
 
 
 def read_progress(spool_dir: Path) -> dict | None:
