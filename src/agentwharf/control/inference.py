@@ -18,6 +18,13 @@ from agentwharf.store.database import Database
 from agentwharf.store.models import InferenceLog
 
 MAX_PAGE = 10_000
+_INT64 = 2**63 - 1
+
+
+def _in_range(value: int, name: str) -> int:
+    if not -_INT64 <= value <= _INT64:
+        raise InvalidParameter(f"{name} is out of range: {value}")
+    return value
 _COLUMNS = [c.name for c in InferenceLog.__table__.columns]
 
 
@@ -26,7 +33,7 @@ def parse_time(value: str | None, name: str) -> int | None:
     if value in (None, ""):
         return None
     if value.isdigit():
-        return int(value)
+        return _in_range(int(value), name)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -35,7 +42,7 @@ def parse_time(value: str | None, name: str) -> int | None:
         from datetime import timezone
 
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
+    return _in_range(int(parsed.timestamp() * 1000), name)
 
 
 def _encode_cursor(row: InferenceLog) -> str:
@@ -45,7 +52,7 @@ def _encode_cursor(row: InferenceLog) -> str:
 def _decode_cursor(token: str) -> tuple[int, str]:
     try:
         ts, request_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(ts), str(request_id)
+        return _in_range(int(ts), "page_token"), str(request_id)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise InvalidParameter("page_token is not a token this API returned") from None
 
@@ -88,7 +95,7 @@ def count(db: Database, endpoint: str) -> int:
 
 def _int(value: str, name: str) -> int:
     try:
-        return int(value)
+        return _in_range(int(value), name)
     except ValueError:
         raise InvalidParameter(f"{name} must be an integer, got {value!r}") from None
 

@@ -45,21 +45,21 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
     request_text = _json_text(record.get("request"))
     response_text = _json_text(record.get("response") if record.get("error") is None else {"error": record["error"]})
     context = record.get("request", {}).get("context") if isinstance(record.get("request"), dict) else None
+    # Each metadata key is a row with two index entries in MLflow's schema; empty values (the
+    # worker has no git checkout, no caller before auth) and the previews, which trace_info
+    # holds in columns, would only add write cost.
     metadata = {
-        **record.get("metadata", {}),
+        **{k: v for k, v in record.get("metadata", {}).items() if v not in ("", None)},
         "mlflow.trace_schema.version": "3",
-        "mlflow.trace.infoFinalized": "true",
-        "mlflow.traceInputs": request_text[:PREVIEW_CHARS],
-        "mlflow.traceOutputs": response_text[:PREVIEW_CHARS],
         "agentwharf.request_id": header["request_id"],
         "agentwharf.endpoint": header["endpoint"],
         "agentwharf.served_entity": header.get("entity") or "",
         "agentwharf.model_name": header.get("model_name") or "",
         "agentwharf.model_version": header.get("model_version") or "",
-        "agentwharf.caller": header.get("caller") or "",
         "agentwharf.status_code": str(header["status_code"]),
-        "agentwharf.route": header.get("route") or "",
     }
+    if header.get("caller"):
+        metadata["agentwharf.caller"] = header["caller"]
     if isinstance(context, dict):
         if context.get("conversation_id"):
             metadata["mlflow.trace.session"] = str(context["conversation_id"])
@@ -78,6 +78,8 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
         "request_preview": request_text[:PREVIEW_CHARS],
         "response_preview": response_text[:PREVIEW_CHARS],
         "db_payload_generation": 1,
+        # MLflow reads a trace's name from this column (the tag alone is not enough).
+        "trace_name": header["endpoint"],
         "session_id": metadata.get("mlflow.trace.session"),
     }
     spans = [

@@ -92,6 +92,10 @@ class SpoolAppender:
                 try:
                     await asyncio.to_thread(self._write, data)
                 except OSError as error:
+                    # Part of the batch may be on disk; records after it in this segment would
+                    # follow a torn record the reader cannot pass. Start a fresh segment, so the
+                    # torn bytes become an old segment's tail, which the reader skips.
+                    self._open_segment(self._seq + 1)
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)

@@ -44,7 +44,7 @@ def _tables():
 
 class SpoolWriter:
     def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 1000, max_payload_chars: int = 1_000_000):
-        self.db = Database(database_url)
+        self.db = Database(database_url, synchronous="NORMAL", bulk=True)
         self.spool_dir = spool_dir
         self.reader = SpoolReader(spool_dir)
         self.batch_size = batch_size
@@ -52,6 +52,7 @@ class SpoolWriter:
         self.tables = _tables()
         self._artifact_locations: dict[str, str | None] = {}
         self._statements: dict[tuple, str] = {}
+        self._checkpoint: tuple[int, int] | None = None
         self.written = 0
 
     def _insert_sql(self, table, columns: list[str]) -> str:
@@ -77,9 +78,13 @@ class SpoolWriter:
         session.connection().exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
     def checkpoint(self) -> tuple[int, int]:
-        with self.db.session() as session:
-            row = session.get(SpoolCheckpoint, 1)
-            return (row.segment, row.offset) if row else (0, 0)
+        """Where the last committed batch ended. Read from the database once; after that this
+        process is the checkpoint's only writer, so it keeps it in memory."""
+        if self._checkpoint is None:
+            with self.db.session() as session:
+                row = session.get(SpoolCheckpoint, 1)
+                self._checkpoint = (row.segment, row.offset) if row else (0, 0)
+        return self._checkpoint
 
     def _artifact_location(self, session, experiment_id: str) -> str | None:
         if experiment_id not in self._artifact_locations:
@@ -114,6 +119,7 @@ class SpoolWriter:
                 session.add(SpoolCheckpoint(id=1, segment=last.segment, offset=last.end_offset))
             else:
                 checkpoint.segment, checkpoint.offset = last.segment, last.end_offset
+        self._checkpoint = (last.segment, last.end_offset)
         self.written += len(batch)
         self._write_progress(last.segment, last.end_offset, orjson.loads(last.header).get("ts_ms", 0))
         self.reader.delete_before(last.segment)
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spool", required=True, type=Path)
     parser.add_argument("--database", required=True)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
