@@ -52,6 +52,8 @@ class PlatformSettings(BaseSettings):
     #: Request and response payloads longer than this are truncated (and flagged) in the
     #: inference table; the trace keeps them whole.
     inference_max_payload_chars: int = 1_000_000
+    #: CPU niceness of the spool writer: serving first, storing when there is CPU to spare.
+    writer_nice: int = 10
     #: How long shutdown waits for the writer to drain the spool.
     writer_drain_timeout: float = 120.0
     #: Workers of the MLflow server's own uvicorn.

@@ -67,7 +67,8 @@ class Platform:
         self.routes = RouteTable()
         self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes)
         self.writer = WriterProcess(settings.database_uri, settings.spool_dir, settings.logs_dir / "writer.log",
-                                    settings.writer_batch_size, settings.inference_max_payload_chars, environ)
+                                    settings.writer_batch_size, settings.inference_max_payload_chars, environ,
+                                    nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout)
         self.proxy: MlflowProxy | None = None

@@ -168,7 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
+    parser.add_argument("--nice", type=int, default=0, help="Lower this process's CPU priority by this much")
     args = parser.parse_args(argv)
+    if args.nice:
+        # Serving comes first: under load the writer takes the CPU that answering requests
+        # leaves, and catches up when the load eases. The spool holds the difference.
+        os.nice(args.nice)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop: list[bool] = []
     # SIGTERM: finish draining what is spooled, then exit (the platform waits for it).

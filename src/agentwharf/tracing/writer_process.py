@@ -19,7 +19,9 @@ log = logging.getLogger("agentwharf.writer")
 
 
 class WriterProcess:
-    def __init__(self, database_uri: str, spool_dir: Path, log_path: Path, batch_size: int, max_payload_chars: int, environ: dict[str, str]):
+    def __init__(self, database_uri: str, spool_dir: Path, log_path: Path, batch_size: int, max_payload_chars: int,
+                 environ: dict[str, str], nice: int = 0):
+        self.nice = nice
         self.database_uri = database_uri
         self.spool_dir = spool_dir
         self.log_path = log_path
@@ -36,7 +38,7 @@ class WriterProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agentwharf.tracing.writer", "--spool", str(self.spool_dir),
                  "--database", self.database_uri, "--batch-size", str(self.batch_size),
-                 "--max-payload-chars", str(self.max_payload_chars)],
+                 "--max-payload-chars", str(self.max_payload_chars), "--nice", str(self.nice)],
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=self.environ, preexec_fn=die_with_parent,
             )
 
