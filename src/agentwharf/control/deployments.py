@@ -7,6 +7,7 @@ from typing import Any
 
 from agentwharf import names
 from agentwharf.control.endpoints import EndpointService, parse_tags
+from agentwharf.control.views import entity_config
 from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound, ResourceLimitExceeded
 from agentwharf.store.models import Endpoint, ServedEntity
 
@@ -15,17 +16,6 @@ def check_uc_name(model_name: Any) -> str:
     if not isinstance(model_name, str) or len(model_name.split(".")) != 3 or not all(model_name.split(".")):
         raise InvalidParameter(f"model_name must be a three-level name catalog.schema.model, got {model_name!r}")
     return model_name
-
-
-def _entity_config(entity: ServedEntity) -> dict[str, Any]:
-    return {
-        "name": entity.name,
-        "entity_name": entity.entity_name,
-        "entity_version": entity.entity_version,
-        "environment_vars": entity.environment_vars,
-        "workload_size": entity.workload_size,
-        "scale_to_zero_enabled": entity.scale_to_zero,
-    }
 
 
 class DeploymentService:
@@ -74,7 +64,7 @@ class DeploymentService:
             return await self.endpoints.create(endpoint_name, config, tags=tags, creator=creator), entity_name
         if any(e.entity_name == model_name and e.entity_version == version for e in current.entities):
             raise AlreadyExists(f"Version {version} of {model_name} is already served by endpoint {endpoint_name!r}")
-        served = [_entity_config(e) for e in current.entities if not e.pending]
+        served = [entity_config(e) for e in current.entities if not e.pending]
         if len(served) + 1 > self.endpoints.max_entities:
             raise ResourceLimitExceeded(
                 f"Endpoint {endpoint_name!r} already serves {len(served)} versions, the most allowed is "
@@ -108,7 +98,7 @@ class DeploymentService:
                 continue
             top = max(left, key=lambda e: (e.entity_name == model_name, int(e.entity_version)))
             config = {
-                "served_entities": [_entity_config(e) for e in left],
+                "served_entities": [entity_config(e) for e in left],
                 "traffic_config": {"routes": [
                     {"served_model_name": e.name, "traffic_percentage": 100 if e is top else 0} for e in left
                 ]},

@@ -21,11 +21,8 @@ _DEPLOYMENT_STATES = {
 StateLookup = Callable[[str, str], tuple[str, str | None]]
 
 
-def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup) -> dict[str, Any]:
-    state, error = state_of(endpoint.name, entity.name)
-    deployment, message = _DEPLOYMENT_STATES.get(state, ("DEPLOYMENT_FAILED", error or "Failed."))
-    if state == "FAILED":
-        deployment, message = "DEPLOYMENT_FAILED", error or "The model failed to load."
+def entity_config(entity: ServedEntity) -> dict[str, Any]:
+    """A served entity as it appears in a config (and as a config update sends it back)."""
     return {
         "name": entity.name,
         "entity_name": entity.entity_name,
@@ -33,6 +30,16 @@ def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup)
         "environment_vars": entity.environment_vars,
         "workload_size": entity.workload_size,
         "scale_to_zero_enabled": entity.scale_to_zero,
+    }
+
+
+def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup) -> dict[str, Any]:
+    state, error = state_of(endpoint.name, entity.name)
+    deployment, message = _DEPLOYMENT_STATES.get(state, ("DEPLOYMENT_FAILED", error or "Failed."))
+    if state == "FAILED":
+        deployment, message = "DEPLOYMENT_FAILED", error or "The model failed to load."
+    return {
+        **entity_config(entity),
         "creation_timestamp": entity.created_at,
         "state": {"deployment": deployment, "deployment_state_message": message},
     }
