@@ -161,3 +161,31 @@ def test_concurrent_requests_share_a_worker(http, served):
     assert results == [200] * 8
     # Eight one-second requests overlap inside one worker instead of queueing behind each other.
     assert time.monotonic() - started < 6
+
+
+def test_openai_chat_completions_with_and_without_streaming(platform, served):
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="not-checked-yet")
+    completion = client.chat.completions.create(
+        model=served.endpoint_name, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "chat"}])
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "Echo: chat"
+    assert completion.choices[0].finish_reason == "stop"
+
+    chunks = list(client.chat.completions.create(
+        model=served.endpoint_name, messages=[{"role": "user", "content": [{"type": "text", "text": "parts"}]}], stream=True))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "part0 part1 part2 "
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_chat_completions_without_messages_is_a_400_naming_them(http, served):
+    answer = http.post("/serving-endpoints/chat/completions", json={"model": served.endpoint_name})
+    assert answer.status_code == 400
+    assert "'messages'" in answer.json()["message"]
+
+
+def test_databricks_well_known_config_answers_without_auth(http):
+    answer = http.get("/.well-known/databricks-config")
+    assert answer.status_code == 200 and answer.json() == {}

@@ -162,6 +162,10 @@ class Platform:
                 await self.gateway(scope, receive, send)
             elif path.startswith(_CONTROL_PREFIXES):
                 await self.control_app(scope, receive, send)
+            elif path == "/.well-known/databricks-config":
+                # Every Databricks WorkspaceClient asks this first, without auth; {} means
+                # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
+                await send_json(send, 200, b"{}")
             elif path == "/healthz":
                 await send_json(send, 200, orjson.dumps(self.health()))
             elif path == "/metrics":

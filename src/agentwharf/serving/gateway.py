@@ -4,6 +4,7 @@ Routes:
     POST /serving-endpoints/{name}/invocations                          traffic split
     POST /serving-endpoints/{name}/served-models/{entity}/invocations   one version
     POST /serving-endpoints/responses                                   OpenAI Responses API
+    POST /serving-endpoints/chat/completions                            OpenAI Chat Completions API
 
 It is plain ASGI rather than a FastAPI router because it sits on the hot path: it forwards the
 raw body to a worker without parsing it (the worker validates it anyway), and only the OpenAI
@@ -121,8 +122,8 @@ class Gateway:
 
     def _resolve(self, parts: list[str], request: _Request) -> None:
         """Find the endpoint and worker key from the path (and, for the OpenAI route, ``model``)."""
-        if parts == ["responses"]:
-            request.route = "responses"
+        if parts == ["responses"] or parts == ["chat", "completions"]:
+            request.route = "responses" if parts == ["responses"] else "chat"
             request.endpoint = self._endpoint(self._openai_model(request.body))
             request.key = self._pick(request.endpoint)
         elif len(parts) == 2 and parts[1] == "invocations":
@@ -141,7 +142,7 @@ class Gateway:
         try:
             model = orjson.loads(body).get("model")
         except (orjson.JSONDecodeError, AttributeError):
-            raise InvalidParameter("Request body must be a JSON object with 'model' and 'input'") from None
+            raise InvalidParameter("Request body must be a JSON object with 'model' and the messages") from None
         if not isinstance(model, str) or not model:
             raise InvalidParameter("'model' is required: the name of the serving endpoint to query")
         return model

@@ -55,3 +55,79 @@ def wrap_openai_stream(events: Iterator[dict[str, Any]], meta: dict[str, Any]) -
         if close is not None:
             close()
     yield {"type": "response.completed", "sequence_number": sequence + 1, "response": {**_envelope(meta, "completed", created_at), "output": items}}
+
+
+# -- Chat Completions --------------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> Any:
+    """Chat content may be a list of parts; a ResponsesAgent message takes text."""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content
+
+
+def normalize_chat_request(body: dict[str, Any]) -> dict[str, Any]:
+    """Turn a Chat Completions request into a ResponsesAgent request."""
+    body = dict(body)
+    body.pop("model", None)
+    messages = body.pop("messages", None)
+    if not isinstance(messages, list):
+        return body  # the worker reports the missing 'input' by name
+    body["input"] = [
+        {"role": m.get("role"), "content": _text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages
+    ]
+    if "max_tokens" in body:
+        body["max_output_tokens"] = body.pop("max_tokens")
+    for unsupported in ("n", "stop", "logprobs", "stream_options", "response_format", "seed", "frequency_penalty", "presence_penalty"):
+        body.pop(unsupported, None)
+    return body
+
+
+def _message_text(items: list[dict[str, Any]]) -> str:
+    texts = []
+    for item in items:
+        if item.get("type") == "message":
+            texts.extend(part.get("text", "") for part in item.get("content", []) if isinstance(part, dict))
+    return "".join(texts)
+
+
+def to_chat_completion(output: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    answer = {
+        "id": f"chatcmpl-{meta.get('request_id', '')}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": meta.get("model", ""),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": _message_text(output.get("output", []))},
+                     "finish_reason": "stop"}],
+    }
+    if output.get("usage"):
+        answer["usage"] = output["usage"]
+    return answer
+
+
+def wrap_chat_stream(events: Iterator[dict[str, Any]], meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The agent's Responses events as ``chat.completion.chunk`` objects."""
+    base = {"id": f"chatcmpl-{meta.get('request_id', '')}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": meta.get("model", "")}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    streamed: set[str] = set()
+    try:
+        for event in events:
+            kind = event.get("type")
+            if kind == "response.output_text.delta":
+                streamed.add(event.get("item_id", ""))
+                yield chunk({"content": event.get("delta", "")})
+            elif kind == "response.output_item.done" and event.get("item", {}).get("id") not in streamed:
+                # An agent that sends only whole items: each becomes one chunk.
+                if text := _message_text([event.get("item", {})]):
+                    yield chunk({"content": text})
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    yield chunk({}, "stop")

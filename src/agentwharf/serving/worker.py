@@ -24,7 +24,14 @@ import orjson
 
 from agentwharf.serving import protocol
 from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
-from agentwharf.serving.openai_compat import normalize_openai_request, to_openai_response, wrap_openai_stream
+from agentwharf.serving.openai_compat import (
+    normalize_chat_request,
+    normalize_openai_request,
+    to_chat_completion,
+    to_openai_response,
+    wrap_chat_stream,
+    wrap_openai_stream,
+)
 from agentwharf.tracing import capture
 from agentwharf.tracing import record as trace_record
 
@@ -97,8 +104,10 @@ class WorkerServer:
             log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
             output, error = None, _agent_message(failure)
         traces = capture.take()
-        if meta.get("route") == "responses" and error is None:
+        if error is None and meta.get("route") == "responses":
             output = to_openai_response(output, meta)
+        elif error is None and meta.get("route") == "chat":
+            output = to_chat_completion(output, meta)
         record = self._build_record(meta, start_ns, body, output, error, traces)
         record_bytes = orjson.dumps(record, default=str)
         if error is not None:
@@ -129,6 +138,10 @@ class WorkerServer:
             raise InvalidRequest(f"Request body must be a JSON object, got {type(body).__name__}")
         if meta.get("route") == "responses":
             body = normalize_openai_request(body)
+        elif meta.get("route") == "chat":
+            body = normalize_chat_request(body)
+            if "input" not in body:
+                raise InvalidRequest("Invalid chat completion request: 'messages' is required (a list of messages)")
         if "input" not in body:
             raise InvalidRequest("Invalid Responses request: 'input' is required (a list of messages)")
         return body
@@ -149,6 +162,8 @@ class WorkerServer:
             events = self.adapter.predict_stream(request)
             if meta.get("route") == "responses":
                 events = wrap_openai_stream(events, meta)
+            elif meta.get("route") == "chat":
+                events = wrap_chat_stream(events, meta)
             items: list[Any] = []
             error = None
             try:
