@@ -7,6 +7,9 @@ PY     := $(VENV)/bin/python
 HOME_DIR := .agentwharf
 STAMP  := $(VENV)/.installed
 
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: install quickstart stop test test-unit test-integration bench clean
 
 $(STAMP): pyproject.toml
@@ -18,6 +21,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser test drives Debian's Chromium with Playwright (which never downloads a browser).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq chromium
+
 ## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
 quickstart: install
 	$(PY) scripts/quickstart.py --home $(HOME_DIR)
@@ -26,13 +34,13 @@ quickstart: install
 stop:
 	@if [ -x $(VENV)/bin/agentwharf ]; then $(VENV)/bin/agentwharf down --home $(HOME_DIR); else echo "nothing to stop"; fi
 
-test: install
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
-test-integration: install
+test-integration: install $(CHROMIUM)
 	$(PY) -m pytest -q tests/integration
 
 bench: install
