@@ -91,3 +91,46 @@ def test_closing_the_wrapped_stream_closes_the_agent_stream():
     next(stream)  # first delta
     stream.close()  # the client went away
     assert closed == [True]
+
+
+# -- Chat Completions --------------------------------------------------------------------------
+
+from agentwharf.serving.openai_compat import normalize_chat_request, to_chat_completion, wrap_chat_stream  # noqa: E402
+
+
+def test_chat_request_becomes_a_responses_request():
+    body = normalize_chat_request({
+        "model": "ep", "max_tokens": 12, "n": 1, "temperature": 0.2,
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+    })
+    assert body == {"input": [{"role": "system", "content": "sys"}, {"role": "user", "content": "ab"}],
+                    "max_output_tokens": 12, "temperature": 0.2}
+
+
+def test_chat_request_without_messages_has_no_input():
+    assert "input" not in normalize_chat_request({"model": "ep"})
+
+
+def test_chat_completion_joins_the_message_text():
+    output = {"output": [
+        {"type": "message", "id": "1", "role": "assistant", "content": [{"type": "output_text", "text": "Hel"}, {"type": "output_text", "text": "lo"}]},
+        {"type": "function_call", "id": "2", "name": "f", "arguments": "{}", "call_id": "c"},
+    ]}
+    answer = to_chat_completion(output, {"request_id": "r1", "model": "ep"})
+    assert answer["object"] == "chat.completion" and answer["id"] == "chatcmpl-r1" and answer["model"] == "ep"
+    assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]
+
+
+def test_chat_stream_relays_deltas_and_skips_items_already_streamed():
+    events = iter([
+        {"type": "response.output_text.delta", "item_id": "i1", "delta": "Hi"},
+        {"type": "response.output_text.delta", "item_id": "i1", "delta": " there"},
+        {"type": "response.output_item.done", "item": {"type": "message", "id": "i1", "content": [{"type": "output_text", "text": "Hi there"}]}},
+        {"type": "response.output_item.done", "item": {"type": "message", "id": "i2", "content": [{"type": "output_text", "text": "!"}]}},
+    ])
+    chunks = list(wrap_chat_stream(events, {"request_id": "r", "model": "ep"}))
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert "".join(d.get("content", "") for d in deltas) == "Hi there!"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
