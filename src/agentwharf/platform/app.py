@@ -15,6 +15,7 @@ their workers load models from MLflow.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -110,6 +111,9 @@ class Platform:
         self.supervisor.start_background()
         await self.reconciler.restore()
         self.started_at = time.time()
+        # Start-up objects (MLflow, FastAPI, SQLAlchemy) never die: keep full GC passes off them.
+        gc.collect()
+        gc.freeze()
         log.info("platform ready on %s in %.1fs", self.settings.base_url, time.monotonic() - started)
 
     async def _watch_spool(self) -> None:

@@ -297,7 +297,11 @@ class Supervisor:
     def _refresh_state(self, version: ServedVersion) -> None:
         if version.state in ("FAILED", "STOPPED", "SCALED_TO_ZERO"):
             return
-        if version.ready_connections():
+        connected = len(version.ready_connections())
+        # A first start (a deploy) is done when every worker answers, so traffic never lands
+        # on the first one alone; once it has served, one live worker keeps the version up
+        # while the others (re)start, which also lets a cold start answer on its first worker.
+        if connected == len(version.replicas) or (version.ever_ready and connected):
             version.state = "READY"
             version.ever_ready = True
         elif version.ever_ready:

@@ -245,6 +245,16 @@ async def _serve(socket_path: str, adapter: ModelAdapter, threads: int) -> None:
     server.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _freeze_startup_objects() -> None:
+    """Move everything imported so far (MLflow alone is ~150k objects) out of the garbage
+    collector's view: a full collection over them pauses the process ~90 ms, which showed up
+    as the serving p99."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf model worker (started by the supervisor)")
     parser.add_argument("--socket", required=True)
@@ -254,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         adapter = _load(args.model_uri)
+        _freeze_startup_objects()
     except Exception:
         # The supervisor shows the tail of this log to whoever deployed: make it the real error.
         log.error("failed to load %s:\n%s", args.model_uri, traceback.format_exc())

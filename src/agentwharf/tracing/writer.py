@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     writer = SpoolWriter(args.database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as in the worker: start-up objects stay out of full collections
     log.info("draining %s into the store from checkpoint %s", args.spool, writer.checkpoint())
     writer.run(stop, args.interval)
     log.info("spool drained (%d records written), exiting", writer.written)
