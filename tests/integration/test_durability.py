@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 import uuid
 from pathlib import Path
 

@@ -7,7 +7,6 @@ import shutil
 import uuid
 
 import mlflow
-import pytest
 from playwright.sync_api import sync_playwright
 
 from agentwharf import agents

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from agentwharf.cli.output import console, errors, handle_errors
+from agentwharf.cli.output import errors, handle_errors
 from agentwharf.client import PlatformClient
 
 app = typer.Typer(help="The inference table: one row per served request.", no_args_is_help=True)
