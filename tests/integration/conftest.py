@@ -3,6 +3,7 @@ free port, and the test agents logged to it from code and registered."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -78,6 +79,19 @@ def register(logged):
         return name
 
     return _register
+
+
+@contextlib.contextmanager
+def deployed_info_agent(logged: dict[str, str], model: str):
+    """The info test agent registered as ``model`` v1 and deployed; undeployed afterwards."""
+    from agentwharf import agents
+
+    mlflow.register_model(logged["info"], model)
+    deployment = agents.deploy(model, "1")
+    try:
+        yield deployment
+    finally:
+        agents.delete_deployment(model)
 
 
 def ask(http: httpx.Client, path: str, text: str = "hi", **custom) -> httpx.Response:

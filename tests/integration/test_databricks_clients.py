@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
 
-from agentwharf import agents
+from tests.integration.conftest import deployed_info_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_VENV = ROOT / ".venv-databricks"
@@ -22,11 +21,8 @@ SDK_PACKAGES = ["databricks-sdk==0.156.0", "openai>=1.60,<4", "httpx>=0.27,<1"]
 
 @pytest.fixture(scope="module")
 def served(platform, logged):
-    model = "main.tests.databricks"
-    mlflow.register_model(logged["info"], model)
-    deployment = agents.deploy(model, "1")
-    yield deployment
-    agents.delete_deployment(model)
+    with deployed_info_agent(logged, "main.tests.databricks") as deployment:
+        yield deployment
 
 
 @pytest.fixture(scope="module")

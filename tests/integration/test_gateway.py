@@ -11,20 +11,14 @@ import httpx
 import openai
 import pytest
 
-from agentwharf import agents
-from tests.integration.conftest import ask
+from tests.integration.conftest import ask, deployed_info_agent
 from tests.integration.platform_process import wait_until
 
 
 @pytest.fixture(scope="module")
 def served(platform, logged):
-    import mlflow
-
-    model = "main.tests.gateway"
-    mlflow.register_model(logged["info"], model)
-    deployment = agents.deploy(model, "1")
-    yield deployment
-    agents.delete_deployment(model)
+    with deployed_info_agent(logged, "main.tests.gateway") as deployment:
+        yield deployment
 
 
 def sse_events(response: httpx.Response) -> list[str]:

@@ -12,17 +12,14 @@ import mlflow
 import openai
 import pytest
 
-from agentwharf import agents
+from tests.integration.conftest import deployed_info_agent
 from tests.integration.platform_process import wait_until
 
 
 @pytest.fixture(scope="module")
 def traced(platform, logged):
-    model = "main.tests.traced"
-    mlflow.register_model(logged["info"], model)
-    deployment = agents.deploy(model, "1")
-    yield deployment
-    agents.delete_deployment(model)
+    with deployed_info_agent(logged, "main.tests.traced") as deployment:
+        yield deployment
 
 
 def send(http, endpoint, body, **headers):
