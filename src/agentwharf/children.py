@@ -1,4 +1,4 @@
-"""Child processes die with the platform.
+"""Child processes: they die with the platform, and their logs explain their failures.
 
 If the platform is killed with SIGKILL it cannot stop its children. Linux can: a child that
 sets PR_SET_PDEATHSIG gets SIGTERM when its parent dies, so no worker keeps serving a stale
@@ -8,8 +8,12 @@ model and no writer or MLflow server holds the database after the platform is go
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+from pathlib import Path
+
+LOG_TAIL_BYTES = 4000
 
 
 def die_with_parent() -> None:
@@ -19,3 +23,15 @@ def die_with_parent() -> None:
 
         with contextlib.suppress(Exception):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The end of a child's log, to show whoever started it why it failed."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""

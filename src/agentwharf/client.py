@@ -25,9 +25,7 @@ def _raise_for(response: httpx.Response) -> None:
         code, message = body.get("error_code", "INTERNAL_ERROR"), body.get("message", response.text)
     except ValueError:
         code, message = "INTERNAL_ERROR", response.text or response.reason_phrase
-    error = AgentwharfError(message, code)
-    error.status = response.status_code  # type: ignore[attr-defined]
-    raise error
+    raise AgentwharfError(message, code)
 
 
 class PlatformClient:

@@ -21,6 +21,7 @@ from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
 from agentwharf.errors import InvalidParameter, UnsupportedMediaType
+from agentwharf.serving.routing import worker_key
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.store.database import Database
 
@@ -35,7 +36,7 @@ class ControlState:
         self.supervisor = supervisor
 
     def state_of(self, endpoint_name: str, entity_name: str) -> tuple[str, str | None]:
-        version = self.supervisor.versions.get(f"{endpoint_name}/{entity_name}")
+        version = self.supervisor.versions.get(worker_key(endpoint_name, entity_name))
         return (version.state, version.error) if version else ("STOPPED", None)
 
 

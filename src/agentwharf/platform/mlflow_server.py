@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from agentwharf.children import die_with_parent
+from agentwharf.children import die_with_parent, log_tail
 
 log = logging.getLogger("agentwharf.mlflow")
 
@@ -73,19 +73,14 @@ class MlflowServer:
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() - started < timeout:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"MLflow server exited with code {self.process.returncode}:\n{self._tail()}")
+                    raise RuntimeError(f"MLflow server exited with code {self.process.returncode}:\n{log_tail(self.log_path)}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{self.url}/health")).status_code == 200:
                         log.info("MLflow server ready on %s in %.1fs", self.url, time.monotonic() - started)
                         return
                 await asyncio.sleep(0.2)
         await self.stop()
-        raise RuntimeError(f"MLflow server did not answer within {timeout:.0f}s:\n{self._tail()}")
-
-    def _tail(self) -> str:
-        from agentwharf.serving.supervisor import log_tail
-
-        return log_tail(self.log_path)
+        raise RuntimeError(f"MLflow server did not answer within {timeout:.0f}s:\n{log_tail(self.log_path)}")
 
     async def stop(self, grace: float = 15.0) -> None:
         process, self.process = self.process, None

@@ -16,11 +16,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
 
+from agentwharf.children import log_tail
 from agentwharf.settings import PlatformSettings
 
 log = logging.getLogger("agentwharf.runner")
@@ -124,7 +124,7 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
-            raise PlatformError(f"The platform exited while starting (code {process.returncode}). Log tail:\n{_tail(out_path)}")
+            raise PlatformError(f"The platform exited while starting (code {process.returncode}). Log tail:\n{log_tail(out_path)}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{settings.base_url}/healthz", timeout=1.0).status_code == 200:
                 return RunningPlatform(process.pid, settings.base_url)
@@ -132,7 +132,7 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
             on_wait(time.monotonic() - started)
         time.sleep(0.25)
     process.terminate()
-    raise PlatformError(f"The platform did not answer within {timeout:.0f}s. Log tail:\n{_tail(out_path)}")
+    raise PlatformError(f"The platform did not answer within {timeout:.0f}s. Log tail:\n{log_tail(out_path)}")
 
 
 def stop(settings: PlatformSettings, timeout: float = 60.0) -> RunningPlatform | None:
@@ -154,9 +154,3 @@ def stop(settings: PlatformSettings, timeout: float = 60.0) -> RunningPlatform |
             os.kill(running.pid, signal.SIGKILL)
     settings.pid_file.unlink(missing_ok=True)
     return running
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    from agentwharf.serving.supervisor import log_tail
-
-    return log_tail(path, limit)

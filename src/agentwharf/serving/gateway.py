@@ -160,7 +160,7 @@ class Gateway:
             raise NotFound(f"Endpoint {name!r} does not exist")
         return endpoint
 
-    def _header(self, request: _Request, status: int) -> dict:
+    def _record_header(self, request: _Request, status: int) -> dict:
         endpoint = request.endpoint
         return record_header(
             request_id=request.request_id, endpoint=endpoint.name, experiment_id=endpoint.experiment_id,
@@ -169,14 +169,18 @@ class Gateway:
             status_code=status, started=request.started, caller=None, route=request.route, stream=request.stream,
         )
 
+    @staticmethod
+    def _gateway_record(request: _Request, error: str) -> bytes:
+        return Recorder.gateway_record(request.endpoint.name, request.body, error, request.start_ns)
+
     async def _record_failure(self, request: _Request, error: AgentwharfError, record: bytes | None = None) -> None:
         # A request that never reached a known endpoint has no experiment to be traced in, and
         # one refused because the spool is full must not add to it (it is counted in /metrics).
         if request.endpoint is None or isinstance(error, SpoolFull):
             return
         if record is None:
-            record = Recorder.gateway_record(request.endpoint.name, request.body, error.message, request.start_ns)
-        await self.recorder.record(self._header(request, error.http_status), record)
+            record = self._gateway_record(request, error.message)
+        await self.recorder.record(self._record_header(request, error.http_status), record)
 
     async def _forward(self, request: _Request, receive, send, id_header: list) -> None:
         connection = await self.supervisor.acquire(request.key)
@@ -192,8 +196,8 @@ class Gateway:
                 raise AgentwharfError(f"The model did not answer within {self.request_timeout:.0f}s", "REQUEST_TIMEOUT") from None
             if not reply.stream:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
-                await self.recorder.record(self._header(request, reply.status), reply.record or
-                                           Recorder.gateway_record(request.endpoint.name, request.body, "no record", request.start_ns))
+                record = reply.record or self._gateway_record(request, "the worker sent no record")
+                await self.recorder.record(self._record_header(request, reply.status), record)
                 await send_json(send, reply.status, reply.body, id_header)
                 return
             request.stream = True
@@ -222,8 +226,8 @@ class Gateway:
                             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
                     continue
                 status = 499 if gone.is_set() else (500 if error else 200)
-                record = reply.record or Recorder.gateway_record(request.endpoint.name, request.body, (error or b"stream lost").decode(), request.start_ns)
-                await self.recorder.record(self._header(request, status), record)
+                record = reply.record or self._gateway_record(request, (error or b"stream lost").decode())
+                await self.recorder.record(self._record_header(request, status), record)
                 if not gone.is_set():
                     tail = (b"data: " + error + b"\n\n" if error else b"") + _DONE
                     await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -19,13 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentwharf.children import die_with_parent
+from agentwharf.children import die_with_parent, log_tail
 from agentwharf.errors import DeploymentFailed, Unavailable
 from agentwharf.serving.worker_client import WorkerConnection
 
 log = logging.getLogger("agentwharf.supervisor")
 
-LOG_TAIL_BYTES = 4000
 #: A worker that ran this long before crashing restarts with the shortest back-off again.
 STABLE_AFTER_SECONDS = 60.0
 
@@ -107,17 +106,6 @@ class WorkerLauncher:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-
-
-def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            return handle.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 class Supervisor:
