@@ -33,9 +33,14 @@ def main() -> None:
     step(f"Starting agentwharf in the background (home {args.home})")
     subprocess.run([agentwharf, "up", "--detach", "--home", args.home, "--port", args.port], check=True)
 
-    # Every client below finds the platform through these two variables.
+    # Every client below finds the platform, and authenticates, through these variables. The
+    # first start of a home writes its admin's token to <home>/admin.token (mode 0600).
+    token = (Path(args.home) / "admin.token").read_text().strip()
     os.environ["MLFLOW_TRACKING_URI"] = base
     os.environ["AGENTWHARF_HOST"] = base
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    os.environ["AGENTWHARF_TOKEN"] = token
+    print(f"using the admin token from {Path(args.home) / 'admin.token'}")
 
     step(f"Logging examples/echo/agent.py (models from code) and registering it as {MODEL}")
     version = subprocess.run([sys.executable, str(ROOT / "examples/echo/log_and_register.py"), "--name", MODEL],
@@ -56,14 +61,16 @@ def main() -> None:
 
     step("Querying with curl")
     body = json.dumps({"input": [{"role": "user", "content": "Hello from curl"}]})
-    command = ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, f"{base}/serving-endpoints/{endpoint}/invocations"]
+    command = ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H", "Authorization: Bearer $AGENTWHARF_TOKEN",
+               "-d", body, f"{base}/serving-endpoints/{endpoint}/invocations"]
     print("$ " + " ".join(f"'{c}'" if " " in c or "{" in c else c for c in command))
+    command[6] = f"Authorization: Bearer {token}"
     print(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
     step("Querying with the official openai client")
     import openai
 
-    client = openai.OpenAI(base_url=f"{base}/serving-endpoints", api_key="unused-for-now")
+    client = openai.OpenAI(base_url=f"{base}/serving-endpoints", api_key=token)
     print(client.responses.create(model=endpoint, input="Hello from openai").output_text)
 
     step("Streaming with the openai client")
@@ -73,12 +80,12 @@ def main() -> None:
         elif event.type == "response.completed":
             print("[completed]")
 
-    experiment = json.loads(subprocess.run(["curl", "-sS", f"{base}/api/2.0/serving-endpoints/{endpoint}"],
+    experiment = json.loads(subprocess.run(["curl", "-sS", "-H", f"Authorization: Bearer {token}", f"{base}/api/2.0/serving-endpoints/{endpoint}"],
                                            check=True, capture_output=True, text=True).stdout)["experiment_id"]
     step("Done")
     print(f"Endpoint:   {deployment.endpoint_url}")
     print(f"This version: {deployment.query_endpoint}")
-    print(f"MLflow UI:  {base}/#/experiments/{experiment}  (the endpoint's experiment)")
+    print(f"MLflow UI:  {base}/#/experiments/{experiment}  (the endpoint's experiment; sign in with the admin token)")
     print(f"Stop with:  make stop   (or: .venv/bin/agentwharf down --home {args.home})")
 
 

@@ -31,7 +31,8 @@ def _raise_for(response: httpx.Response) -> None:
 class PlatformClient:
     def __init__(self, settings: ClientSettings | None = None):
         self.settings = settings or ClientSettings()
-        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else {}
+        token = self.settings.resolved_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers)
 
     def close(self) -> None:

@@ -58,6 +58,10 @@ class PlatformSettings(BaseSettings):
     writer_drain_timeout: float = 120.0
     #: Workers of the MLflow server's own uvicorn.
     mlflow_workers: int = 1
+    #: Lifetime of the on-behalf-of-user token each request gets (models with api_scopes).
+    obo_token_lifetime_seconds: float = 300.0
+    #: Lifetime of the credential a starting worker uses to read its model from MLflow.
+    load_token_lifetime_seconds: float = 600.0
 
     @field_validator("workload_sizes")
     @classmethod
@@ -78,6 +82,21 @@ class PlatformSettings(BaseSettings):
     @property
     def database_uri(self) -> str:
         return self.database_url or f"sqlite:///{self.home.resolve() / 'agentwharf.db'}"
+
+    @property
+    def auth_database_uri(self) -> str:
+        """MLflow's basic-auth store (users, MLflow permissions): its own SQLite file beside
+        agentwharf's, or the same server database when one is configured."""
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'mlflow-auth.db'}"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home.resolve() / "secrets"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where the first start writes the admin's token (mode 0600)."""
+        return self.home.resolve() / "admin.token"
 
     @property
     def artifacts_dir(self) -> Path:
@@ -114,8 +133,20 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
 
     host: str = Field(default=f"http://127.0.0.1:{DEFAULT_PORT}")
+    #: AGENTWHARF_TOKEN; without it, the admin token a local platform wrote in its home.
     token: str | None = None
+    #: The platform home whose ``admin.token`` is the fallback (AGENTWHARF_HOME).
+    home: Path = Path(".agentwharf")
     timeout: float = 60.0
+
+    def resolved_token(self) -> str | None:
+        if self.token:
+            return self.token
+        token_file = self.home / "admin.token"
+        try:
+            return token_file.read_text().strip() or None
+        except OSError:
+            return None
 
     @field_validator("host")
     @classmethod

@@ -22,6 +22,7 @@ PLATFORM_ENV = {
     "AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS": "3",
     "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
     "AGENTWHARF_RESTART_BACKOFF_MAX": "2",
+    "AGENTWHARF_OBO_TOKEN_LIFETIME_SECONDS": "3",
 }
 
 
@@ -29,8 +30,7 @@ PLATFORM_ENV = {
 def platform(tmp_path_factory):
     proc = PlatformProcess(tmp_path_factory.mktemp("platform") / "home", env=PLATFORM_ENV).start()
     # Clients in this test process (mlflow, agentwharf.agents) find the platform here.
-    os.environ["MLFLOW_TRACKING_URI"] = proc.base_url
-    os.environ["AGENTWHARF_HOST"] = proc.base_url
+    os.environ.update(proc.client_env())
     mlflow.set_tracking_uri(proc.base_url)
     yield proc
     proc.stop()
@@ -43,15 +43,21 @@ def _keep_mlflow_client_state():
     import mlflow.tracking.fluent as fluent
 
     uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "MLFLOW_TRACKING_TOKEN")}
     yield
     mlflow.set_tracking_uri(uri)
     fluent._active_experiment_id = experiment
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
 def http(platform):
-    with httpx.Client(base_url=platform.base_url, timeout=60) as client:
+    with httpx.Client(base_url=platform.base_url, timeout=60, headers=platform.headers) as client:
         yield client
 
 

@@ -31,6 +31,20 @@ class PlatformProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def token(self) -> str:
+        """The admin token the platform's first start wrote into its home."""
+        return (self.home / "admin.token").read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client_env(self) -> dict[str, str]:
+        """What a client process needs to reach this platform as its admin."""
+        return {"AGENTWHARF_HOST": self.base_url, "AGENTWHARF_TOKEN": self.token,
+                "MLFLOW_TRACKING_URI": self.base_url, "MLFLOW_TRACKING_TOKEN": self.token}
+
     def start(self, timeout: float = 180.0) -> PlatformProcess:
         log = open(self.home.parent / f"{self.home.name}-platform.out", "ab")
         command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(self.home), "--port", str(self.port)]
@@ -57,6 +71,11 @@ class PlatformProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+def auth_headers() -> dict[str, str]:
+    """Bearer header of the platform the test process currently points at (AGENTWHARF_TOKEN)."""
+    return {"Authorization": f"Bearer {os.environ['AGENTWHARF_TOKEN']}"}
 
 
 def pid_alive(pid: int) -> bool:

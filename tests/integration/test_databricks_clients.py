@@ -37,7 +37,7 @@ def sdk_python() -> Path:
 
 
 def test_databricks_sdk_lists_gets_queries_and_its_openai_client_works(platform, served, sdk_python):
-    env = {**os.environ, "DATABRICKS_HOST": platform.base_url, "DATABRICKS_TOKEN": "dapi-agentwharf-test"}
+    env = {**os.environ, "DATABRICKS_HOST": platform.base_url, "DATABRICKS_TOKEN": platform.token}
     result = subprocess.run([str(sdk_python), str(Path(__file__).parent / "databricks" / "sdk_calls.py"), served.endpoint_name],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -56,7 +56,7 @@ def test_mlflow_databricks_deployments_client(platform, served, monkeypatch):
     from mlflow.deployments import get_deploy_client
 
     monkeypatch.setenv("DATABRICKS_HOST", platform.base_url)
-    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-agentwharf-test")
+    monkeypatch.setenv("DATABRICKS_TOKEN", platform.token)
     client = get_deploy_client("databricks")
     answer = client.predict(endpoint=served.endpoint_name, inputs={"input": [{"role": "user", "content": "dep"}]})
     assert answer["output"][0]["content"][0]["text"] == "Echo: dep"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import mlflow
 
-from tests.integration.platform_process import PlatformProcess, wait_until
+from tests.integration.platform_process import PlatformProcess, auth_headers, wait_until
 
 AGENTS = Path(__file__).parent / "agents"
 
@@ -42,9 +42,9 @@ def deploy_info(base_url: str, model: str) -> str:
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"), pip_requirements=["mlflow"]).model_uri
     mlflow.register_model(uri, model)
-    answer = httpx.post(f"{base_url}/api/2.0/agents/deployments:deploy", json={"model_name": model, "model_version": "1"}, timeout=60)
+    answer = httpx.post(f"{base_url}/api/2.0/agents/deployments:deploy", json={"model_name": model, "model_version": "1"}, timeout=60, headers=auth_headers())
     endpoint = answer.json()["deployed_chain"]["endpoint_name"]
-    wait_until(lambda: httpx.get(f"{base_url}/api/2.0/serving-endpoints/{endpoint}").json()["state"]["ready"] == "READY",
+    wait_until(lambda: httpx.get(f"{base_url}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json()["state"]["ready"] == "READY",
                timeout=120, message="the deployment")
     return endpoint
 
@@ -73,6 +73,7 @@ def stored(home: Path, request_ids: list[str]) -> tuple[dict[str, int], dict[str
 
 def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
     platform = PlatformProcess(tmp_path / "home").start()
+    os.environ.update(platform.client_env())
     try:
         endpoint = deploy_info(platform.base_url, "main.durable.info")
         acknowledged: list[str] = []
@@ -80,7 +81,7 @@ def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
         stop = threading.Event()
 
         def load(worker: int) -> None:
-            with httpx.Client(base_url=platform.base_url, timeout=10) as client:
+            with httpx.Client(base_url=platform.base_url, timeout=10, headers=platform.headers) as client:
                 while not stop.is_set():
                     request_id = f"kill9-{worker}-{uuid.uuid4().hex[:12]}"
                     body = {"input": [{"role": "user", "content": "x"}], **({"stream": True} if worker == 0 else {})}
@@ -125,12 +126,13 @@ def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
 def test_a_full_spool_refuses_work_with_503_and_loses_nothing(tmp_path):
     # ~12 request records fit; the writer is frozen so nothing drains.
     platform = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_SPOOL_MAX_PENDING_BYTES": "20000"}).start()
+    os.environ.update(platform.client_env())
     try:
         endpoint = deploy_info(platform.base_url, "main.pressure.info")
         writer = writer_pid(platform)
         os.kill(writer, signal.SIGSTOP)
         answered, refused = [], []
-        with httpx.Client(base_url=platform.base_url, timeout=10) as client:
+        with httpx.Client(base_url=platform.base_url, timeout=10, headers=platform.headers) as client:
             for _ in range(60):
                 request_id = uuid.uuid4().hex
                 answer = client.post(f"/serving-endpoints/{endpoint}/invocations", headers={"x-request-id": request_id},
@@ -150,8 +152,8 @@ def test_a_full_spool_refuses_work_with_503_and_loses_nothing(tmp_path):
         os.kill(writer, signal.SIGCONT)
         wait_until(lambda: stored(platform.home, answered)[0].keys() == set(answered), timeout=60, message="the backlog to drain")
         assert stored(platform.home, refused) == ({}, {})  # refused before any work: nothing to record
-        after = httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations", json={"input": [{"role": "user", "content": "x"}]})
-        wait_until(lambda: httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations",
+        after = httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations", json={"input": [{"role": "user", "content": "x"}]}, headers=auth_headers())
+        wait_until(lambda: httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations", headers=auth_headers(),
                                       json={"input": [{"role": "user", "content": "x"}]}).status_code == 200,
                    timeout=30, message="serving to resume")
         assert after.status_code in (200, 503)

@@ -59,7 +59,7 @@ def test_served_model_route_reaches_one_version(http, served):
 
 
 def test_official_openai_client_with_and_without_streaming(platform, served):
-    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="not-checked-yet")
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key=platform.token)
     response = client.responses.create(model=served.endpoint_name, input="from openai")
     assert response.output_text == "Echo: from openai"
     events = list(client.responses.create(model=served.endpoint_name, input=[{"role": "user", "content": "s"}], stream=True))
@@ -70,7 +70,7 @@ def test_official_openai_client_with_and_without_streaming(platform, served):
 
 
 def test_openai_route_unknown_model_is_404(platform, served):
-    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key=platform.token, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-endpoint", input="x")
 
@@ -131,7 +131,7 @@ def test_client_disconnect_mid_stream_stops_the_agent(platform, served, tmp_path
     marker = tmp_path / "closed"
     body = {"input": [{"role": "user", "content": "x"}], "stream": True,
             "custom_inputs": {"events": 200, "delay": 0.05, "closed_marker": str(marker)}}
-    with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+    with httpx.Client(base_url=platform.base_url, timeout=30, headers=platform.headers) as client:
         with client.stream("POST", f"/serving-endpoints/{served.endpoint_name}/invocations", json=body) as response:
             lines = response.iter_lines()
             assert next(lines).startswith("data: ")
@@ -158,7 +158,7 @@ def test_concurrent_requests_share_a_worker(http, served):
 
 
 def test_openai_chat_completions_with_and_without_streaming(platform, served):
-    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="not-checked-yet")
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key=platform.token)
     completion = client.chat.completions.create(
         model=served.endpoint_name, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "chat"}])
     assert completion.object == "chat.completion"

@@ -32,7 +32,13 @@ def test_served_requests_show_in_mlflows_trace_ui(platform, http, logged, tmp_pa
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
-            page.goto(f"{platform.base_url}/#/experiments/{experiment}/traces")
+            # Without a token a browser gets the sign-in page (status 401), which keeps the
+            # token in a same-site cookie and reloads into MLflow's UI.
+            first = page.goto(f"{platform.base_url}/#/experiments/{experiment}/traces")
+            assert first.status == 401
+            page.fill("#token", platform.token)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
             # The trace list shows the request's input; the writer stores it within seconds,
             # so reload until it appears.
             for _ in range(20):

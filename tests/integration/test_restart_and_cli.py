@@ -12,7 +12,7 @@ import httpx
 import mlflow
 import pytest
 
-from tests.integration.platform_process import PlatformProcess, pid_alive, wait_until
+from tests.integration.platform_process import PlatformProcess, auth_headers, pid_alive, wait_until
 
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
 
@@ -36,6 +36,7 @@ def own_platform(tmp_path):
 
 def test_restart_restores_endpoints_and_workers(own_platform):
     base = own_platform.start().base_url
+    os.environ.update(own_platform.client_env())
     client = mlflow.MlflowClient(base)
     mlflow.set_tracking_uri(base)
     mlflow.set_experiment("/tests/restart")  # not the session platform's active experiment
@@ -47,8 +48,8 @@ def test_restart_restores_endpoints_and_workers(own_platform):
     cli(base, "deploy", "main.restart.info", "2", "--workload-size", "Medium", check=True)
     endpoint = "agents_main-restart-info"
     body = {"input": [{"role": "user", "content": "x"}]}
-    before = httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}").json()
-    old_pid = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body).json()["custom_outputs"]["pid"]
+    before = httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json()
+    old_pid = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body, headers=auth_headers()).json()["custom_outputs"]["pid"]
 
     # SIGTERM (what `agentwharf down` and Ctrl-C send) stops the platform and reaps its workers.
     # (uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.)
@@ -58,12 +59,12 @@ def test_restart_restores_endpoints_and_workers(own_platform):
     assert "stopping: workers, then MLflow" in log
 
     own_platform.start()
-    after = wait_until(lambda: (v := httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}").json())["state"]["ready"] == "READY" and v,
+    after = wait_until(lambda: (v := httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json())["state"]["ready"] == "READY" and v,
                        timeout=120, message="the endpoint to be restored")
     assert after["config"]["traffic_config"] == before["config"]["traffic_config"]
     assert [e["name"] for e in after["config"]["served_entities"]] == [e["name"] for e in before["config"]["served_entities"]]
     assert after["config"]["served_entities"][1]["workload_size"] == "Medium"
-    answer = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body)
+    answer = httpx.post(f"{base}/serving-endpoints/{endpoint}/invocations", json=body, headers=auth_headers())
     assert answer.status_code == 200
     assert answer.json()["custom_outputs"]["entity"] == "main-restart-info_2"
     assert client.get_registered_model("main.restart.info").name == "main.restart.info"

@@ -107,7 +107,7 @@ def test_gateway_rejections_on_a_known_endpoint_are_recorded(http, traced):
 
 
 def test_openai_route_is_traced(platform, http, traced):
-    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key="x")
+    client = openai.OpenAI(base_url=f"{platform.base_url}/serving-endpoints", api_key=platform.token)
     raw = client.responses.with_raw_response.create(model=traced.endpoint_name, input="via openai")
     request_id = raw.headers["x-request-id"]
     row = rows_for(http, traced.endpoint_name, {request_id})[request_id]

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
+from agentwharf.control.access_routes import router as access_router
 from agentwharf.control.routes import ControlState, router
 from agentwharf.errors import AgentwharfError
 
@@ -26,6 +27,7 @@ def create_control_app(state: ControlState) -> FastAPI:
                   default_response_class=ORJSONResponse)
     app.state.control = state
     app.include_router(router)
+    app.include_router(access_router)
 
     @app.exception_handler(AgentwharfError)
     async def _domain_error(request: Request, error: AgentwharfError):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from agentwharf import names
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control.endpoints import EndpointService, parse_tags
 from agentwharf.control.views import entity_config
 from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound, ResourceLimitExceeded
@@ -30,6 +32,9 @@ class DeploymentService:
                     found.append((endpoint, entity))
         return found
 
+    def visible(self, pairs, caller: Caller | None) -> list[tuple[Endpoint, ServedEntity]]:
+        return [(ep, e) for ep, e in pairs if self.endpoints.may(caller, ep.name, PermissionLevel.CAN_VIEW)]
+
     def all(self) -> list[tuple[Endpoint, ServedEntity]]:
         return [(ep, e) for ep in self.endpoints.list() for e in ep.entities]
 
@@ -43,7 +48,7 @@ class DeploymentService:
         tags: Any = None,
         workload_size: Any = "Small",
         endpoint_name: Any = None,
-        creator: str | None = None,
+        caller: Caller | None = None,
     ) -> tuple[Endpoint, str]:
         """Serve a model version: a new endpoint at 100%, or added at 100% to the existing one
         with the versions already there kept at 0%. Returns the endpoint and the entity name."""
@@ -61,7 +66,7 @@ class DeploymentService:
         current = self.endpoints.find(endpoint_name)
         if current is None:
             config = {"served_entities": [entity], "traffic_config": {"routes": [{"served_model_name": entity_name, "traffic_percentage": 100}]}}
-            return await self.endpoints.create(endpoint_name, config, tags=tags, creator=creator), entity_name
+            return await self.endpoints.create(endpoint_name, config, tags=tags, caller=caller), entity_name
         if any(e.entity_name == model_name and e.entity_version == version for e in current.entities):
             raise AlreadyExists(f"Version {version} of {model_name} is already served by endpoint {endpoint_name!r}")
         served = [entity_config(e) for e in current.entities if not e.pending]
@@ -73,10 +78,10 @@ class DeploymentService:
         routes = [{"served_model_name": e["name"], "traffic_percentage": 0} for e in served]
         routes.append({"served_model_name": entity_name, "traffic_percentage": 100})
         config = {"served_entities": [*served, entity], "traffic_config": {"routes": routes}}
-        endpoint = await self.endpoints.update_config(endpoint_name, config, add_tags=parse_tags(tags))
+        endpoint = await self.endpoints.update_config(endpoint_name, config, add_tags=parse_tags(tags), caller=caller)
         return endpoint, entity_name
 
-    async def delete(self, model_name: str, model_version: Any = None) -> int:
+    async def delete(self, model_name: str, model_version: Any = None, caller: Caller | None = None) -> int:
         """Stop serving one version (or every version) of a model. Returns how many were removed.
 
         Deleting one version gives 100% of the traffic to the highest version left; deleting
@@ -90,11 +95,13 @@ class DeploymentService:
         by_endpoint: dict[str, list[str]] = {}
         for endpoint, entity in matches:
             by_endpoint.setdefault(endpoint.name, []).append(entity.name)
+        for endpoint_name in by_endpoint:  # every check before the first change
+            self.endpoints.require(caller, endpoint_name, PermissionLevel.CAN_MANAGE)
         for endpoint_name, removed in by_endpoint.items():
             endpoint = self.endpoints.get(endpoint_name)
             left = [e for e in endpoint.entities if e.name not in removed and not e.pending]
             if not left:
-                await self.endpoints.delete(endpoint_name)
+                await self.endpoints.delete(endpoint_name, caller)
                 continue
             top = max(left, key=lambda e: (e.entity_name == model_name, int(e.entity_version)))
             config = {
@@ -103,5 +110,5 @@ class DeploymentService:
                     {"served_model_name": e.name, "traffic_percentage": 100 if e is top else 0} for e in left
                 ]},
             }
-            await self.endpoints.update_config(endpoint_name, config)
+            await self.endpoints.update_config(endpoint_name, config, caller=caller)
         return len(matches)

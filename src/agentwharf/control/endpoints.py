@@ -12,8 +12,12 @@ from sqlalchemy import select
 from agentwharf import names
 from agentwharf.control.config import ConfigSpec, EntitySpec, parse_config
 from agentwharf.control.reconciler import Reconciler
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.gatekeeper import Gatekeeper
+from agentwharf.auth.identities import IdentityService
+from agentwharf.auth.levels import PermissionLevel, model_permission_at_least
 from agentwharf.control.registry import MlflowRegistry
-from agentwharf.errors import AlreadyExists, AgentwharfError, InvalidParameter, NotFound
+from agentwharf.errors import PermissionDenied, AlreadyExists, AgentwharfError, InvalidParameter, NotFound
 from agentwharf.store.database import Database
 from agentwharf.store.models import Endpoint, ServedEntity
 
@@ -57,7 +61,12 @@ def parse_tags(raw: Any) -> dict[str, str]:
 
 
 class EndpointService:
-    def __init__(self, db: Database, registry: MlflowRegistry, reconciler: Reconciler, workload_sizes: dict[str, int], max_entities: int):
+    def __init__(self, db: Database, registry: MlflowRegistry, reconciler: Reconciler, workload_sizes: dict[str, int],
+                 max_entities: int, identities: IdentityService | None = None, gatekeeper: Gatekeeper | None = None):
+        """``identities``/``gatekeeper`` None means no permission checks (unit tests only);
+        so does ``caller=None`` on a method (the platform acting for itself)."""
+        self.identities = identities
+        self.gatekeeper = gatekeeper
         self.db = db
         self.registry = registry
         self.reconciler = reconciler
@@ -79,29 +88,65 @@ class EndpointService:
         with self.db.session() as session:
             return session.scalar(select(Endpoint).where(Endpoint.name == name))
 
-    def list(self) -> list[Endpoint]:
+    def list(self, caller: Caller | None = None) -> list[Endpoint]:
         with self.db.session() as session:
-            return list(session.scalars(select(Endpoint).order_by(Endpoint.name)))
+            endpoints = list(session.scalars(select(Endpoint).order_by(Endpoint.name)))
+        return [e for e in endpoints if self.may(caller, e.name, PermissionLevel.CAN_VIEW)]
+
+    def may(self, caller: Caller | None, name: str, level: PermissionLevel) -> bool:
+        return caller is None or self.gatekeeper is None or self.gatekeeper.endpoint_level(caller, name).allows(level)
+
+    def require(self, caller: Caller | None, name: str, level: PermissionLevel) -> None:
+        if caller is not None and self.gatekeeper is not None:
+            self.gatekeeper.require_personal(caller, "change serving endpoints")
+            self.gatekeeper.require_endpoint(caller, name, level)
+
+    def _check_deployable(self, caller: Caller | None, entities: list[EntitySpec]) -> None:
+        """The caller may deploy each model (MLflow USE or more on it), and may query every
+        endpoint the model declares (its system credential will be able to). Raises
+        PermissionDenied before anything is created."""
+        if caller is None or self.identities is None:
+            return
+        self.gatekeeper.require_personal(caller, "deploy models")
+        for entity in entities:
+            if not caller.is_admin:
+                have = self.identities.model_permission(entity.entity_name, caller.name)
+                if not model_permission_at_least(have, "USE"):
+                    raise PermissionDenied(f"{caller.name!r} may not deploy registered model {entity.entity_name!r}: "
+                                           f"that needs USE on it (has {have or 'no permission'})")
+            policy = self.registry.model_policy(entity.entity_name, entity.entity_version)
+            for declared in policy.endpoints:
+                if not self.gatekeeper.endpoint_level(caller, declared).allows(PermissionLevel.CAN_QUERY):
+                    raise PermissionDenied(f"{entity.entity_name} v{entity.entity_version} declares serving endpoint "
+                                           f"{declared!r}, which {caller.name!r} may not query")
 
     # -- changes -------------------------------------------------------------------------
 
     def parse(self, config: Any) -> ConfigSpec:
         return parse_config(config, self.workload_sizes, self.max_entities)
 
-    async def _check_models(self, entities: list[EntitySpec]) -> None:
+    async def _check_models(self, entities: list[EntitySpec], caller: Caller | None) -> None:
         for entity in entities:
             await asyncio.to_thread(self.registry.check_model_version, entity.entity_name, entity.entity_version)
+        await asyncio.to_thread(self._check_deployable, caller, entities)
 
-    async def create(self, name: Any, config: Any, *, tags: Any = None, description: str | None = None, creator: str | None = None) -> Endpoint:
+    async def create(self, name: Any, config: Any, *, tags: Any = None, description: str | None = None,
+                     caller: Caller | None = None) -> Endpoint:
         names.check_endpoint_name(name)
+        if caller is not None and self.gatekeeper is not None:
+            self.gatekeeper.require_personal(caller, "create serving endpoints")
         spec = self.parse(config)
         tag_map = parse_tags(tags)
+        creator = caller.name if caller is not None else None
         async with self._lock:
             if self.find(name) is not None:
                 raise AlreadyExists(f"Endpoint {name!r} already exists")
-            await self._check_models(list(spec.entities))
+            await self._check_models(list(spec.entities), caller)
             experiment_id = await asyncio.to_thread(self.registry.endpoint_experiment, name)
             await asyncio.to_thread(self._insert, name, spec, tag_map, description, creator, experiment_id)
+            if creator is not None and self.identities is not None:
+                # The creator manages what they created (and its traces in MLflow).
+                await asyncio.to_thread(self.identities.set_endpoint_level, name, creator, PermissionLevel.CAN_MANAGE, experiment_id)
         await self.reconciler.apply(name)
         return self.get(name)
 
@@ -120,7 +165,10 @@ class EndpointService:
                 entities=[_entity_row(e, pending=True) for e in spec.entities],
             ))
 
-    async def update_config(self, name: str, config: Any, *, add_tags: dict[str, str] | None = None) -> Endpoint:
+    async def update_config(self, name: str, config: Any, *, add_tags: dict[str, str] | None = None,
+                            caller: Caller | None = None) -> Endpoint:
+        self.get(name)
+        self.require(caller, name, PermissionLevel.CAN_MANAGE)
         spec = self.parse(config)
         async with self._lock:
             current = self.get(name)
@@ -137,7 +185,7 @@ class EndpointService:
                         f"Served entity {entity.name!r} already serves {old.entity_name} v{old.entity_version} with other "
                         "settings; serve the change under a new name and move traffic to it"
                     )
-            await self._check_models(new)
+            await self._check_models(new, caller)
             await asyncio.to_thread(self._write_update, name, spec, new, add_tags or {})
         await self.reconciler.apply(name)
         return self.get(name)
@@ -162,9 +210,13 @@ class EndpointService:
             endpoint.update_state = "NOT_UPDATING"
             endpoint.update_message = None
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, caller: Caller | None = None) -> None:
+        self.get(name)
+        self.require(caller, name, PermissionLevel.CAN_MANAGE)
         async with self._lock:
             await asyncio.to_thread(self._delete_row, name)
+            if self.identities is not None:
+                await asyncio.to_thread(self.identities.drop_endpoint_grants, name)
         await self.reconciler.apply(name)
 
     def _delete_row(self, name: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
+from agentwharf.auth.model_policy import ModelPolicy
 from agentwharf.errors import DeploymentFailed
 from agentwharf.serving.routing import EndpointRoutes, RouteTable, worker_key
 from agentwharf.serving.supervisor import Supervisor, WorkerSpec
@@ -31,7 +32,8 @@ class Reconciler:
         routes: RouteTable,
         workload_sizes: dict[str, int],
         start_timeout: float,
-        worker_env: Callable[[Endpoint, ServedEntity], dict[str, str]],
+        worker_env: Callable[[Endpoint, ServedEntity, ModelPolicy], dict[str, str]],
+        model_policy: Callable[[str, str], ModelPolicy],
     ):
         self.db = db
         self.supervisor = supervisor
@@ -39,14 +41,15 @@ class Reconciler:
         self.workload_sizes = workload_sizes
         self.start_timeout = start_timeout
         self.worker_env = worker_env
+        self.model_policy = model_policy
         self._watchers: dict[str, asyncio.Task] = {}
 
-    def spec_for(self, endpoint: Endpoint, entity: ServedEntity) -> WorkerSpec:
+    def spec_for(self, endpoint: Endpoint, entity: ServedEntity, policy: ModelPolicy) -> WorkerSpec:
         return WorkerSpec(
             key=worker_key(endpoint.name, entity.name),
             model_uri=f"models:/{entity.entity_name}/{entity.entity_version}",
             replicas=self.workload_sizes.get(entity.workload_size, 1),
-            env=tuple(sorted(self.worker_env(endpoint, entity).items())),
+            env=tuple(sorted(self.worker_env(endpoint, entity, policy).items())),
             scale_to_zero=entity.scale_to_zero,
         )
 
@@ -68,18 +71,22 @@ class Reconciler:
         if endpoint is None:
             self.routes.remove(name)
         else:
+            policies, system_tokens = {}, {}
             for entity in endpoint.entities:
-                spec = self.spec_for(endpoint, entity)
+                policies[entity.name] = await asyncio.to_thread(self.model_policy, entity.entity_name, entity.entity_version)
+                spec = self.spec_for(endpoint, entity, policies[entity.name])
+                if token := dict(spec.env).get("DATABRICKS_TOKEN"):
+                    system_tokens[spec.key] = token
                 wanted.add(spec.key)
                 self.supervisor.ensure(spec)
-            self.routes.set(self._routes_of(endpoint))
+            self.routes.set(self._routes_of(endpoint, policies, system_tokens))
             if endpoint.pending_routes is not None and name not in self._watchers:
                 self._watchers[name] = asyncio.create_task(self._watch_pending(name), name=f"watch-pending-{name}")
         stale = [k for k in self.supervisor.versions if k.startswith(f"{name}/") and k not in wanted]
         await asyncio.gather(*(self.supervisor.stop(k) for k in stale))
 
     @staticmethod
-    def _routes_of(endpoint: Endpoint) -> EndpointRoutes:
+    def _routes_of(endpoint: Endpoint, policies: dict[str, ModelPolicy], system_tokens: dict[str, str]) -> EndpointRoutes:
         active = [e for e in endpoint.entities if not e.pending]
         return EndpointRoutes(
             name=endpoint.name,
@@ -91,6 +98,9 @@ class Reconciler:
             ),
             experiment_id=endpoint.experiment_id,
             models={worker_key(endpoint.name, e.name): (e.entity_name, e.entity_version) for e in endpoint.entities},
+            user_scopes={worker_key(endpoint.name, name): policy.api_scopes
+                         for name, policy in policies.items() if policy.api_scopes is not None},
+            system_tokens=system_tokens,
         )
 
     async def _watch_pending(self, name: str) -> None:

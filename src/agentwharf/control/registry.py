@@ -1,41 +1,90 @@
-"""What the control plane asks MLflow: does a model version exist, which experiment is an
-endpoint's. Calls go to the platform's own MLflow server; they block, so callers use threads."""
+"""What the control plane asks MLflow: does a model version exist, what does it declare, which
+experiment is an endpoint's, who may use a model. Calls go straight to the platform's own
+MLflow server as its admin (the platform secret); they block, so callers use threads."""
 
 from __future__ import annotations
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+import functools
+from urllib.parse import quote
 
+import httpx
+import yaml
+
+from agentwharf.auth.mlflow_plugin import SECRET_HEADER
+from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
 from agentwharf.errors import NotFound
 
 EXPERIMENT_PREFIX = "/agentwharf/serving-endpoints/"
 
 
+class MlflowUnavailable(RuntimeError):
+    pass
+
+
 class MlflowRegistry:
-    def __init__(self, tracking_uri: str):
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    def __init__(self, tracking_uri: str, secret: str):
+        self.client = httpx.Client(base_url=tracking_uri, headers={SECRET_HEADER: secret}, timeout=60)
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise MlflowUnavailable(f"MLflow server unreachable: {error}") from None
+
+    def _json(self, method: str, path: str, **kwargs) -> dict | None:
+        """The answer's JSON, None for RESOURCE_DOES_NOT_EXIST."""
+        response = self._call(method, path, **kwargs)
+        if response.status_code == 404 or (response.status_code == 400 and "RESOURCE_DOES_NOT_EXIST" in response.text):
+            return None
+        if response.status_code >= 400:
+            raise MlflowUnavailable(f"MLflow answered {response.status_code} to {path}: {response.text[:500]}")
+        return response.json()
 
     def check_model_version(self, model_name: str, version: str) -> None:
         """Raises:
             NotFound: the registered model or the version does not exist.
         """
-        try:
-            self.client.get_model_version(model_name, version)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            try:
-                self.client.get_registered_model(model_name)
-            except MlflowException:
-                raise NotFound(f"Registered model {model_name!r} does not exist") from None
-            raise NotFound(f"Version {version} of registered model {model_name!r} does not exist") from None
+        if self._json("GET", "/api/2.0/mlflow/model-versions/get", params={"name": model_name, "version": version}) is not None:
+            return
+        if self._json("GET", "/api/2.0/mlflow/registered-models/get", params={"name": model_name}) is None:
+            raise NotFound(f"Registered model {model_name!r} does not exist")
+        raise NotFound(f"Version {version} of registered model {model_name!r} does not exist")
+
+    def model_names(self) -> list[str]:
+        names, token = [], None
+        while True:
+            params = {"max_results": 1000, **({"page_token": token} if token else {})}
+            page = self._json("GET", "/api/2.0/mlflow/registered-models/search", params=params) or {}
+            names += [model["name"] for model in page.get("registered_models", [])]
+            token = page.get("next_page_token")
+            if not token:
+                return names
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - model versions are immutable; the registry lives as long as the platform
+    def model_policy(self, model_name: str, version: str) -> ModelPolicy:
+        """What the model version declares in its MLmodel (resources, auth policy)."""
+        uri = self._json("GET", "/api/2.0/mlflow/model-versions/get-download-uri",
+                         params={"name": model_name, "version": version})
+        if uri is None or not uri.get("artifact_uri", "").startswith("mlflow-artifacts:/"):
+            return ModelPolicy()
+        path = uri["artifact_uri"][len("mlflow-artifacts:/"):].strip("/")
+        response = self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{quote(path)}/MLmodel")
+        if response.status_code != 200:
+            return ModelPolicy()
+        return policy_from_mlmodel(yaml.safe_load(response.content) or {})
 
     def endpoint_experiment(self, endpoint_name: str) -> str:
         """The id of the endpoint's experiment, created (or restored) on first use."""
         name = EXPERIMENT_PREFIX + endpoint_name
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is None:
-            return self.client.create_experiment(name, tags={"agentwharf.endpoint": endpoint_name})
-        if experiment.lifecycle_stage == "deleted":
-            self.client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
+        found = self._json("GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": name})
+        if found is None:
+            created = self._json("POST", "/api/2.0/mlflow/experiments/create",
+                                 json={"name": name, "tags": [{"key": "agentwharf.endpoint", "value": endpoint_name}]})
+            return created["experiment_id"]
+        experiment = found["experiment"]
+        if experiment.get("lifecycle_stage") == "deleted":
+            self._json("POST", "/api/2.0/mlflow/experiments/restore", json={"experiment_id": experiment["experiment_id"]})
+        return experiment["experiment_id"]
+
+    def close(self) -> None:
+        self.client.close()

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import inference
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
@@ -29,7 +31,11 @@ from agentwharf.store.database import Database
 class ControlState:
     """What the routes need, hung on ``app.state.control`` by the platform."""
 
-    def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database):
+    def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
+                 identities=None, gatekeeper=None, registry=None):
+        self.identities = identities
+        self.gatekeeper = gatekeeper
+        self.registry = registry
         self.db = db
         self.endpoints = endpoints
         self.deployments = deployments
@@ -45,6 +51,14 @@ def _control(request: Request) -> ControlState:
 
 
 Control = Annotated[ControlState, Depends(_control)]
+
+
+def _caller(request: Request) -> Caller | None:
+    """Set by the platform's front door (``Platform._admit``) on every authenticated request."""
+    return request.scope.get("agentwharf.caller")
+
+
+CallerDep = Annotated[Caller | None, Depends(_caller)]
 
 
 def base_url(request: Request) -> str:
@@ -72,42 +86,50 @@ router = APIRouter()
 
 
 @router.get("/api/2.0/serving-endpoints")
-def list_endpoints(control: Control, request: Request) -> dict:
+def list_endpoints(control: Control, request: Request, caller: CallerDep) -> dict:
     url = base_url(request)
-    return {"endpoints": [endpoint_view(e, control.state_of, url) for e in control.endpoints.list()]}
+    return {"endpoints": [endpoint_view(e, control.state_of, url) for e in control.endpoints.list(caller)]}
 
 
 @router.post("/api/2.0/serving-endpoints")
-async def create_endpoint(control: Control, request: Request, body: Body) -> dict:
+async def create_endpoint(control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     if body.get("route_optimized"):
         raise InvalidParameter("route_optimized endpoints are a Databricks feature that agentwharf does not serve", "NOT_IMPLEMENTED")
     endpoint = await control.endpoints.create(
-        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description")
+        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller
     )
     return endpoint_view(endpoint, control.state_of, base_url(request))
 
 
 @router.get("/api/2.0/serving-endpoints/{name}")
-def get_endpoint(name: str, control: Control, request: Request) -> dict:
-    return endpoint_view(control.endpoints.get(name), control.state_of, base_url(request))
+def get_endpoint(name: str, control: Control, request: Request, caller: CallerDep) -> dict:
+    endpoint = control.endpoints.get(name)
+    _require(control, caller, name, PermissionLevel.CAN_VIEW)
+    return endpoint_view(endpoint, control.state_of, base_url(request))
+
+
+def _require(control: ControlState, caller: Caller | None, name: str, level: PermissionLevel) -> None:
+    if caller is not None and control.gatekeeper is not None:
+        control.gatekeeper.require_endpoint(caller, name, level)
 
 
 @router.delete("/api/2.0/serving-endpoints/{name}")
-async def delete_endpoint(name: str, control: Control) -> dict:
-    await control.endpoints.delete(name)
+async def delete_endpoint(name: str, control: Control, caller: CallerDep) -> dict:
+    await control.endpoints.delete(name, caller)
     return {}
 
 
 @router.put("/api/2.0/serving-endpoints/{name}/config")
-async def update_config(name: str, control: Control, request: Request, body: Body) -> dict:
-    endpoint = await control.endpoints.update_config(name, body)
+async def update_config(name: str, control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
+    endpoint = await control.endpoints.update_config(name, body, caller=caller)
     return endpoint_view(endpoint, control.state_of, base_url(request))
 
 
 @router.get("/api/2.0/serving-endpoints/{name}/inference-table")
-def inference_table(name: str, control: Control, request: Request) -> dict:
+def inference_table(name: str, control: Control, request: Request, caller: CallerDep) -> dict:
     """Rows of the endpoint's inference table. Query: since, until (epoch ms or ISO 8601),
-    status (200, 5xx or error), max_results, page_token."""
+    status (200, 5xx or error), max_results, page_token. Needs CAN_REVIEW."""
+    _require(control, caller, name, PermissionLevel.CAN_REVIEW)
     params = request.query_params
     answer = inference.query(control.db, name, since=params.get("since"), until=params.get("until"),
                              status=params.get("status"), page_token=params.get("page_token"),
@@ -118,25 +140,28 @@ def inference_table(name: str, control: Control, request: Request) -> dict:
 
 
 @router.get("/api/2.0/agents/deployments")
-def list_deployments(control: Control, request: Request) -> dict:
+def list_deployments(control: Control, request: Request, caller: CallerDep) -> dict:
     url = base_url(request)
-    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.all()]}
+    pairs = control.deployments.visible(control.deployments.all(), caller)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in pairs]}
 
 
 @router.get("/api/2.0/agents/deployments/{model_name}")
-def get_deployments(model_name: str, control: Control, request: Request) -> dict:
+def get_deployments(model_name: str, control: Control, request: Request, caller: CallerDep) -> dict:
     url = base_url(request)
-    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.find(model_name)]}
+    pairs = control.deployments.visible(control.deployments.find(model_name), caller)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in pairs]}
 
 
 @router.get("/api/2.0/agents/deployments/{model_name}/versions/{version}")
-def get_version_deployments(model_name: str, version: str, control: Control, request: Request) -> dict:
+def get_version_deployments(model_name: str, version: str, control: Control, request: Request, caller: CallerDep) -> dict:
     url = base_url(request)
-    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in control.deployments.find(model_name, version)]}
+    pairs = control.deployments.visible(control.deployments.find(model_name, version), caller)
+    return {"chain_deployments": [deployment_view(ep, e, url) for ep, e in pairs]}
 
 
 @router.post("/api/2.0/agents/deployments:deploy")
-async def deploy(control: Control, request: Request, body: Body) -> dict:
+async def deploy(control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     endpoint, entity_name = await control.deployments.deploy(
         body.get("model_name"),
         body.get("model_version"),
@@ -145,6 +170,7 @@ async def deploy(control: Control, request: Request, body: Body) -> dict:
         tags=body.get("tags"),
         workload_size=body.get("workload_size", "Small"),
         endpoint_name=body.get("endpoint_name"),
+        caller=caller,
     )
     url = base_url(request)
     entity = next(e for e in endpoint.entities if e.name == entity_name)
@@ -152,12 +178,12 @@ async def deploy(control: Control, request: Request, body: Body) -> dict:
 
 
 @router.delete("/api/2.0/agents/deployments/{model_name}")
-async def delete_deployments(model_name: str, control: Control) -> dict:
-    await control.deployments.delete(model_name)
+async def delete_deployments(model_name: str, control: Control, caller: CallerDep) -> dict:
+    await control.deployments.delete(model_name, caller=caller)
     return {}
 
 
 @router.delete("/api/2.0/agents/deployments/{model_name}/versions/{version}")
-async def delete_version_deployment(model_name: str, version: str, control: Control) -> dict:
-    await control.deployments.delete(model_name, version)
+async def delete_version_deployment(model_name: str, version: str, control: Control, caller: CallerDep) -> dict:
+    await control.deployments.delete(model_name, version, caller=caller)
     return {}

@@ -22,6 +22,14 @@ import time
 
 import orjson
 
+from agentwharf import credentials
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.gatekeeper import Gatekeeper
+from agentwharf.auth.home_secrets import ADMIN_NAME, private_key, write_private
+from agentwharf.auth.identities import IdentityService
+from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
+from agentwharf.auth.model_policy import ModelPolicy
+from agentwharf.auth.tokens import LOAD_PREFIX, OBO_PREFIX, SYSTEM_PREFIX, TokenSigner
 from agentwharf.control.app import create_control_app
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
@@ -31,8 +39,10 @@ from agentwharf.control.routes import ControlState
 from agentwharf.platform import metrics
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
-from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway, send_json
-from agentwharf.serving.routing import RouteTable
+from agentwharf.errors import PermissionDenied, Unauthenticated, Unavailable
+from agentwharf.platform.login_page import send_unauthenticated
+from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway, send_error, send_json
+from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database, migrate
@@ -43,7 +53,12 @@ from agentwharf.tracing.writer_process import WriterProcess
 
 log = logging.getLogger("agentwharf.platform")
 
-_CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/")
+_CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/", "/api/2.0/permissions/", "/api/2.0/token",
+                     "/api/2.0/preview/scim/", "/api/2.0/agentwharf/")
+#: Paths the platform answers itself (everything else is MLflow's).
+_OWN_PREFIXES = (GATEWAY_PREFIX, *_CONTROL_PREFIXES, "/metrics")
+#: The platform's own identity towards MLflow (MLflow's admin), used only from inside.
+PLATFORM_IDENTITY = "agentwharf-platform"
 
 
 class Platform:
@@ -55,8 +70,14 @@ class Platform:
         self.started_at = 0.0
         self.db = Database(settings.database_uri)
         self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_dir, settings.logs_dir / "mlflow.log",
-                                   settings.mlflow_workers, environ)
-        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env())
+                                   settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
+                                   secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY)
+        self.signer: TokenSigner | None = None
+        self.identities: IdentityService | None = None
+        self.gatekeeper: Gatekeeper | None = None
+        self.bridge: MlflowAuthBridge | None = None
+        self.registry: MlflowRegistry | None = None
+        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential)
         self.supervisor = Supervisor(
             launcher, settings.run_dir, settings.logs_dir,
             start_timeout=settings.worker_start_timeout,
@@ -71,26 +92,60 @@ class Platform:
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
-        self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout)
+        self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token)
         self.proxy: MlflowProxy | None = None
         self.control_app = None
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
-                                     settings.worker_start_timeout, self._worker_env)
+                                     settings.worker_start_timeout, self._worker_env, self._model_policy)
 
     def _worker_base_env(self) -> dict[str, str]:
-        env = dict(self.environ)
+        # The platform's own credentials (whoever started it) never reach model code.
+        env = {k: v for k, v in self.environ.items() if k not in credentials.CREDENTIAL_VARIABLES}
         # Workers reach MLflow through the platform's base URL, like any other client.
         env["MLFLOW_TRACKING_URI"] = self.settings.base_url
         env["MLFLOW_REGISTRY_URI"] = self.settings.base_url
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    @staticmethod
-    def _worker_env(endpoint: Endpoint, entity: ServedEntity) -> dict[str, str]:
+    def _worker_env(self, endpoint: Endpoint, entity: ServedEntity, policy: ModelPolicy) -> dict[str, str]:
         env = {"AGENTWHARF_ENDPOINT": endpoint.name, "AGENTWHARF_SERVED_ENTITY": entity.name}
         if endpoint.experiment_id:
             env["MLFLOW_EXPERIMENT_ID"] = endpoint.experiment_id
-        return {**env, **entity.environment_vars}
+        env = {**env, **{k: v for k, v in entity.environment_vars.items() if k not in credentials.CREDENTIAL_VARIABLES}}
+        if policy.endpoints:
+            # The model's system credential: it invokes exactly the endpoints the model declared.
+            token = self.signer.mint(SYSTEM_PREFIX, {"ep": endpoint.name, "ent": entity.name,
+                                                     "res": sorted(policy.endpoints)}, None)
+            env.update(credentials.system_environment(self.settings.base_url, token))
+        return env
+
+    def _model_policy(self, model_name: str, version: str) -> ModelPolicy:
+        return self.registry.model_policy(model_name, version) if self.registry is not None else ModelPolicy()
+
+    def _load_credential(self, key: str) -> str:
+        """A starting worker's short-lived, read-only way into MLflow, to fetch its model."""
+        return self.signer.mint(LOAD_PREFIX, {"key": key}, self.settings.load_token_lifetime_seconds)
+
+    def _user_token(self, caller: Caller, scopes: tuple[str, ...]) -> str:
+        return self.signer.mint(OBO_PREFIX, {"sub": caller.name, "sc": list(scopes)},
+                                self.settings.obo_token_lifetime_seconds)
+
+    def _entity_live(self, endpoint: str, entity: str) -> bool:
+        return worker_key(endpoint, entity) in self.supervisor.versions
+
+    def _open_identities(self) -> None:
+        self.signer = TokenSigner(private_key(self.settings.secrets_dir / "signing.key"))
+        self.bridge = MlflowAuthBridge(self.settings.auth_database_uri)
+        self.identities = IdentityService(self.db, self.bridge)
+        self.gatekeeper = Gatekeeper(self.identities, self.signer, self._entity_live)
+        self.gateway.gatekeeper = self.gatekeeper
+        for principal in self.identities.list_principals():
+            self.bridge.ensure_user(principal.name, principal.is_admin)
+        if not self.identities.list_principals():
+            admin = self.identities.create_principal(ADMIN_NAME, "user", is_admin=True, created_by="agentwharf up")
+            token, _ = self.identities.create_token(admin.name, None, "created by the first start of this home")
+            write_private(self.settings.admin_token_file, token.encode() + b"\n")
+            log.info("created user %r (admin); its token is in %s (mode 0600)", admin.name, self.settings.admin_token_file)
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -103,11 +158,13 @@ class Platform:
         self.recorder.appender.open()
         self.writer.start()
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
-        self.proxy = MlflowProxy(self.mlflow.url)
-        registry = MlflowRegistry(self.mlflow.url)
-        endpoints = EndpointService(self.db, registry, self.reconciler, self.settings.workload_sizes,
-                                    self.settings.max_served_entities)
-        self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db))
+        await asyncio.to_thread(self._open_identities)
+        self.registry = MlflowRegistry(self.mlflow.url, self.mlflow.secret)
+        self.proxy = MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities)
+        endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
+                                    self.settings.max_served_entities, self.identities, self.gatekeeper)
+        self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db,
+                                                           self.identities, self.gatekeeper, self.registry))
         self.supervisor.start_background()
         await self.reconciler.restore()
         self.started_at = time.time()
@@ -135,6 +192,10 @@ class Platform:
         await self.mlflow.stop()
         if self.proxy is not None:
             await self.proxy.close()
+        if self.registry is not None:
+            self.registry.close()
+        if self.bridge is not None:
+            self.bridge.dispose()
         self.db.dispose()
 
     def health(self) -> dict:
@@ -162,16 +223,21 @@ class Platform:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
+            if path == "/healthz":
+                await send_json(send, 200, orjson.dumps(self.health()))
+                return
+            if path == "/.well-known/databricks-config":
+                # Every Databricks WorkspaceClient asks this first, without a token; {} means
+                # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
+                # It says nothing about the platform's contents.
+                await send_json(send, 200, b"{}")
+                return
+            if not await self._admit(scope, send):
+                return
             if path.startswith(GATEWAY_PREFIX):
                 await self.gateway(scope, receive, send)
             elif path.startswith(_CONTROL_PREFIXES):
                 await self.control_app(scope, receive, send)
-            elif path == "/.well-known/databricks-config":
-                # Every Databricks WorkspaceClient asks this first, without auth; {} means
-                # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
-                await send_json(send, 200, b"{}")
-            elif path == "/healthz":
-                await send_json(send, 200, orjson.dumps(self.health()))
             elif path == "/metrics":
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
@@ -180,6 +246,27 @@ class Platform:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _admit(self, scope, send) -> bool:
+        """Authenticate the request and keep worker-minted credentials to their one purpose.
+        Answers 401/403 itself and returns False when the request goes no further."""
+        if self.gatekeeper is None:
+            await send_error(send, Unavailable("The platform is starting"), [(b"retry-after", b"1")])
+            return False
+        try:
+            caller = self.gatekeeper.authenticate(scope)
+        except Unauthenticated as error:
+            await send_unauthenticated(scope, send, error)
+            return False
+        scope["agentwharf.caller"] = caller
+        path = scope["path"]
+        if caller.via in ("system", "obo") and not path.startswith(GATEWAY_PREFIX):
+            await send_error(send, PermissionDenied(f"A {caller.via} credential may only query serving endpoints"))
+            return False
+        if caller.via == "load" and (scope["method"] not in ("GET", "HEAD") or path.startswith(_OWN_PREFIXES)):
+            await send_error(send, PermissionDenied("A worker's load credential may only read from MLflow"))
+            return False
+        return True
 
     async def _lifespan(self, receive, send) -> None:
         while True:

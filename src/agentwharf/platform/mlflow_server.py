@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from agentwharf.auth.home_secrets import private_key, write_private
+from agentwharf.auth.mlflow_plugin import ADMIN_ENV, SECRET_ENV
 from agentwharf.children import die_with_parent, log_tail
 
 log = logging.getLogger("agentwharf.mlflow")
@@ -31,9 +34,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+#: MLflow's basic-auth app, configured to trust the platform (see ``auth.mlflow_plugin``).
+#: ``NO_PERMISSIONS`` by default: a user sees the MLflow resources they created or were granted.
+_AUTH_CONFIG = """[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = {database_uri}
+admin_username = {admin}
+admin_password = {admin_password}
+authorization_function = agentwharf.auth.mlflow_plugin:authenticate
+"""
+
+
 class MlflowServer:
-    def __init__(self, database_uri: str, artifacts_dir: Path, log_path: Path, workers: int, environ: dict[str, str]):
+    def __init__(self, database_uri: str, artifacts_dir: Path, log_path: Path, workers: int, environ: dict[str, str],
+                 *, auth_database_uri: str, secrets_dir: Path, admin: str):
         self.database_uri = database_uri
+        self.auth_database_uri = auth_database_uri
+        self.secrets_dir = secrets_dir
+        self.admin = admin
+        #: Per start: only this platform process and the MLflow server ever hold it.
+        self.secret = secrets.token_urlsafe(32)
         self.artifacts_dir = artifacts_dir
         self.log_path = log_path
         self.workers = workers
@@ -53,7 +73,22 @@ class MlflowServer:
             "--serve-artifacts",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
+            "--app-name", "basic-auth",
         ]
+
+    def _auth_env(self) -> dict[str, str]:
+        config = self.secrets_dir / "mlflow-auth.ini"
+        write_private(config, _AUTH_CONFIG.format(
+            database_uri=self.auth_database_uri, admin=self.admin,
+            # MLflow insists on an admin password; nobody ever uses it (the platform vouches).
+            admin_password=secrets.token_urlsafe(24) + "Aa1!",
+        ).encode())
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": private_key(self.secrets_dir / "mlflow-flask.key").hex(),
+            SECRET_ENV: self.secret,
+            ADMIN_ENV: self.admin,
+        }
 
     async def start(self, timeout: float) -> None:
         """Start the server and wait for its ``/health``.
@@ -64,7 +99,7 @@ class MlflowServer:
         self.port = free_port()
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}
+        env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true", **self._auth_env()}
         with open(self.log_path, "ab") as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,

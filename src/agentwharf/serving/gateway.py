@@ -22,7 +22,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound, Unavailable, UnsupportedMediaType
+from collections.abc import Callable
+
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.gatekeeper import Gatekeeper, bearer_token
+from agentwharf.auth.levels import PermissionLevel
+from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound, PermissionDenied, Unavailable, UnsupportedMediaType
 from agentwharf.serving.routing import EndpointRoutes, RouteTable
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
@@ -87,14 +92,21 @@ class _Request:
     key: str | None = None
     route: str = "invocations"
     stream: bool = False
+    caller: str | None = None
+    #: Tokens that must never be stored: the caller's own and any minted for this request.
+    secrets: tuple[bytes, ...] = ()
 
 
 class Gateway:
-    def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float):
+    def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float,
+                 user_token: Callable[[Caller, tuple[str, ...]], str] | None = None):
         self.routes = routes
         self.supervisor = supervisor
         self.recorder = recorder
         self.request_timeout = request_timeout
+        #: Set by the platform once identities are loaded; None serves without checks (unit tests).
+        self.gatekeeper: Gatekeeper | None = None
+        self.user_token = user_token
 
     async def __call__(self, scope, receive, send) -> None:
         request = _Request(
@@ -109,16 +121,36 @@ class Gateway:
             media_error = _media_type_error(scope)
             request.body = await read_body(receive)
             self._resolve(parts, request)
+            caller = scope.get("agentwharf.caller")
+            meta_extra = self._authorize(scope, caller, request)
             if media_error is not None:
                 raise media_error
             self.recorder.check_capacity()
-            await self._forward(request, receive, send, id_header)
+            await self._forward(request, receive, send, id_header, meta_extra)
         except ConnectionAbortedError:
             return
         except AgentwharfError as error:
             await self._record_failure(request, error)
             headers = id_header + ([(b"retry-after", b"1")] if isinstance(error, Unavailable) else [])
             await send_error(send, error, headers)
+
+    def _authorize(self, scope: dict, caller: Caller | None, request: _Request) -> dict:
+        """CAN_QUERY on the endpoint, or 403. Returns what the worker gets besides the body:
+        an on-behalf-of token when the chosen version's model asked for one."""
+        if self.gatekeeper is None or caller is None:
+            return {}
+        request.caller = caller.name
+        self.gatekeeper.require_endpoint(caller, request.endpoint.name, PermissionLevel.CAN_QUERY)
+        presented = bearer_token(scope)
+        request.secrets = (presented.encode(),) if presented else ()
+        if system_token := request.endpoint.system_tokens.get(request.key):
+            request.secrets += (system_token.encode(),)
+        scopes = request.endpoint.user_scopes.get(request.key)
+        if scopes is None or self.user_token is None or caller.via == "system":
+            return {}
+        token = self.user_token(caller, scopes)
+        request.secrets += (token.encode(),)
+        return {"user_token": token}
 
     def _resolve(self, parts: list[str], request: _Request) -> None:
         """Find the endpoint and worker key from the path (and, for the OpenAI route, ``model``)."""
@@ -166,26 +198,36 @@ class Gateway:
             request_id=request.request_id, endpoint=endpoint.name, experiment_id=endpoint.experiment_id,
             entity=request.key.partition("/")[2] if request.key else None,
             model=endpoint.models.get(request.key) if request.key else None,
-            status_code=status, started=request.started, caller=None, route=request.route, stream=request.stream,
+            status_code=status, started=request.started, caller=request.caller, route=request.route, stream=request.stream,
         )
+
+    @staticmethod
+    def _redacted(request: _Request, record: bytes) -> bytes:
+        # Nothing on the request path copies headers into a record, but a model may echo what
+        # it was given (its on-behalf-of token, say) into its output or spans.
+        for secret in request.secrets:
+            if secret in record:
+                record = record.replace(secret, b"[REDACTED]")
+        return record
 
     @staticmethod
     def _gateway_record(request: _Request, error: str) -> bytes:
         return Recorder.gateway_record(request.endpoint.name, request.body, error, request.start_ns)
 
     async def _record_failure(self, request: _Request, error: AgentwharfError, record: bytes | None = None) -> None:
-        # A request that never reached a known endpoint has no experiment to be traced in, and
-        # one refused because the spool is full must not add to it (it is counted in /metrics).
-        if request.endpoint is None or isinstance(error, SpoolFull):
+        # A request that never reached a known endpoint has no experiment to be traced in; one
+        # refused because the spool is full must not add to it (it is counted in /metrics); a
+        # refused caller must not be able to fill someone else's trace table.
+        if request.endpoint is None or isinstance(error, (SpoolFull, PermissionDenied)):
             return
         if record is None:
             record = self._gateway_record(request, error.message)
-        await self.recorder.record(self._record_header(request, error.http_status), record)
+        await self.recorder.record(self._record_header(request, error.http_status), self._redacted(request, record))
 
-    async def _forward(self, request: _Request, receive, send, id_header: list) -> None:
+    async def _forward(self, request: _Request, receive, send, id_header: list, meta_extra: dict) -> None:
         connection = await self.supervisor.acquire(request.key)
         meta = {"route": request.route, "endpoint": request.endpoint.name, "entity": request.key.partition("/")[2],
-                "request_id": request.request_id, "model": request.endpoint.name}
+                "request_id": request.request_id, "model": request.endpoint.name, **meta_extra}
         connection.in_flight += 1
         try:
             try:
@@ -197,7 +239,7 @@ class Gateway:
             if not reply.stream:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
-                await self.recorder.record(self._record_header(request, reply.status), record)
+                await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
                 await send_json(send, reply.status, reply.body, id_header)
                 return
             request.stream = True
@@ -227,7 +269,7 @@ class Gateway:
                     continue
                 status = 499 if gone.is_set() else (500 if error else 200)
                 record = reply.record or self._gateway_record(request, (error or b"stream lost").decode())
-                await self.recorder.record(self._record_header(request, status), record)
+                await self.recorder.record(self._record_header(request, status), self._redacted(request, record))
                 if not gone.is_set():
                     tail = (b"data: " + error + b"\n\n" if error else b"") + _DONE
                     await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -27,6 +27,10 @@ class EndpointRoutes:
     experiment_id: str | None = None
     #: supervisor key -> (registered model name, version), for trace tags.
     models: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: supervisor key -> API scopes of the on-behalf-of token its model asked for.
+    user_scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: supervisor key -> the model's system credential, so records never keep it.
+    system_tokens: dict[str, str] = field(default_factory=dict)
     _cumulative: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -76,9 +76,12 @@ class ServedVersion:
 class WorkerLauncher:
     """Starts and stops worker OS processes."""
 
-    def __init__(self, threads: int, base_env: dict[str, str]):
+    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None):
         self.threads = threads
         self.base_env = base_env
+        #: key -> a short-lived token to read the model from MLflow; handed over on stdin, not
+        #: in the environment, so the model's code (which may read /proc/self/environ) never sees it.
+        self.load_credential = load_credential
 
     async def start(self, spec: WorkerSpec, replica: Replica) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
@@ -88,12 +91,18 @@ class WorkerLauncher:
         with open(replica.log_path, "ab") as log_file:
             log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log_file.flush()
-            return await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agentwharf.serving.worker",
                 "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )
+        credential = self.load_credential(spec.key) if self.load_credential is not None else ""
+        process.stdin.write(credential.encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await process.stdin.drain()
+        process.stdin.close()
+        return process
 
     async def stop(self, process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
         if process.returncode is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from agentwharf import credentials
 from agentwharf.serving import protocol
 from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
 from agentwharf.serving.openai_compat import (
@@ -96,6 +98,10 @@ class WorkerServer:
 
     def _predict(self, meta, body, request, options, start_ns) -> tuple[int, bytes, bytes]:
         """Runs in a pool thread: the agent's answer, and the request's record with its trace."""
+        with _user_credentials(meta):
+            return self._predict_as_caller(meta, body, request, options, start_ns)
+
+    def _predict_as_caller(self, meta, body, request, options, start_ns) -> tuple[int, bytes, bytes]:
         capture.begin()
         try:
             output = self.adapter.predict(request)
@@ -156,6 +162,10 @@ class WorkerServer:
             loop.call_soon_threadsafe(writer.write, protocol.encode(stream_id, kind, payload))
 
         def produce() -> None:
+            with _user_credentials(meta):
+                produce_as_caller()
+
+        def produce_as_caller() -> None:
             # Runs in a pool thread; checks the cancel flag between events so a client that
             # went away frees this thread at the agent's next yield.
             capture.begin()
@@ -193,6 +203,24 @@ class WorkerServer:
             self.cancelled.pop((conn_id, stream_id), None)
 
 
+@contextlib.contextmanager
+def _user_credentials(meta: dict):
+    """The caller's on-behalf-of token, readable through ``agentwharf.credentials`` while the
+    model handles this request (and only then)."""
+    token = meta.get("user_token")
+    if not token:
+        yield
+        return
+    reset = credentials._set_user(credentials.Credentials(_PLATFORM_URL, token))
+    try:
+        yield
+    finally:
+        credentials._reset_user(reset)
+
+
+_PLATFORM_URL = os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
 def _loads_or_text(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
@@ -219,12 +247,24 @@ def _agent_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if str(error) else text
 
 
-def _load(model_uri: str) -> ModelAdapter:
+def _load(model_uri: str, load_token: str) -> ModelAdapter:
+    """Fetch the model with the load credential, forget the credential, and only then import
+    the model's code: agent code never runs while the credential is in this process."""
+    import tempfile
+
+    import mlflow.artifacts
     import mlflow.pyfunc
 
     started = time.monotonic()
     log.info("loading %s", model_uri)
-    adapter = ModelAdapter(mlflow.pyfunc.load_model(model_uri))
+    if load_token:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = load_token
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="agentwharf-model-"))
+        capture.pin_experiment()
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    adapter = ModelAdapter(mlflow.pyfunc.load_model(local))
     capture.install()
     log.info("loaded %s (%s) in %.1fs", model_uri, adapter.kind, time.monotonic() - started)
     return adapter
@@ -262,8 +302,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The supervisor writes the load credential on stdin (never in the environment).
+    load_token = sys.stdin.readline().strip()
     try:
-        adapter = _load(args.model_uri)
+        adapter = _load(args.model_uri, load_token)
         _freeze_startup_objects()
     except Exception:
         # The supervisor shows the tail of this log to whoever deployed: make it the real error.

@@ -112,3 +112,57 @@ class SpoolCheckpoint(Base):
     segment: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
+
+
+class Principal(Base):
+    """A user or a service principal. The name is what grants, traces and MLflow refer to."""
+
+    __tablename__ = "aw_principals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    #: ``user`` or ``service_principal``.
+    kind: Mapped[str] = mapped_column(String(32))
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+class AccessToken(Base):
+    """A personal access token, kept only as its SHA-256 (see ``auth.tokens`` for why)."""
+
+    __tablename__ = "aw_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    comment: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    #: Milliseconds since the epoch; NULL means no expiry.
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class EndpointGrant(Base):
+    """A principal's permission level on a serving endpoint (by name, which users see)."""
+
+    __tablename__ = "aw_endpoint_grants"
+
+    endpoint_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True)
+    level: Mapped[str] = mapped_column(String(32))
+
+
+class ModelPrefixGrant(Base):
+    """An MLflow registered-model permission on every model under ``catalog.schema``.
+
+    MLflow grants per model only; agentwharf keeps prefix grants and copies them onto each
+    matching model in MLflow's permission store, so MLflow still makes every decision."""
+
+    __tablename__ = "aw_model_prefix_grants"
+
+    prefix: Mapped[str] = mapped_column(String(512), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True)
+    permission: Mapped[str] = mapped_column(String(32))

@@ -42,17 +42,20 @@ def _exporter_class():
     return CaptureExporter
 
 
-def install() -> bool:
-    """Route MLflow's finished traces to ``take()``. Returns False if tracing is off."""
+def pin_experiment() -> None:
+    """Without an active experiment MLflow resolves MLFLOW_EXPERIMENT_ID for every new trace
+    with a get_experiment call to the tracking server: one HTTP round trip per request.
+    Resolve it once, at load time, instead."""
     import mlflow
-    import mlflow.tracing.provider as provider
     from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 
-    # Without an active experiment MLflow resolves MLFLOW_EXPERIMENT_ID for every new trace
-    # with a get_experiment call to the tracking server: one HTTP round trip per request.
-    # Resolve it once here instead.
     if experiment_id := MLFLOW_EXPERIMENT_ID.get():
         mlflow.set_experiment(experiment_id=experiment_id)
+
+
+def install() -> bool:
+    """Route MLflow's finished traces to ``take()``. Returns False if tracing is off."""
+    import mlflow.tracing.provider as provider
 
     provider._get_tracer(__name__)  # initialise MLflow's tracer provider now, not on the first request
     processor = provider._get_span_processor()

@@ -1,0 +1,29 @@
+"""Who is calling, as the platform resolved it from the request's bearer token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    #: ``user`` or ``service_principal``.
+    kind: str
+    is_admin: bool
+    #: How the caller authenticated: ``pat`` (personal access token), ``system`` (a model's
+    #: declared-resources credential), ``obo`` (on behalf of a user) or ``load`` (a worker
+    #: reading its model).
+    via: str = "pat"
+    token_id: str | None = None
+    #: OBO tokens: the API scopes the model declared.
+    scopes: frozenset[str] = frozenset()
+    #: System credentials: the serving endpoints the model declared.
+    endpoints: frozenset[str] = frozenset()
+    #: Milliseconds since the epoch; None for tokens without expiry.
+    expires_at: int | None = None
+
+    @property
+    def is_personal(self) -> bool:
+        """Signed in with their own token (not a credential minted for a worker)."""
+        return self.via == "pat"

@@ -1,0 +1,111 @@
+"""The platform's front door: who is calling (401 if nobody) and what they may reach (403).
+
+Cost on the hot path: one SHA-256 of the token and dictionary lookups (personal tokens), or
+one HMAC (tokens minted for workers). No password hashing, no database round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agentwharf.auth import tokens
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.identities import IdentityService
+from agentwharf.auth.levels import PermissionLevel
+from agentwharf.auth.scopes import SERVING_ENDPOINTS
+from agentwharf.errors import PermissionDenied, Unauthenticated
+
+COOKIE = "agentwharf_token"
+LOADER = "agentwharf-loader"
+
+
+def bearer_token(scope: dict) -> str | None:
+    """The token from ``Authorization: Bearer``, or the browser's cookie (the MLflow UI)."""
+    cookie = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+            return None
+        if key == b"cookie":
+            cookie = value.decode("latin-1")
+    if cookie:
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE and value:
+                return value
+    return None
+
+
+class Gatekeeper:
+    def __init__(self, identities: IdentityService, signer: tokens.TokenSigner,
+                 entity_live: Callable[[str, str], bool]):
+        self.identities = identities
+        self.signer = signer
+        #: Whether an endpoint still serves an entity: a system credential dies with it.
+        self.entity_live = entity_live
+
+    def authenticate(self, scope: dict) -> Caller:
+        """Raises:
+            Unauthenticated: no token, or one that is unknown, revoked, expired or forged.
+        """
+        token = bearer_token(scope)
+        if token is None:
+            raise Unauthenticated("Authentication required: send 'Authorization: Bearer <token>'")
+        if token.startswith(tokens.PAT_PREFIX):
+            caller = self.identities.authenticate_personal(token)
+            if caller is None:
+                raise Unauthenticated("The token is invalid, expired or revoked")
+            return caller
+        return self._signed(token)
+
+    def _signed(self, token: str) -> Caller:
+        try:
+            prefix, claims = self.signer.verify(token)
+        except tokens.InvalidSignedToken as error:
+            raise Unauthenticated(f"The token is invalid: {error}") from None
+        expires = int(claims["exp"] * 1000) if "exp" in claims else None
+        if prefix == tokens.SYSTEM_PREFIX:
+            endpoint, entity = claims.get("ep", ""), claims.get("ent", "")
+            if not self.entity_live(endpoint, entity):
+                raise Unauthenticated("The system credential belongs to a model that is no longer served")
+            return Caller(name=f"system:{endpoint}/{entity}", kind="service_principal", is_admin=False, via="system",
+                          endpoints=frozenset(claims.get("res", ())))
+        if prefix == tokens.OBO_PREFIX:
+            principal = self.identities.active_principal(claims.get("sub", ""))
+            if principal is None:
+                raise Unauthenticated("The on-behalf-of token's user no longer exists or is deactivated")
+            return principal.caller(via="obo", scopes=frozenset(claims.get("sc", ())), expires_at=expires)
+        return Caller(name=LOADER, kind="service_principal", is_admin=False, via="load", expires_at=expires)
+
+    def endpoint_level(self, caller: Caller, endpoint: str) -> PermissionLevel:
+        if caller.via == "system":
+            return PermissionLevel.CAN_QUERY if endpoint in caller.endpoints else PermissionLevel.NO_PERMISSIONS
+        if caller.via == "load":
+            return PermissionLevel.NO_PERMISSIONS
+        level = PermissionLevel.CAN_MANAGE if caller.is_admin else self.identities.endpoint_level(endpoint, caller.name)
+        if caller.via == "obo":
+            # Never more than the user has, and only querying, and only if the scope was declared.
+            if SERVING_ENDPOINTS not in caller.scopes:
+                return PermissionLevel.NO_PERMISSIONS
+            return min(level, PermissionLevel.CAN_QUERY, key=lambda lv: lv.rank)
+        return level
+
+    def require_endpoint(self, caller: Caller, endpoint: str, needed: PermissionLevel) -> None:
+        """Raises:
+            PermissionDenied: the caller's level on the endpoint is below ``needed``.
+        """
+        if not self.endpoint_level(caller, endpoint).allows(needed):
+            raise PermissionDenied(f"{caller.name!r} lacks {needed.value} on serving endpoint {endpoint!r}")
+
+    @staticmethod
+    def require_personal(caller: Caller, what: str) -> None:
+        """Credentials minted for workers query endpoints; they never manage the platform."""
+        if not caller.is_personal:
+            raise PermissionDenied(f"A {caller.via} credential cannot be used to {what}")
+
+    @staticmethod
+    def require_admin(caller: Caller, what: str) -> None:
+        if not (caller.is_personal and caller.is_admin):
+            raise PermissionDenied(f"Only an admin may {what}")

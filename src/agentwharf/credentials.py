@@ -1,0 +1,74 @@
+"""Credentials a deployed agent can use, read inside the model (public API).
+
+    from agentwharf.credentials import system_credentials, user_credentials
+
+``system_credentials()`` is the model's own credential. It exists only when the logged model
+declared resources (``DatabricksServingEndpoint(endpoint_name=...)``), and invokes exactly
+those endpoints. It is also in the worker's environment as ``DATABRICKS_HOST`` /
+``DATABRICKS_TOKEN`` (and ``AGENTWHARF_HOST`` / ``AGENTWHARF_TOKEN``), so Databricks' own
+clients (``WorkspaceClient()``, ``get_deploy_client("databricks")``) pick it up unchanged.
+
+``user_credentials()`` is the calling user's on-behalf-of token. It exists only inside
+``predict`` / ``predict_stream`` of a model whose ``UserAuthPolicy`` declared ``api_scopes``,
+is fresh for every request, expires after minutes, and carries only those scopes and only what
+the caller may do. Call it inside ``predict``, never at load time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass
+
+#: Environment variables that carry credentials; workers never inherit the platform's own.
+CREDENTIAL_VARIABLES = frozenset({
+    "AGENTWHARF_TOKEN", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_USERNAME", "DATABRICKS_CLIENT_SECRET",
+})
+
+
+class NoCredentials(RuntimeError):
+    """The model was not given this kind of credential (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    #: The platform's base URL; serving endpoints are under ``{host}/serving-endpoints/``.
+    host: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+_user: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar("agentwharf_user_credentials", default=None)
+
+
+def system_environment(host: str, token: str) -> dict[str, str]:
+    """The variables a worker with a system credential starts with."""
+    return {"DATABRICKS_HOST": host, "DATABRICKS_TOKEN": token, "AGENTWHARF_HOST": host, "AGENTWHARF_TOKEN": token}
+
+
+def system_credentials() -> Credentials:
+    token = os.environ.get("DATABRICKS_TOKEN", "")
+    if not token.startswith("aws_"):
+        raise NoCredentials("This model has no system credential: declare the serving endpoints it calls as "
+                            "resources when logging it (mlflow.models.resources.DatabricksServingEndpoint)")
+    return Credentials(os.environ["DATABRICKS_HOST"], token)
+
+
+def user_credentials() -> Credentials:
+    credentials = _user.get()
+    if credentials is None:
+        raise NoCredentials("No on-behalf-of-user credentials here: they exist only inside predict of a model "
+                            "whose auth_policy has a UserAuthPolicy with api_scopes")
+    return credentials
+
+
+def _set_user(credentials: Credentials | None) -> contextvars.Token:
+    return _user.set(credentials)
+
+
+def _reset_user(token: contextvars.Token) -> None:
+    _user.reset(token)
