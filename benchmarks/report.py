@@ -93,6 +93,20 @@ def agentwharf_details(rows: list[dict], console: Console) -> None:
         console.print(f"agentwharf target {mark} {what}: {value}")
 
 
+def auth_cost(rows: list[dict], micro: dict[str, float] | None, console: Console) -> None:
+    """What authentication costs: the same platform with and without it, in this run, and
+    the check itself timed in-process."""
+    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
+    if "agentwharf" in ok and "agentwharf-no-auth" in ok:
+        with_auth, without = ok["agentwharf"], ok["agentwharf-no-auth"]
+        per_request_us = (1 / with_auth["rps"] - 1 / without["rps"]) * 1e6 if with_auth["rps"] and without["rps"] else float("nan")
+        console.print(f"agentwharf auth cost over HTTP: {with_auth['rps']:,.0f} rps with auth vs {without['rps']:,.0f} without "
+                      f"({_fmt_ratio(_ratio(with_auth['rps'], without['rps']))}); p50 {with_auth['p50_ms']:.1f} vs "
+                      f"{without['p50_ms']:.1f} ms; {per_request_us:+.0f} µs of wall time per request at saturation")
+    for label, micros in (micro or {}).items():
+        console.print(f"agentwharf auth check in-process, {label}: {micros:.2f} µs per request")
+
+
 def warnings(rows: list[dict], console: Console) -> None:
     for row in rows:
         if row.get("error"):

@@ -31,6 +31,7 @@ from rich.console import Console  # noqa: E402
 
 import report  # noqa: E402
 import systems  # noqa: E402
+import auth_check  # noqa: E402
 import wrk  # noqa: E402
 
 TRACE_SETTLE_SECONDS = 5.0
@@ -45,8 +46,10 @@ def bench_one(name: str, args: argparse.Namespace, script: Path) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"awbench-{name}-"))
     try:
         with systems.SYSTEMS[name](tmp) as running:
-            systems.verify(name, running.url)
+            systems.verify(name, running.url, running.headers)
             err.print(f"  {name}: verified 200 with the echo text; {args.duration}s of load on {running.url}")
+            if running.headers:
+                script = wrk.post_script(tmp / "post-with-token.lua", json.dumps(systems.BODY), running.headers)
             before = running.count_traces() if running.count_traces else None
             result = wrk.run(running.url, script, args.duration, args.connections)
             ended = time.monotonic()
@@ -133,6 +136,8 @@ def main() -> int:
     console.print()
     console.print(report.table(rows))
     report.agentwharf_details(rows, console)
+    micro = auth_check.measure() if any(n.startswith("agentwharf") for n in args.names) else None
+    report.auth_cost(rows, micro, console)
     report.warnings(rows, console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

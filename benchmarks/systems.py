@@ -36,6 +36,8 @@ class Running:
     count_traces: Callable[[], int] | None = None
     after_load: Callable[[], dict] | None = None
     notes: dict = field(default_factory=dict)
+    #: Sent with every request (agentwharf's bearer token).
+    headers: dict = field(default_factory=dict)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -46,10 +48,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def mlflow_setup(tmp: Path, tracking_uri: str, experiment: str, *flags: str) -> dict:
+def mlflow_setup(tmp: Path, tracking_uri: str, experiment: str, *flags: str, token: str | None = None) -> dict:
     """Run ``mlflow_setup.py`` (MLflow client work) in a subprocess; its JSON answer."""
     command = [PY, str(HERE / "mlflow_setup.py"), "--tracking-uri", tracking_uri, "--experiment", experiment, *flags]
-    done = subprocess.run(command, capture_output=True, text=True, env=child_env(), cwd=tmp, timeout=600)
+    env = child_env(**({"MLFLOW_TRACKING_TOKEN": token} if token else {}))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -60,13 +63,13 @@ def count_traces(db: Path, experiment_id: str) -> int:
         return conn.execute("SELECT COUNT(*) FROM trace_info WHERE experiment_id = ?", (int(experiment_id),)).fetchone()[0]
 
 
-def query(url: str, timeout: float = 60.0) -> httpx.Response:
-    return httpx.post(url, json=BODY, timeout=timeout)
+def query(url: str, timeout: float = 60.0, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(url, json=BODY, timeout=timeout, headers=headers)
 
 
-def verify(name: str, url: str) -> None:
+def verify(name: str, url: str, headers: dict | None = None) -> None:
     """One real request must answer 200 with the echo text: a benchmark of errors is worthless."""
-    response = query(url)
+    response = query(url, headers=headers)
     if response.status_code != 200 or EXPECTED_TEXT not in response.text:
         raise RuntimeError(f"{name}: POST {url} answered {response.status_code}, expected 200 with {EXPECTED_TEXT!r}:\n{response.text[:1000]}")
 
@@ -126,9 +129,9 @@ def mlflow_models_serve(tmp: Path) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def _client_env(base: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "MLFLOW_TRACKING_URI")}
-    os.environ.update(AGENTWHARF_HOST=base, MLFLOW_TRACKING_URI=base)
+def _client_env(base: str, token: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "MLFLOW_TRACKING_URI", "AGENTWHARF_TOKEN")}
+    os.environ.update(AGENTWHARF_HOST=base, MLFLOW_TRACKING_URI=base, AGENTWHARF_TOKEN=token)
     try:
         yield
     finally:
@@ -148,33 +151,41 @@ def _memory(platform_pid: int) -> dict:
 
 
 @contextlib.contextmanager
-def agentwharf(tmp: Path) -> Iterator[Running]:
+def agentwharf(tmp: Path, with_auth: bool = True) -> Iterator[Running]:
+    """The platform as users run it (every request carries a token it checks), or, for the
+    comparison that prices that check, with AGENTWHARF_BENCHMARK_WITHOUT_AUTH."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     home = tmp / "home"
+    name = "agentwharf" if with_auth else "agentwharf-no-auth"
     command = [PY, "-m", "agentwharf.cli.main", "up", "--home", str(home), "--port", str(port)]
-    with started("agentwharf", command, tmp, child_env()) as service:
+    env = child_env() if with_auth else child_env(AGENTWHARF_BENCHMARK_WITHOUT_AUTH="1")
+    with started(name, command, tmp, env) as service:
         service.wait_http(f"{base}/healthz", timeout=180)
-        version = mlflow_setup(tmp, base, "/benchmarks/echo", "--register", AW_MODEL)["version"]
+        token = (home / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"} if with_auth else {}
+        version = mlflow_setup(tmp, base, "/benchmarks/echo", "--register", AW_MODEL, token=token)["version"]
         url = f"{base}/serving-endpoints/{AW_ENDPOINT}/invocations"
-        with _client_env(base):
+        with _client_env(base, token):
             from agentwharf import agents
 
             started_at = time.monotonic()
             agents.deploy(AW_MODEL, version)
             deadline = started_at + 300
-            while query(url).status_code != 200:
+            while query(url, headers=headers).status_code != 200:
                 if time.monotonic() > deadline:
                     raise service.fail(f"{url} never answered 200 after deploy")
                 time.sleep(0.05)
             first_answer_s = time.monotonic() - started_at
-        endpoint = httpx.get(f"{base}/api/2.0/serving-endpoints/{AW_ENDPOINT}", timeout=30).json()
+        endpoint = httpx.get(f"{base}/api/2.0/serving-endpoints/{AW_ENDPOINT}", timeout=30,
+                             headers={"Authorization": f"Bearer {token}"}).json()
         experiment_id = endpoint["experiment_id"]
         yield Running(
             url=url,
             count_traces=lambda: count_traces(home / "agentwharf.db", experiment_id),
             after_load=lambda: _memory(service.pid),
             notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid)},
+            headers=headers,
         )
 
 
@@ -183,4 +194,5 @@ SYSTEMS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Running]]]
     "agentserver": agentserver,
     "mlflow-models-serve": mlflow_models_serve,
     "agentwharf": agentwharf,
+    "agentwharf-no-auth": lambda tmp: agentwharf(tmp, with_auth=False),
 }

@@ -24,14 +24,15 @@ def require_wrk() -> str:
     return path
 
 
-def post_script(path: Path, body: str) -> Path:
-    """A wrk Lua script that POSTs ``body`` as JSON."""
+def post_script(path: Path, body: str, headers: dict[str, str] | None = None) -> Path:
+    """A wrk Lua script that POSTs ``body`` as JSON (with extra ``headers``, e.g. a token)."""
     if "]]" in body:
         raise ValueError("body must not contain ']]'")
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = [[{body}]]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n' + extra
     )
     return path
 

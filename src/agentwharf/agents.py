@@ -5,7 +5,8 @@
     deployment = agents.deploy("main.default.echo", "1")
     print(deployment.query_endpoint)
 
-The platform is found at ``AGENTWHARF_HOST`` (default ``http://127.0.0.1:8710``).
+The platform is found at ``AGENTWHARF_HOST`` (default ``http://127.0.0.1:8710``); requests carry
+``AGENTWHARF_TOKEN`` (default: the admin token a local platform wrote to ``.agentwharf/admin.token``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from agentwharf.auth.levels import PermissionLevel
 from agentwharf.client import PlatformClient
+from agentwharf.errors import NotFound
 from agentwharf.settings import ClientSettings
 
-__all__ = ["Deployment", "deploy", "delete_deployment", "get_deployments", "list_deployments"]
+__all__ = ["Deployment", "PermissionLevel", "deploy", "delete_deployment", "get_deployments", "get_permissions",
+           "list_deployments", "set_permissions"]
 
 #: How long ``deploy`` waits for the new version to answer.
 DEPLOY_TIMEOUT_SECONDS = 600.0
@@ -120,3 +124,34 @@ def delete_deployment(model_name: str, model_version: str | int | None = None) -
         client.delete_deployment(model_name, None if model_version is None else str(model_version))
     finally:
         client.close()
+
+
+def _endpoints_of(client: PlatformClient, model_name: str) -> list[str]:
+    endpoints = sorted({d["endpoint_name"] for d in client.get_deployments(model_name)})
+    if not endpoints:
+        raise NotFound(f"No deployment of {model_name} exists; deploy it first")
+    return endpoints
+
+
+def set_permissions(model_name: str, users: list[str], permission_level: PermissionLevel) -> None:
+    """Give ``users`` (user or service principal names) ``permission_level`` on every endpoint
+    serving ``model_name``. ``PermissionLevel.NO_PERMISSIONS`` removes their grants. Needs
+    CAN_MANAGE on those endpoints."""
+    level = PermissionLevel.parse(getattr(permission_level, "value", permission_level))
+    if isinstance(users, str):
+        users = [users]
+    acl = {"access_control_list": [{"user_name": user, "permission_level": level.value} for user in users]}
+    with _client() as client:
+        for endpoint in _endpoints_of(client, model_name):
+            client.request("PATCH", f"/api/2.0/permissions/serving-endpoints/{endpoint}", json=acl)
+
+
+def get_permissions(model_name: str) -> dict[str, dict[str, PermissionLevel]]:
+    """Who holds which level on each endpoint serving ``model_name``: {endpoint: {name: level}}."""
+    answer = {}
+    with _client() as client:
+        for endpoint in _endpoints_of(client, model_name):
+            acl = client.request("GET", f"/api/2.0/permissions/serving-endpoints/{endpoint}")["access_control_list"]
+            answer[endpoint] = {(e.get("user_name") or e.get("service_principal_name")):
+                                PermissionLevel(e["all_permissions"][0]["permission_level"]) for e in acl}
+    return answer

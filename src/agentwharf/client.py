@@ -35,6 +35,12 @@ class PlatformClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers)
 
+    def __enter__(self) -> PlatformClient:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
     def close(self) -> None:
         self.http.close()
 

@@ -58,10 +58,21 @@ class PlatformSettings(BaseSettings):
     writer_drain_timeout: float = 120.0
     #: Workers of the MLflow server's own uvicorn.
     mlflow_workers: int = 1
+    #: Benchmarks only (``make bench`` measures the cost of authentication with it): no token
+    #: is checked and every request acts as the admin. Refused unless listening on loopback.
+    benchmark_without_auth: bool = False
     #: Lifetime of the on-behalf-of-user token each request gets (models with api_scopes).
     obo_token_lifetime_seconds: float = 300.0
     #: Lifetime of the credential a starting worker uses to read its model from MLflow.
     load_token_lifetime_seconds: float = 600.0
+
+    @field_validator("benchmark_without_auth")
+    @classmethod
+    def _loopback_only(cls, value: bool, info) -> bool:
+        host = info.data.get("listen_host", "127.0.0.1")
+        if value and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("benchmark_without_auth is only allowed when listening on loopback (127.0.0.1)")
+        return value
 
     @field_validator("workload_sizes")
     @classmethod

@@ -3,6 +3,9 @@ with exactly the rights granted; models get exactly the credentials they declare
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -128,6 +131,10 @@ def test_deploying_a_model_you_may_not_deploy_is_403_and_creates_nothing(http, p
     mlflow.register_model(logged["info"], shared["model"])
     _json_error(bob["http"].post("/api/2.0/agents/deployments:deploy", json={"model_name": shared["model"], "model_version": "2"}), 403)
     assert len(http.get(f"/api/2.0/serving-endpoints/{shared['endpoint']}").json()["config"]["served_entities"]) == 1
+    # MLflow itself applies the same identities to the registry: the prefix grant lets alice
+    # read the model; bob, with nothing, cannot.
+    assert people["alice"]["http"].get("/api/2.0/mlflow/registered-models/get", params={"name": shared["model"]}).status_code == 200
+    _json_error(bob["http"].get("/api/2.0/mlflow/registered-models/get", params={"name": shared["model"]}), 403)
 
 
 def test_endpoint_levels_give_exactly_their_rights(platform, http, people, shared):
@@ -268,6 +275,70 @@ def test_on_behalf_of_token_is_the_callers_and_no_more(platform, http, people, r
     assert _relay(bob["http"], relays["genie"], via="user", target=relays["target"])["status"] == 403
     # A model without a UserAuthPolicy gets no user token.
     assert "on-behalf-of" in _relay(bob["http"], relays["plain"], via="user", target=relays["target"])["error"]
+
+
+def test_agents_set_permissions_shares_every_endpoint_of_a_model(platform, people, shared, monkeypatch):
+    from agentwharf import agents
+    from agentwharf.errors import AgentwharfError
+
+    ci = people["ci"]
+    monkeypatch.setenv("AGENTWHARF_TOKEN", people["alice"]["token"])
+    agents.set_permissions(shared["model"], [ci["name"]], agents.PermissionLevel.CAN_QUERY)
+    assert agents.get_permissions(shared["model"])[shared["endpoint"]][ci["name"]] is agents.PermissionLevel.CAN_QUERY
+    assert ci["http"].post(f"/serving-endpoints/{shared['endpoint']}/invocations", json=BODY).status_code == 200
+    agents.set_permissions(shared["model"], [ci["name"]], agents.PermissionLevel.NO_PERMISSIONS)
+    assert ci["name"] not in agents.get_permissions(shared["model"])[shared["endpoint"]]
+    _json_error(ci["http"].post(f"/serving-endpoints/{shared['endpoint']}/invocations", json=BODY), 403)
+    # Someone without CAN_MANAGE cannot share it.
+    monkeypatch.setenv("AGENTWHARF_TOKEN", people["bob"]["token"])
+    with pytest.raises(AgentwharfError) as refused:
+        agents.set_permissions(shared["model"], [people["bob"]["name"]], "CAN_MANAGE")
+    assert refused.value.error_code in ("PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_cli_manages_people_tokens_and_grants(platform, shared, tmp_path):
+    admin_env = {**os.environ, **platform.client_env(), "COLUMNS": "250"}
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "agentwharf.cli.main", *args], capture_output=True, text=True,
+                              env=env or admin_env, timeout=120, cwd=tmp_path)
+        assert "Traceback" not in done.stdout + done.stderr
+        return done
+
+    carol = f"carol-{uuid.uuid4().hex[:6]}"
+    assert run("users", "create", carol).returncode == 0
+    again = run("users", "create", carol)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    assert carol in run("users", "list").stdout
+    assert run("service-principals", "create", f"svc-{carol}").returncode == 0
+    assert f"svc-{carol}" in run("service-principals", "list").stdout
+    created = run("tokens", "create", "--for", carol, "--lifetime-seconds", "600", "--comment", "cli test")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("awp_")
+    carol_env = {**admin_env, "AGENTWHARF_TOKEN": token}
+    mine = run("tokens", "list", env=carol_env)
+    assert mine.returncode == 0 and "cli test" in mine.stdout
+    refused = run("users", "create", "mallory", env=carol_env)
+    assert refused.returncode != 0 and "Only an admin" in refused.stdout + refused.stderr
+
+    assert run("permissions", "grant", shared["endpoint"], carol, "CAN_QUERY").returncode == 0
+    listed = run("permissions", "list", shared["endpoint"])
+    assert carol in listed.stdout and "CAN_QUERY" in listed.stdout
+    bad = run("permissions", "grant", shared["endpoint"], carol, "CAN_FLY")
+    assert bad.returncode != 0 and "CAN_FLY" in bad.stdout + bad.stderr and "CAN_QUERY" in bad.stdout + bad.stderr
+    assert run("permissions", "grant", "main.cli", carol, "USE", "--model").returncode == 0
+    assert "USE" in run("permissions", "list", "main.cli", "--model").stdout
+
+    token_id = next(line.split()[1] for line in run("tokens", "list", "--all").stdout.splitlines() if "cli test" in line)
+    assert run("tokens", "revoke", token_id, "--any").returncode == 0
+    revoked = run("tokens", "list", env=carol_env)
+    assert revoked.returncode != 0 and "revoked" in revoked.stdout + revoked.stderr
+    anonymous = {k: v for k, v in admin_env.items() if k != "AGENTWHARF_TOKEN"}
+    nobody = run("endpoints", "list", env=anonymous)
+    assert nobody.returncode != 0 and "Authentication required" in nobody.stdout + nobody.stderr
+    assert run("users", "delete", carol, "--yes").returncode == 0
+    assert carol not in run("users", "list").stdout
 
 
 def test_no_token_is_stored_anywhere(platform, http, people, relays):

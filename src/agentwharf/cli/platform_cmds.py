@@ -38,6 +38,8 @@ def up(
         fail(str(error))
     console.print(f"agentwharf is up at [bold]{running.base_url}[/] (pid {running.pid}, home {settings.home.resolve()})")
     console.print(f"  MLflow UI: {running.base_url}/    stop with: agentwharf down --home {settings.home}")
+    if settings.admin_token_file.exists():
+        console.print(f"  admin token: {settings.admin_token_file} (mode 0600); export AGENTWHARF_TOKEN=$(cat {settings.admin_token_file})")
 
 
 def down(home: Path | None = HomeOption) -> None:

@@ -59,6 +59,8 @@ _CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/", "/api/2.0
 _OWN_PREFIXES = (GATEWAY_PREFIX, *_CONTROL_PREFIXES, "/metrics")
 #: The platform's own identity towards MLflow (MLflow's admin), used only from inside.
 PLATFORM_IDENTITY = "agentwharf-platform"
+#: Who every request is with AGENTWHARF_BENCHMARK_WITHOUT_AUTH (see settings): the admin.
+_BENCHMARK_CALLER = Caller(name=ADMIN_NAME, kind="user", is_admin=True)
 
 
 class Platform:
@@ -172,6 +174,9 @@ class Platform:
         gc.collect()
         gc.freeze()
         log.info("platform ready on %s in %.1fs", self.settings.base_url, time.monotonic() - started)
+        if self.settings.benchmark_without_auth:
+            log.warning("AGENTWHARF_BENCHMARK_WITHOUT_AUTH is set: EVERY REQUEST IS TREATED AS THE ADMIN. "
+                        "This exists only to measure what authentication costs; never expose this platform.")
 
     async def _watch_spool(self) -> None:
         while True:
@@ -253,6 +258,9 @@ class Platform:
         if self.gatekeeper is None:
             await send_error(send, Unavailable("The platform is starting"), [(b"retry-after", b"1")])
             return False
+        if self.settings.benchmark_without_auth:
+            scope["agentwharf.caller"] = _BENCHMARK_CALLER
+            return True
         try:
             caller = self.gatekeeper.authenticate(scope)
         except Unauthenticated as error:
