@@ -101,6 +101,9 @@ def test_every_route_answers_401_without_a_token(platform):
                     leaked.append((method, concrete, headers, answer.status_code))
     assert leaked == []
     assert httpx.get(f"{platform.base_url}/healthz").status_code == 200
+    # The first start wrote the admin's token for its owner's eyes only.
+    assert (Path(platform.home) / "admin.token").stat().st_mode & 0o777 == 0o600
+    assert (Path(platform.home) / "secrets" / "signing.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_bad_tokens_are_refused(platform, http, people):
