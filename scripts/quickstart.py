@@ -64,7 +64,7 @@ def main() -> None:
     command = ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H", "Authorization: Bearer $AGENTWHARF_TOKEN",
                "-d", body, f"{base}/serving-endpoints/{endpoint}/invocations"]
     print("$ " + " ".join(f"'{c}'" if " " in c or "{" in c else c for c in command))
-    command[6] = f"Authorization: Bearer {token}"
+    command[7] = f"Authorization: Bearer {token}"
     print(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
     step("Querying with the official openai client")
