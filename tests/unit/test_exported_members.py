@@ -8,7 +8,8 @@ import pytest
 import agentwharf
 
 EXPECTED_TOP_LEVEL = ["AgentwharfError", "DeploymentFailed", "__version__", "agents"]
-EXPECTED_AGENTS = ["Deployment", "delete_deployment", "deploy", "get_deployments", "list_deployments"]
+EXPECTED_AGENTS = ["Deployment", "PermissionLevel", "delete_deployment", "deploy", "get_deployments", "get_permissions",
+                   "list_deployments", "set_permissions"]
 
 
 def test_top_level_all_is_pinned_and_sorted():
