@@ -22,9 +22,9 @@ from agentwharf.store.database import Database
 from agentwharf.store.models import AccessToken, EndpointGrant, ModelPrefixGrant, Principal, now_ms
 
 KINDS = ("user", "service_principal")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 #: A prefix grant covers ``catalog`` or ``catalog.schema``.
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?$")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?")
 MAX_TOKEN_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
 
 
@@ -125,7 +125,7 @@ class IdentityService:
                          created_by: str | None = None) -> PrincipalInfo:
         if kind not in KINDS:
             raise InvalidParameter(f"Unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidParameter(f"Invalid principal name {name!r}: use 1-128 letters, digits and . _ @ + -, "
                                    "starting with a letter or digit")
         if name in self._principals:
@@ -257,7 +257,7 @@ class IdentityService:
 
     @staticmethod
     def is_prefix(name: str) -> bool:
-        return bool(_PREFIX.match(name)) and name.count(".") <= 1
+        return bool(_PREFIX.fullmatch(name)) and name.count(".") <= 1
 
     def prefix_grants(self) -> list[tuple[str, str, str]]:
         with self.db.session() as session:
@@ -281,9 +281,12 @@ class IdentityService:
 
 def token_lifetime_from(value) -> int | None:
     """``lifetime_seconds`` as Databricks clients send it: absent, null or -1 mean no expiry."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return value  # not a number: create_token says so
     if value is None or value == -1:
         return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
     return value
 

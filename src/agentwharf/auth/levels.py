@@ -32,6 +32,9 @@ class PermissionLevel(str, Enum):
 
     @classmethod
     def parse(cls, value: str) -> PermissionLevel:
+        if isinstance(value, cls):
+            # str() of a str-mixin member is "PermissionLevel.X", which would not parse.
+            return value
         try:
             return cls(str(value).upper())
         except ValueError:

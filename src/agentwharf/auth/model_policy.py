@@ -18,24 +18,29 @@ class ModelPolicy:
     api_scopes: tuple[str, ...] | None = None
 
 
+def _dict(value) -> dict:
+    """``value`` if it is a mapping; anything else (a malformed MLmodel) declares nothing."""
+    return value if isinstance(value, dict) else {}
+
+
 def _serving_endpoints(resources) -> list[str]:
-    if not isinstance(resources, dict):
+    entries = _dict(_dict(resources).get("databricks")).get("serving_endpoint")
+    if not isinstance(entries, list):
         return []
-    names = []
-    for entry in (resources.get("databricks") or {}).get("serving_endpoint") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            names.append(entry["name"])
-    return names
+    return [entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
 
 
 def policy_from_mlmodel(mlmodel: dict) -> ModelPolicy:
-    auth_policy = mlmodel.get("auth_policy") or {}
-    system = auth_policy.get("system_auth_policy") if isinstance(auth_policy, dict) else None
+    mlmodel = _dict(mlmodel)
+    auth_policy = mlmodel.get("auth_policy")
     # With an auth_policy, its system part is the whole truth; without one, MLflow's older
     # top-level ``resources`` declares the same thing.
-    declared = (system or {}).get("resources") if auth_policy else mlmodel.get("resources")
+    if auth_policy:
+        declared = _dict(_dict(auth_policy).get("system_auth_policy")).get("resources")
+    else:
+        declared = mlmodel.get("resources")
     endpoints = tuple(dict.fromkeys(_serving_endpoints(declared)))
-    user = auth_policy.get("user_auth_policy") if isinstance(auth_policy, dict) else None
+    user = _dict(auth_policy).get("user_auth_policy")
     scopes = None
     if isinstance(user, dict) and isinstance(user.get("api_scopes"), list):
         scopes = tuple(str(scope) for scope in user["api_scopes"])

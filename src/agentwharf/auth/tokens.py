@@ -84,7 +84,9 @@ class TokenSigner:
         if prefix not in SIGNED_PREFIXES or "." not in token:
             raise InvalidSignedToken("not a platform-signed token")
         payload, _, signature = token[4:].rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(prefix, payload)):
+        # Bytes, not str: compare_digest raises TypeError on non-ASCII text, and a header may
+        # carry any latin-1 character.
+        if not hmac.compare_digest(signature.encode(), self._sign(prefix, payload).encode()):
             raise InvalidSignedToken("token signature does not verify")
         try:
             claims = orjson.loads(_unb64(payload))
