@@ -34,7 +34,7 @@ def measure(iterations: int = 200_000) -> dict[str, float]:
         token, _ = identities.create_token("alice", None, "bench")
         identities.set_endpoint_level("echo", "alice", PermissionLevel.CAN_QUERY)
         signer = TokenSigner(new_signing_key())
-        gatekeeper = Gatekeeper(identities, signer, lambda ep, ent: True)
+        gatekeeper = Gatekeeper(identities, signer, lambda ep, ent, token: True)
         obo = signer.mint(OBO_PREFIX, {"sub": "alice", "sc": ["serving.serving-endpoints"]}, 300)
         results = {}
         for label, value in (("personal access token", token), ("on-behalf-of token", obo)):

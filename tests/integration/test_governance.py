@@ -367,3 +367,23 @@ def test_no_token_is_stored_anywhere(platform, http, people, relays):
     dumped = "".join(t.to_json() for t in traces)
     assert "[REDACTED]" in dumped
     assert not any(s in dumped for s in secrets)
+
+
+def test_a_system_credential_dies_with_its_deployment(http, relays):
+    """Deleting an endpoint and deploying the same model again under the same names mints a new
+    credential; the old one, if it leaked, opens nothing."""
+    model = f"main.relay.again{uuid.uuid4().hex[:6]}"
+    _log_relay(model, endpoints=[relays["target"]], scopes=None)
+    endpoint = http.post("/api/2.0/agents/deployments:deploy", json={"model_name": model, "model_version": "1"}).json()["deployed_chain"]["endpoint_name"]
+    _wait_ready(http, endpoint)
+    old = _relay(http, endpoint, via="system", target=relays["target"], echo_token=True)["token"]
+    call = lambda token: httpx.post(f"{http.base_url}/serving-endpoints/{relays['target']}/invocations", json=BODY,  # noqa: E731
+                                    headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert call(old).status_code == 200
+    assert http.delete(f"/api/2.0/serving-endpoints/{endpoint}").status_code == 200
+    assert "no longer served" in _json_error(call(old), 401)["message"]
+    http.post("/api/2.0/agents/deployments:deploy", json={"model_name": model, "model_version": "1"})
+    _wait_ready(http, endpoint)
+    new = _relay(http, endpoint, via="system", target=relays["target"], echo_token=True)["token"]
+    assert new != old and call(new).status_code == 200
+    _json_error(call(old), 401)

@@ -40,10 +40,11 @@ def bearer_token(scope: dict) -> str | None:
 
 class Gatekeeper:
     def __init__(self, identities: IdentityService, signer: tokens.TokenSigner,
-                 entity_live: Callable[[str, str], bool]):
+                 entity_live: Callable[[str, str, str], bool]):
         self.identities = identities
         self.signer = signer
-        #: Whether an endpoint still serves an entity: a system credential dies with it.
+        #: (endpoint, entity, token) -> whether that entity is served now *with this very
+        #: credential*: a system credential dies with the model version it was minted for.
         self.entity_live = entity_live
 
     def authenticate(self, scope: dict) -> Caller:
@@ -68,7 +69,7 @@ class Gatekeeper:
         expires = int(claims["exp"] * 1000) if "exp" in claims else None
         if prefix == tokens.SYSTEM_PREFIX:
             endpoint, entity = claims.get("ep", ""), claims.get("ent", "")
-            if not self.entity_live(endpoint, entity):
+            if not self.entity_live(endpoint, entity, token):
                 raise Unauthenticated("The system credential belongs to a model that is no longer served")
             return Caller(name=f"system:{endpoint}/{entity}", kind="service_principal", is_admin=False, via="system",
                           endpoints=frozenset(claims.get("res", ())))

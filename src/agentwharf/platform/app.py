@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import os
 import time
@@ -116,7 +117,10 @@ class Platform:
         env = {**env, **{k: v for k, v in entity.environment_vars.items() if k not in credentials.CREDENTIAL_VARIABLES}}
         if policy.endpoints:
             # The model's system credential: it invokes exactly the endpoints the model declared.
-            token = self.signer.mint(SYSTEM_PREFIX, {"ep": endpoint.name, "ent": entity.name,
+            # The endpoint's id and the model version are in the claims, so a credential minted
+            # for one deployment never matches another that reuses the names.
+            token = self.signer.mint(SYSTEM_PREFIX, {"ep": endpoint.name, "ent": entity.name, "eid": endpoint.id,
+                                                     "model": f"{entity.entity_name}/{entity.entity_version}",
                                                      "res": sorted(policy.endpoints)}, None)
             env.update(credentials.system_environment(self.settings.base_url, token))
         return env
@@ -132,8 +136,13 @@ class Platform:
         return self.signer.mint(OBO_PREFIX, {"sub": caller.name, "sc": list(scopes)},
                                 self.settings.obo_token_lifetime_seconds)
 
-    def _entity_live(self, endpoint: str, entity: str) -> bool:
-        return worker_key(endpoint, entity) in self.supervisor.versions
+    def _entity_live(self, endpoint: str, entity: str, token: str) -> bool:
+        """Whether the served entity runs now with exactly this credential in its spec."""
+        version = self.supervisor.versions.get(worker_key(endpoint, entity))
+        if version is None:
+            return False
+        current = dict(version.spec.env).get("DATABRICKS_TOKEN", "")
+        return hmac.compare_digest(current.encode(), token.encode())
 
     def _open_identities(self) -> None:
         self.signer = TokenSigner(private_key(self.settings.secrets_dir / "signing.key"))
