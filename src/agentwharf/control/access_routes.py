@@ -60,7 +60,7 @@ def _acl_view(control: ControlState, endpoint: Endpoint) -> dict:
             "access_control_list": entries}
 
 
-def _parse_acl(body: dict) -> list[tuple[str, PermissionLevel]]:
+def _parse_acl(control: ControlState, body: dict) -> list[tuple[str, PermissionLevel]]:
     acl = body.get("access_control_list")
     if not isinstance(acl, list):
         raise InvalidParameter("'access_control_list' must be a list of {user_name | service_principal_name, permission_level}")
@@ -68,9 +68,15 @@ def _parse_acl(body: dict) -> list[tuple[str, PermissionLevel]]:
     for entry in acl:
         if not isinstance(entry, dict):
             raise InvalidParameter("each access_control_list entry must be an object")
-        if entry.get("group_name"):
-            raise InvalidParameter("Groups are not supported by agentwharf; grant users and service principals", "NOT_IMPLEMENTED")
         name = entry.get("user_name") or entry.get("service_principal_name")
+        if not name and entry.get("group_name"):
+            # databricks-agents' set_permissions sends every name without an "@" as a group
+            # (users=["alice"] -> group_name "alice"). agentwharf has no groups: a "group" that is
+            # a user or service principal is granted as that principal, any other is refused.
+            name = entry["group_name"]
+            if control.identities.active_principal(name) is None:
+                raise InvalidParameter(f"Groups are not supported by agentwharf, and there is no user or service "
+                                       f"principal named {name!r}; grant users and service principals", "NOT_IMPLEMENTED")
         if not isinstance(name, str) or not name:
             raise InvalidParameter("each access_control_list entry needs 'user_name' or 'service_principal_name'")
         parsed.append((name, PermissionLevel.parse(entry.get("permission_level", ""))))
@@ -89,7 +95,7 @@ async def _set_acl(control: ControlState, name: str, body: dict, caller: Caller 
     caller = _who(caller)
     control.gatekeeper.require_personal(caller, "change permissions")
     control.gatekeeper.require_endpoint(caller, endpoint.name, PermissionLevel.CAN_MANAGE)
-    wanted = _parse_acl(body)
+    wanted = _parse_acl(control, body)
     for principal, _ in wanted:  # every name checked before the first change
         control.identities.principal(principal)
     if replace:

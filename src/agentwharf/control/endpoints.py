@@ -210,6 +210,29 @@ class EndpointService:
             endpoint.update_state = "NOT_UPDATING"
             endpoint.update_message = None
 
+    async def update_metadata(self, name: str, *, add_tags: dict[str, str] | None = None,
+                              delete_tags: list[str] | None = None, description: str | None = None,
+                              caller: Caller | None = None) -> Endpoint:
+        """Change tags and description (no new config). Deletes apply before additions, so one
+        request may replace a tag's value by deleting and adding its key."""
+        self.get(name)
+        self.require(caller, name, PermissionLevel.CAN_MANAGE)
+        if delete_tags is not None and not all(isinstance(k, str) for k in delete_tags):
+            raise InvalidParameter("delete_tags must be a list of tag keys")
+        if description is not None and not isinstance(description, str):
+            raise InvalidParameter("description must be a string")
+        async with self._lock:
+            await asyncio.to_thread(self._write_metadata, name, add_tags or {}, delete_tags or [], description)
+        return self.get(name)
+
+    def _write_metadata(self, name: str, add_tags: dict[str, str], delete_tags: list[str], description: str | None) -> None:
+        with self.db.session() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+            tags = {k: v for k, v in endpoint.tags.items() if k not in set(delete_tags)}
+            endpoint.tags = {**tags, **add_tags}
+            if description is not None:
+                endpoint.description = description
+
     async def delete(self, name: str, caller: Caller | None = None) -> None:
         self.get(name)
         self.require(caller, name, PermissionLevel.CAN_MANAGE)

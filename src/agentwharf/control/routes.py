@@ -22,7 +22,7 @@ from agentwharf.control import inference
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
-from agentwharf.errors import InvalidParameter, UnsupportedMediaType
+from agentwharf.errors import InvalidParameter, NotFound, UnsupportedMediaType
 from agentwharf.serving.routing import worker_key
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.store.database import Database
@@ -177,13 +177,25 @@ async def deploy(control: Control, request: Request, body: Body, caller: CallerD
     return {"deployed_chain": deployment_view(endpoint, entity, url), "endpoint": endpoint_view(endpoint, control.state_of, url)}
 
 
-@router.delete("/api/2.0/agents/deployments/{model_name}")
-async def delete_deployments(model_name: str, control: Control, caller: CallerDep) -> dict:
-    await control.deployments.delete(model_name, caller=caller)
+async def _delete_deployment(control: ControlState, request: Request, model_name: str, version: str | None,
+                             caller: Caller | None) -> dict:
+    try:
+        await control.deployments.delete(model_name, version, caller=caller)
+    except NotFound:
+        # databricks-agents changes the endpoint itself first, then sends this DELETE (with the
+        # model named in a JSON body) to drop its deployment record. Deployments are read off
+        # the endpoints, so that record is already gone: done. agentwharf's client sends no
+        # body and gets the 404 for a deployment that never was.
+        if (await json_body(request)).get("model_name") != model_name:
+            raise
     return {}
+
+
+@router.delete("/api/2.0/agents/deployments/{model_name}")
+async def delete_deployments(model_name: str, control: Control, request: Request, caller: CallerDep) -> dict:
+    return await _delete_deployment(control, request, model_name, None, caller)
 
 
 @router.delete("/api/2.0/agents/deployments/{model_name}/versions/{version}")
-async def delete_version_deployment(model_name: str, version: str, control: Control, caller: CallerDep) -> dict:
-    await control.deployments.delete(model_name, version, caller=caller)
-    return {}
+async def delete_version_deployment(model_name: str, version: str, control: Control, request: Request, caller: CallerDep) -> dict:
+    return await _delete_deployment(control, request, model_name, version, caller)

@@ -104,7 +104,9 @@ def deployment_view(endpoint: Endpoint, entity: ServedEntity, base_url: str) -> 
         "query_endpoint": f"{base_url}/serving-endpoints/{endpoint.name}/served-models/{entity.name}/invocations",
         "endpoint_url": f"{base_url}/serving-endpoints/{endpoint.name}/invocations",
         "workspace_url": base_url,
-        "review_app_url": "",
+        # databricks-agents looks for "/review-v2/" and otherwise goes looking for a review app;
+        # the URL is where Databricks' would be, and answers 501 here (databricks_compat.unsupported).
+        "review_app_url": f"{base_url}/ml/review-v2/chat?endpoint={endpoint.name}",
         "creation_timestamp": entity.created_at,
     }
 

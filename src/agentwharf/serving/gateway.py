@@ -177,6 +177,9 @@ class Gateway:
             raise InvalidParameter("Request body must be a JSON object with 'model' and the messages") from None
         if not isinstance(model, str) or not model:
             raise InvalidParameter("'model' is required: the name of the serving endpoint to query")
+        if model.startswith("apps/"):  # databricks-openai's way to reach an agent on Databricks Apps
+            raise AgentwharfError(f"Not supported by agentwharf: Databricks Apps ({model!r}); deploy the agent "
+                                  "as a serving endpoint and use its name as the model", "NOT_IMPLEMENTED")
         return model
 
     @staticmethod
