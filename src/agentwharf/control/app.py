@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
+from agentwharf import databricks_compat
 from agentwharf.control.access_routes import router as access_router
 from agentwharf.control.routes import ControlState, router
 from agentwharf.errors import AgentwharfError
@@ -28,6 +29,8 @@ def create_control_app(state: ControlState) -> FastAPI:
     app.state.control = state
     app.include_router(router)
     app.include_router(access_router)
+    for compat_router in databricks_compat.ROUTERS:
+        app.include_router(compat_router)
 
     @app.exception_handler(AgentwharfError)
     async def _domain_error(request: Request, error: AgentwharfError):

@@ -23,6 +23,7 @@ class MlflowUnavailable(RuntimeError):
 
 class MlflowRegistry:
     def __init__(self, tracking_uri: str, secret: str):
+        self.url, self.secret = tracking_uri, secret
         self.client = httpx.Client(base_url=tracking_uri, headers={SECRET_HEADER: secret}, timeout=60)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:

@@ -23,7 +23,7 @@ import time
 
 import orjson
 
-from agentwharf import credentials
+from agentwharf import credentials, databricks_compat
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper
 from agentwharf.auth.home_secrets import ADMIN_NAME, private_key, write_private
@@ -55,7 +55,7 @@ from agentwharf.tracing.writer_process import WriterProcess
 log = logging.getLogger("agentwharf.platform")
 
 _CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/", "/api/2.0/permissions/", "/api/2.0/token",
-                     "/api/2.0/preview/scim/", "/api/2.0/agentwharf/")
+                     "/api/2.0/preview/scim/", "/api/2.0/agentwharf/", *databricks_compat.ROUTE_PREFIXES)
 #: Paths the platform answers itself (everything else is MLflow's).
 _OWN_PREFIXES = (GATEWAY_PREFIX, *_CONTROL_PREFIXES, "/metrics")
 #: The platform's own identity towards MLflow (MLflow's admin), used only from inside.
@@ -171,7 +171,7 @@ class Platform:
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         await asyncio.to_thread(self._open_identities)
         self.registry = MlflowRegistry(self.mlflow.url, self.mlflow.secret)
-        self.proxy = MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities)
+        self.proxy = databricks_compat.DatabricksTrackingView(MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities))
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
         self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db,
@@ -245,6 +245,10 @@ class Platform:
                 # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
                 # It says nothing about the platform's contents.
                 await send_json(send, 200, b"{}")
+                return
+            if path.startswith(databricks_compat.OAUTH_PREFIX):
+                # OAuth clients have no bearer token yet: they get the reason, not a 401.
+                await send_json(send, 501, databricks_compat.OAUTH_NOT_IMPLEMENTED)
                 return
             if not await self._admit(scope, send):
                 return

@@ -1,0 +1,102 @@
+"""Calls to the platform's MLflow server *as the caller*, so MLflow's own permissions decide.
+
+The facades in this package keep no state of their own: a Unity Catalog registered model is
+MLflow's registered model, a Files API file is an MLflow artifact. Each call carries the
+platform's secret and the caller's name (``auth.mlflow_plugin``), exactly as the MLflow proxy
+does for MLflow's own clients, so a user can do through the facade only what MLflow lets them do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import Request
+
+from agentwharf.auth.caller import Caller
+from agentwharf.auth.mlflow_plugin import PRINCIPAL_HEADER, SECRET_HEADER
+from agentwharf.errors import AgentwharfError, Unauthenticated, Unavailable, status_for
+
+
+class MlflowError(AgentwharfError):
+    """MLflow refused: its error code and message, with MLflow's own HTTP status."""
+
+    def __init__(self, message: str, error_code: str, status: int):
+        super().__init__(message, error_code)
+        self.status = status
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+
+def error_from(response: httpx.Response, body: bytes) -> MlflowError:
+    """MLflow's error as JSON; its auth app answers 401/403 in plain text."""
+    try:
+        data = orjson.loads(body)
+        return MlflowError(str(data.get("message", "")), str(data.get("error_code", "INTERNAL_ERROR")), response.status_code)
+    except (orjson.JSONDecodeError, AttributeError):
+        code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST"}.get(response.status_code, "INTERNAL_ERROR")
+        text = body.decode(errors="replace").strip()[:500] or response.reason_phrase
+        return MlflowError(f"MLflow: {text}", code, response.status_code if response.status_code < 500 else status_for(code))
+
+
+class MlflowCalls:
+    def __init__(self, url: str, secret: str):
+        self.secret = secret
+        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0, connect=10.0))
+
+    def headers(self, caller: Caller | None) -> dict[str, str]:
+        """``caller=None`` is the platform itself (MLflow's admin): only after the caller's own
+        right to the thing was checked through MLflow (see files_api)."""
+        headers = {SECRET_HEADER: self.secret}
+        if caller is not None:
+            headers[PRINCIPAL_HEADER] = caller.name
+        return headers
+
+    async def send(self, caller: Caller | None, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        request = self.http.build_request(method, path, headers=self.headers(caller), **kwargs)
+        try:
+            return await self.http.send(request, stream=stream)
+        except httpx.HTTPError as error:
+            raise Unavailable(f"MLflow server unreachable: {type(error).__name__}") from None
+
+    async def json(self, caller: Caller | None, method: str, path: str, **kwargs: Any) -> dict:
+        """MLflow's JSON answer.
+
+        Raises:
+            MlflowError: MLflow answered with an error (its code and status are kept).
+        """
+        response = await self.send(caller, method, path, **kwargs)
+        if response.status_code >= 400:
+            raise error_from(response, response.content)
+        return response.json() if response.content else {}
+
+    async def stream(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def mlflow_calls(request: Request) -> MlflowCalls:
+    """One client per control app, made on first use from the registry's MLflow address."""
+    calls = getattr(request.app.state, "databricks_mlflow", None)
+    if calls is None:
+        registry = request.app.state.control.registry
+        calls = MlflowCalls(registry.url, registry.secret)
+        request.app.state.databricks_mlflow = calls
+    return calls
+
+
+def require_caller(request: Request) -> Caller:
+    caller = request.scope.get("agentwharf.caller")
+    if caller is None:
+        raise Unauthenticated("Authentication required")
+    return caller

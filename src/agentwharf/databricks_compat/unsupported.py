@@ -1,0 +1,56 @@
+"""Databricks features agentwharf does not serve, refused with a JSON error that names them
+(501 ``NOT_IMPLEMENTED``) instead of a bare 404, a 500 or a silent success:
+
+    /api/2.1/unity-catalog/...   Unity Catalog tables, volumes, functions, catalogs, native UC models
+                                 (the inference-table probe excepted, see agents_records)
+    /api/2.0/apps...             Databricks Apps (and ``model="apps/..."`` on the OpenAI route, in the gateway)
+    /ml/review-v2/...            the review app (deployments show its URL, as Databricks' do)
+    /oidc/...                    OAuth: answered before authentication, since an OAuth client has
+                                 no bearer token yet (see ``OAUTH_PREFIX``)
+
+Route-optimized endpoints are refused where they are asked for (``POST /api/2.0/serving-endpoints``).
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+
+from agentwharf.errors import AgentwharfError
+
+OAUTH_PREFIX = "/oidc/"
+#: The body of every /oidc/ answer (Platform answers it before authentication).
+OAUTH_NOT_IMPLEMENTED = orjson.dumps({
+    "error_code": "NOT_IMPLEMENTED",
+    "message": "OAuth is not supported by agentwharf: authenticate with a personal access token "
+               "(DATABRICKS_TOKEN, Authorization: Bearer <token>)",
+})
+_ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+router = APIRouter()
+
+
+def not_implemented(feature: str, hint: str) -> AgentwharfError:
+    """``feature`` names what is not served, ``hint`` what to do instead."""
+    return AgentwharfError(f"Not supported by agentwharf: {feature}; {hint}", "NOT_IMPLEMENTED")
+
+
+def unity_catalog_tables(what: str) -> AgentwharfError:
+    return not_implemented(f"Unity Catalog tables and other UC objects ({what})",
+                           "agentwharf keeps each endpoint's inference table itself: "
+                           "GET /api/2.0/serving-endpoints/{name}/inference-table")
+
+
+@router.api_route("/api/2.1/unity-catalog/{rest:path}", methods=_ALL)
+def unity_catalog(rest: str) -> None:
+    raise unity_catalog_tables(rest)
+
+
+@router.api_route("/api/2.0/apps{rest:path}", methods=_ALL)
+def apps(rest: str) -> None:
+    raise not_implemented("Databricks Apps", "deploy agents as serving endpoints (agents.deploy)")
+
+
+@router.api_route("/ml/review-v2/{rest:path}", methods=_ALL)
+def review_app(rest: str) -> None:
+    raise not_implemented("The Databricks review app",
+                          "query the endpoint and read its traces in the MLflow UI at the platform's base URL")
