@@ -290,10 +290,34 @@ def test_databricks_agents_lists_and_deletes_what_agentwharf_agents_deployed(gui
     assert http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}").status_code == 404
 
 
-def test_delete_deployment_of_the_guides_version(deployed, guide, http):
-    """Last: takes the module's deployment down."""
+def _traffic(endpoint: dict) -> dict[str, int]:
+    return {r["served_model_name"]: r["traffic_percentage"] for r in endpoint["config"]["traffic_config"]["routes"]}
+
+
+def test_redeploy_serves_the_new_version_at_100_and_keeps_the_old_at_0(deployed, guide, http):
+    """Redeploy: the monitor probe, tag and description PATCHes, then PUT .../config echoing
+    the served entities as the client read them (output-only fields included)."""
+    first = deployed["deployment"]["served_entity_name"]
+    seen = guide("redeploy")
+    second = seen["deployment"]["served_entity_name"]
+    assert second == f"main-default-echo_{seen['version']}" != first
+    endpoint = wait_until(lambda: _ready(http, ENDPOINT), timeout=300, message="the redeployed endpoint to be ready")
+    assert _traffic(endpoint) == {second: 100, first: 0}
+    assert {"key": "team", "value": "agents"} in endpoint["tags"] and endpoint["description"] == "the guide's echo agent"
+    for entity in (first, second):
+        answer = http.post(f"/serving-endpoints/{ENDPOINT}/served-models/{entity}/invocations",
+                           json={"input": [{"role": "user", "content": entity}]})
+        assert answer.json()["output"][0]["content"][0]["text"] == f"Echo: {entity}"
+    deployed["second"] = seen
+
+
+def test_delete_deployment_of_the_guides_versions(deployed, guide, http):
+    """Last: takes the module's deployment down, newest version first."""
     from agentwharf import agents
 
+    first = deployed["deployment"]["served_entity_name"]
+    assert [d["served_entity_name"] for d in guide("delete", str(deployed["second"]["version"]))["left"]] == [first]
+    assert _traffic(wait_until(lambda: _ready(http, ENDPOINT), timeout=60, message="the endpoint to settle")) == {first: 100}
     assert guide("delete", str(deployed["version"])) == {"left": []}
     assert http.get(f"/api/2.0/serving-endpoints/{ENDPOINT}").status_code == 404
     assert agents.get_deployments(MODEL) == []

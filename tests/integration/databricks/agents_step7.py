@@ -6,6 +6,7 @@ DATABRICKS_HOST, DATABRICKS_TOKEN and MLFLOW_TRACKING_URI=databricks, as users s
 phase saw is printed last, as one JSON object.
 
     deploy              log, register in "Unity Catalog", agents.deploy
+    redeploy            the same again: a new version on the existing endpoint (with tags, description)
     permissions         list/get deployments, set_permissions CAN_QUERY for alice, get_permissions
     revoke              set_permissions NO_PERMISSIONS for alice, get_permissions
     delete VERSION      delete_deployment of that version
@@ -43,6 +44,17 @@ def deploy() -> dict:
             # The version's files as the databricks-uc registry lists them (Files API directories).
             "model_files": sorted(f.path for f in mlflow.artifacts.list_artifacts(
                 artifact_uri=f"models:/main.default.echo/{info.registered_model_version}"))}
+
+
+def redeploy() -> dict:
+    """Step 7 again: a new version onto the existing endpoint, with tags and a description."""
+    import mlflow
+    mlflow.set_registry_uri("databricks-uc")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="agent", python_model="agent.py", pip_requirements=["mlflow"], registered_model_name="main.default.echo")
+    from databricks import agents
+    deployment = agents.deploy("main.default.echo", info.registered_model_version, tags={"team": "agents"}, description="the guide's echo agent")
+    return {"deployment": _deployment(deployment), "version": info.registered_model_version}
 
 
 def permissions() -> dict:
@@ -91,5 +103,5 @@ def refused() -> dict:
 
 if __name__ == "__main__":
     phase, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"deploy": deploy, "permissions": permissions, "revoke": revoke, "delete": delete,
+    print(json.dumps({"deploy": deploy, "redeploy": redeploy, "permissions": permissions, "revoke": revoke, "delete": delete,
                       "adopt": adopt, "refused": refused}[phase](*args)))
