@@ -18,7 +18,7 @@ import mlflow
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 
-from agentwharf.credentials import system_credentials, user_credentials
+from agentwharf.credentials import NoCredentials, system_credentials, user_credentials
 
 HELPER_ENDPOINT = os.environ.get("HELPER_ENDPOINT", "agents_main-default-echo")
 
@@ -31,16 +31,21 @@ def _ask(credentials, text: str) -> httpx.Response:
 class OnBehalfOfAgent(ResponsesAgent):
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
         question = request.input[-1].content
-        as_user = _ask(user_credentials(), question)  # the caller's rights, not the agent's
+        try:
+            user = user_credentials()  # the caller's rights, not the agent's
+        except NoCredentials:
+            # Outside serving (MLflow runs predict once while logging, to check the output).
+            return self._answer("Deploy me on agentwharf: there is no calling user here.", {})
+        as_user = _ask(user, question)
         if as_user.status_code == 200:
             text = as_user.json()["output"][0]["content"][0]["text"]
         else:
             text = f"{HELPER_ENDPOINT} refused the request on your behalf ({as_user.status_code}): {as_user.json()['message']}"
         as_agent = _ask(system_credentials(), "ping").status_code
-        return ResponsesAgentResponse(
-            output=[self.create_text_output_item(text=text, id=str(uuid4()))],
-            custom_outputs={"helper_status_as_user": as_user.status_code, "helper_status_as_agent": as_agent},
-        )
+        return self._answer(text, {"helper_status_as_user": as_user.status_code, "helper_status_as_agent": as_agent})
+
+    def _answer(self, text: str, outputs: dict) -> ResponsesAgentResponse:
+        return ResponsesAgentResponse(output=[self.create_text_output_item(text=text, id=str(uuid4()))], custom_outputs=outputs)
 
 
 mlflow.models.set_model(OnBehalfOfAgent())

@@ -187,6 +187,13 @@ def test_endpoint_levels_give_exactly_their_rights(platform, http, people, share
                                        for t in ci["http"].post("/api/3.0/mlflow/traces/search", json=search).json()["traces"]},
                timeout=30, message="bob's call to be traced under his name")
     assert found.json()["traces"]
+    # Reviewers give feedback on a trace; a querier may not.
+    trace_id = found.json()["traces"][0]["trace_id"]
+    feedback = {"assessment": {"assessment_name": "helpful", "trace_id": trace_id, "feedback": {"value": True},
+                               "source": {"source_type": "HUMAN", "source_id": ci["name"]}}}
+    given = ci["http"].post(f"/api/3.0/mlflow/traces/{trace_id}/assessments", json=feedback)
+    assert given.status_code == 200, given.text
+    _json_error(bob["http"].post(f"/api/3.0/mlflow/traces/{trace_id}/assessments", json=feedback), 403)
     table = ci["http"].get(f"/api/2.0/serving-endpoints/{endpoint}/inference-table")
     assert table.status_code == 200
     assert bob["name"] in {row["caller"] for row in table.json()["rows"]}
@@ -387,3 +394,31 @@ def test_a_system_credential_dies_with_its_deployment(http, relays):
     new = _relay(http, endpoint, via="system", target=relays["target"], echo_token=True)["token"]
     assert new != old and call(new).status_code == 200
     _json_error(call(old), 401)
+
+
+def test_the_on_behalf_of_example_answers_with_the_callers_rights(platform, http, people, relays):
+    """examples/on_behalf_of, logged and deployed by its own script, asks the helper endpoint
+    as the calling user: refused while alice may not query the helper, answered once she may."""
+    model = f"main.examples.obo{uuid.uuid4().hex[:6]}"
+    script = Path(__file__).resolve().parents[2] / "examples" / "on_behalf_of" / "log_and_deploy.py"
+    done = subprocess.run([sys.executable, str(script), "--helper", relays["target"], "--name", model],
+                          capture_output=True, text=True, env={**os.environ, **platform.client_env()}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    endpoint = "agents_" + model.replace(".", "-")
+    alice = people["alice"]
+    http.patch(f"/api/2.0/permissions/serving-endpoints/{endpoint}",
+               json={"access_control_list": [{"user_name": alice["name"], "permission_level": "CAN_QUERY"}]})
+
+    def ask() -> dict:
+        answer = alice["http"].post(f"/serving-endpoints/{endpoint}/invocations", json=BODY)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    refused = ask()
+    assert refused["custom_outputs"] == {"helper_status_as_user": 403, "helper_status_as_agent": 200}
+    assert "refused the request on your behalf" in refused["output"][0]["content"][0]["text"]
+    http.patch(f"/api/2.0/permissions/serving-endpoints/{relays['target']}",
+               json={"access_control_list": [{"user_name": alice["name"], "permission_level": "CAN_QUERY"}]})
+    answered = ask()
+    assert answered["output"][0]["content"][0]["text"] == "Echo: hi"
+    assert answered["custom_outputs"]["helper_status_as_user"] == 200

@@ -92,6 +92,9 @@ class IdentityService:
     def authenticate_personal(self, token: str) -> Caller | None:
         """The caller a personal access token belongs to, or None (unknown, revoked, expired,
         or its principal deactivated)."""
+        # Looked up by digest, not compared byte by byte: how long the lookup takes depends on
+        # the SHA-256 of what was sent, which tells an attacker nothing about a stored token
+        # (that is the constant-time property a direct comparison would need compare_digest for).
         entry = self._tokens.get(tokens.hash_token(token))
         if entry is None:
             return None
