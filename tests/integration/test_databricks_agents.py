@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -24,13 +23,13 @@ import pytest
 from google.protobuf.json_format import ParseDict
 from mlflow.protos import databricks_uc_registry_messages_pb2 as uc
 
+from tests.integration.client_venvs import client_venv
 from tests.integration.platform_process import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent / "databricks"
-VENV = ROOT / ".venv-databricks-agents"
 PACKAGES = ["databricks-agents==1.13.0", "databricks-sdk==0.156.0", "mlflow==3.17.2"]
 CONSTRAINTS = HERE / "agents-constraints.txt"
 MODEL = "main.default.echo"
@@ -40,14 +39,7 @@ DIRECTORY_ENTRY_FIELDS = {"path", "name", "is_directory", "file_size", "last_mod
 
 @pytest.fixture(scope="module")
 def agents_python() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".installed"
-    wanted = "\n".join(PACKAGES) + "\n" + CONSTRAINTS.read_text()
-    if not stamp.exists() or stamp.read_text() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS), *PACKAGES], check=True)
-        stamp.write_text(wanted)
-    return python
+    return client_venv(".venv-databricks-agents", PACKAGES, CONSTRAINTS)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.client_venvs import client_venv
 from tests.integration.conftest import deployed_info_agent
 
-ROOT = Path(__file__).resolve().parents[2]
-SDK_VENV = ROOT / ".venv-databricks"
 SDK_PACKAGES = ["databricks-sdk==0.156.0", "openai>=1.60,<4", "httpx>=0.27,<1"]
 
 
@@ -27,13 +25,7 @@ def served(platform, logged):
 
 @pytest.fixture(scope="module")
 def sdk_python() -> Path:
-    python = SDK_VENV / "bin" / "python"
-    stamp = SDK_VENV / ".installed"
-    if not stamp.exists() or stamp.read_text() != "\n".join(SDK_PACKAGES):
-        subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *SDK_PACKAGES], check=True)
-        stamp.write_text("\n".join(SDK_PACKAGES))
-    return python
+    return client_venv(".venv-databricks", SDK_PACKAGES)
 
 
 def test_databricks_sdk_lists_gets_queries_and_its_openai_client_works(platform, served, sdk_python):

@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.client_venvs import client_venv
 from tests.integration.conftest import deployed_info_agent
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent / "databricks"
-VENV = ROOT / ".venv-databricks-openai"
 PACKAGES = ["databricks-openai==0.18.0"]
 CONSTRAINTS = HERE / "openai-constraints.txt"
 
@@ -34,14 +32,7 @@ def served(platform, logged):
 
 @pytest.fixture(scope="module")
 def dbx_openai_python() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".installed"
-    wanted = "\n".join(PACKAGES) + "\n" + CONSTRAINTS.read_text()
-    if not stamp.exists() or stamp.read_text() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS), *PACKAGES], check=True)
-        stamp.write_text(wanted)
-    return python
+    return client_venv(".venv-databricks-openai", PACKAGES, CONSTRAINTS)
 
 
 def _user_env(host: str, token: str, home: Path) -> dict[str, str]:
