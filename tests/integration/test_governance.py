@@ -281,8 +281,10 @@ def test_on_behalf_of_token_is_the_callers_and_no_more(platform, http, people, r
         # Useless after expiry (the session platform's OBO lifetime is 3 s).
         time.sleep(3.5)
         assert "expired" in _json_error(replay.post(f"/serving-endpoints/{relays['target']}/invocations", json=BODY), 401)["message"]
-    # A model whose scopes do not include serving endpoints gets a token that cannot query.
+    # A model whose scopes do not include serving endpoints gets a token that cannot query, and
+    # the platform says so in its log when it deploys it.
     assert _relay(bob["http"], relays["genie"], via="user", target=relays["target"])["status"] == 403
+    assert "['dashboards.genie'], which name services agentwharf does not run" in (Path(platform.home) / "logs" / "platform.log").read_text()
     # A model without a UserAuthPolicy gets no user token.
     assert "on-behalf-of" in _relay(bob["http"], relays["plain"], via="user", target=relays["target"])["error"]
 

@@ -5,6 +5,7 @@ MLflow server as its admin (the platform secret); they block, so callers use thr
 from __future__ import annotations
 
 import functools
+import logging
 from urllib.parse import quote
 
 import httpx
@@ -12,7 +13,10 @@ import yaml
 
 from agentwharf.auth.mlflow_plugin import SECRET_HEADER
 from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
+from agentwharf.auth.scopes import SUPPORTED_SCOPES
 from agentwharf.errors import NotFound
+
+log = logging.getLogger("agentwharf.registry")
 
 EXPERIMENT_PREFIX = "/agentwharf/serving-endpoints/"
 
@@ -72,7 +76,12 @@ class MlflowRegistry:
         response = self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{quote(path)}/MLmodel")
         if response.status_code != 200:
             return ModelPolicy()
-        return policy_from_mlmodel(yaml.safe_load(response.content) or {})
+        policy = policy_from_mlmodel(yaml.safe_load(response.content) or {})
+        if unserved := sorted(set(policy.api_scopes or ()) - SUPPORTED_SCOPES):
+            # Cached per version, so said once: the token will carry them, they unlock nothing here.
+            log.warning("%s v%s asks for API scopes %s, which name services agentwharf does not run; "
+                        "its on-behalf-of token carries them but they grant nothing", model_name, version, unserved)
+        return policy
 
     def endpoint_experiment(self, endpoint_name: str) -> str:
         """The id of the endpoint's experiment, created (or restored) on first use."""
