@@ -1,7 +1,6 @@
 """agentwharf.auth.gatekeeper (and mlflow_plugin): who is calling, and what each kind of
 credential may reach. Written as an attacker probes the front door."""
 
-import shutil
 
 import orjson
 import pytest
@@ -14,7 +13,6 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.auth.scopes import SERVING_ENDPOINTS, SUPPORTED_SCOPES
 from agentwharf.auth.tokens import LOAD_PREFIX, OBO_PREFIX, SYSTEM_PREFIX, TokenSigner
 from agentwharf.errors import PermissionDenied, Unauthenticated
-from agentwharf.store.database import Database, migrate
 
 L = PermissionLevel
 KEY = b"s" * 32
@@ -28,24 +26,13 @@ def auth(token: str) -> dict:
     return scope(("authorization", f"Bearer {token}"))
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "agentwharf.db"
-    migrate(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def ids(tmp_path, migrated):
-    path = tmp_path / "agentwharf.db"
-    shutil.copyfile(migrated, path)
-    db = Database(f"sqlite:///{path}")
+def ids(db):
     service = IdentityService(db, None)
     service.create_principal("root", "user", is_admin=True)
     service.create_principal("alice", "user")
     service.create_principal("bot", "service_principal")
-    yield service
-    db.dispose()
+    return service
 
 
 class Live:

@@ -1,7 +1,6 @@
 """agentwharf.auth.identities: principals, personal access tokens (stored only as hashes),
 endpoint grants and registered-model grants, and how they reach MLflow's permission store."""
 
-import shutil
 
 import pytest
 from sqlalchemy import select, update
@@ -16,7 +15,6 @@ from agentwharf.auth.identities import (
 )
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound
-from agentwharf.store.database import Database, migrate
 from agentwharf.store.models import (
     AccessToken,
     EndpointGrant,
@@ -25,23 +23,6 @@ from agentwharf.store.models import (
 )
 
 L = PermissionLevel
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    """One migrated database file, copied for each test (migrating takes a tenth of a second)."""
-    path = tmp_path_factory.mktemp("template") / "agentwharf.db"
-    migrate(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def db(tmp_path, migrated):
-    path = tmp_path / "agentwharf.db"
-    shutil.copyfile(migrated, path)
-    database = Database(f"sqlite:///{path}")
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -18,6 +18,16 @@ SECRET_ENV = "AGENTWHARF_MLFLOW_SECRET"
 ADMIN_ENV = "AGENTWHARF_MLFLOW_ADMIN"
 
 
+def vouching_headers(secret: str, principal: str | None) -> dict[str, str]:
+    """What the platform adds to a request to MLflow: its secret, and who the caller is
+    (``None``: the platform itself, MLflow's admin). The one place that speaks this protocol
+    from the platform's side; ``authenticate`` below is the other."""
+    headers = {SECRET_HEADER: secret}
+    if principal is not None:
+        headers[PRINCIPAL_HEADER] = principal
+    return headers
+
+
 def authenticate():
     from flask import Response, request
     from werkzeug.datastructures import Authorization

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import yaml
 
-from agentwharf.auth.mlflow_plugin import SECRET_HEADER
+from agentwharf.auth.mlflow_plugin import vouching_headers
 from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
 from agentwharf.auth.scopes import SUPPORTED_SCOPES
 from agentwharf.errors import NotFound
@@ -28,7 +28,7 @@ class MlflowUnavailable(RuntimeError):
 class MlflowRegistry:
     def __init__(self, tracking_uri: str, secret: str):
         self.url, self.secret = tracking_uri, secret
-        self.client = httpx.Client(base_url=tracking_uri, headers={SECRET_HEADER: secret}, timeout=60)
+        self.client = httpx.Client(base_url=tracking_uri, headers=vouching_headers(secret, None), timeout=60)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

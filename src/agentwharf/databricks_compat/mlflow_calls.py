@@ -16,7 +16,7 @@ import orjson
 from fastapi import Request
 
 from agentwharf.auth.caller import Caller
-from agentwharf.auth.mlflow_plugin import PRINCIPAL_HEADER, SECRET_HEADER
+from agentwharf.auth.mlflow_plugin import vouching_headers
 from agentwharf.errors import AgentwharfError, Unauthenticated, Unavailable, status_for
 
 
@@ -51,10 +51,7 @@ class MlflowCalls:
     def headers(self, caller: Caller | None) -> dict[str, str]:
         """``caller=None`` is the platform itself (MLflow's admin): only after the caller's own
         right to the thing was checked through MLflow (see files_api)."""
-        headers = {SECRET_HEADER: self.secret}
-        if caller is not None:
-            headers[PRINCIPAL_HEADER] = caller.name
-        return headers
+        return vouching_headers(self.secret, caller.name if caller is not None else None)
 
     async def send(self, caller: Caller | None, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
         request = self.http.build_request(method, path, headers=self.headers(caller), **kwargs)

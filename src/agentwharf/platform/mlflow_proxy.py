@@ -11,7 +11,7 @@ import orjson
 import httpx
 
 from agentwharf.auth.gatekeeper import COOKIE
-from agentwharf.auth.mlflow_plugin import PRINCIPAL_HEADER, SECRET_HEADER
+from agentwharf.auth.mlflow_plugin import PRINCIPAL_HEADER, SECRET_HEADER, vouching_headers
 from agentwharf.serving.gateway import send_json
 
 #: Headers a client could use to speak for the platform; never forwarded from outside.
@@ -33,7 +33,7 @@ _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-auth
 class MlflowProxy:
     def __init__(self, upstream: str, secret: str, identities=None):
         self.client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600.0, connect=10.0))
-        self.secret = secret.encode()
+        self.secret = secret
         self.identities = identities
 
     def _headers(self, scope) -> list[tuple[bytes, bytes]]:
@@ -41,11 +41,10 @@ class MlflowProxy:
         for key, value in scope["headers"]:
             if key == b"cookie" and (rest := _without_token_cookie(value)):
                 headers.append((b"cookie", rest))
-        headers.append((SECRET_HEADER.encode(), self.secret))
         caller = scope.get("agentwharf.caller")
-        if caller is not None and caller.via != "load":
-            # A worker's load credential reads as the platform itself (GET only, see Platform._admit).
-            headers.append((PRINCIPAL_HEADER.encode(), caller.name.encode()))
+        # A worker's load credential reads as the platform itself (GET only, see Platform._admit).
+        principal = caller.name if caller is not None and caller.via != "load" else None
+        headers += [(k.lower().encode(), v.encode()) for k, v in vouching_headers(self.secret, principal).items()]
         return headers
 
     async def __call__(self, scope, receive, send) -> None:
