@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 LOG_TAIL_BYTES = 4000
@@ -35,3 +36,24 @@ def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
             return handle.read().decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def end_stale_process(pid: int, marker: str, timeout: float = 10.0) -> bool:
+    """Kill ``pid`` if it is still a process whose command line contains ``marker`` (an
+    earlier run's child, stopped or hung, that outlived its parent). Returns whether it did.
+    SIGCONT first: a stopped process dies of SIGKILL only once it runs."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if marker not in command:
+        return False
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    return True

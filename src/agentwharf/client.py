@@ -9,23 +9,25 @@ from typing import Any
 import httpx
 import orjson
 
-from agentwharf.errors import AgentwharfError, DeploymentFailed
+from agentwharf import errors
+from agentwharf.errors import DeploymentFailed
 from agentwharf.settings import ClientSettings
 
 
-class PlatformUnreachable(AgentwharfError):
-    error_code = "TEMPORARILY_UNAVAILABLE"
+class PlatformUnreachable(errors.Unavailable):
+    """Nothing answers at the platform's address."""
 
 
 def _raise_for(response: httpx.Response) -> None:
+    """Raises the platform's error as the class of ``agentwharf.errors`` it names, so callers
+    can ``except NotFound``."""
     if response.is_success:
         return
     try:
         body = response.json()
-        code, message = body.get("error_code", "INTERNAL_ERROR"), body.get("message", response.text)
     except ValueError:
-        code, message = "INTERNAL_ERROR", response.text or response.reason_phrase
-    raise AgentwharfError(message, code)
+        body = None
+    raise errors.from_json(body, response.status_code, response.text[:2000] or response.reason_phrase)
 
 
 class PlatformClient:

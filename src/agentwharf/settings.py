@@ -42,6 +42,24 @@ class PlatformSettings(BaseSettings):
     cold_start_timeout: float = 300.0
     #: Upper bound on a single request to a worker (LLM agents can be slow).
     request_timeout: float = 600.0
+    #: Largest request body the gateway reads (Databricks' payload limit); larger gets 413.
+    max_request_bytes: int = 16 * 1024 * 1024
+    #: How long a client may take to send a request's headers, and then its body.
+    header_timeout: float = 15.0
+    body_timeout: float = 60.0
+    #: Idle keep-alive connections are closed after this many seconds.
+    keep_alive_timeout: float = 5.0
+    #: Open connections beyond this are refused (503 JSON) as they arrive.
+    max_connections: int = 4096
+    #: Requests in progress at once; more get 503 + Retry-After (JSON) instead of queueing.
+    limit_concurrency: int = 2048
+    #: How long MLflow's server may be silent on a proxied request before it is answered 504.
+    mlflow_proxy_timeout: float = 60.0
+    #: Each span attribute, request and response in a stored trace holds at most this many
+    #: characters; longer ones are cut and flagged (metadata ``agentwharf.truncated``).
+    trace_max_field_chars: int = 1024 * 1024
+    #: Requests are refused (507) while less than this is free on the home's disk.
+    min_free_disk_bytes: int = 512 * 1024 * 1024
     max_served_entities: int = 15
     mlflow_start_timeout: float = 120.0
     #: When this many bytes are spooled but not yet stored, new requests get 503 + Retry-After

@@ -105,3 +105,13 @@ def ask(http: httpx.Client, path: str, text: str = "hi", **custom) -> httpx.Resp
     if custom:
         body["custom_inputs"] = custom
     return http.post(path, json=body)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault scenarios' figures (requests sent, acknowledged, stored, 5xx), for the record."""
+    from tests.integration.load import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("fault injection figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

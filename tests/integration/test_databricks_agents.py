@@ -129,7 +129,7 @@ def test_traces_of_its_requests_land_in_the_endpoints_experiment(deployed, http)
 
     def find():
         traces = mlflow.search_traces(locations=[experiment], return_type="list", max_results=500)
-        return [t for t in traces if t.info.trace_metadata.get("agentwharf.request_id") == request_id]
+        return [t for t in traces if t.info.trace_metadata.get("agentwharf.client_request_id") == request_id]
 
     [trace] = wait_until(find, timeout=60, message="the request's trace in the endpoint's experiment")
     assert trace.info.trace_metadata["agentwharf.endpoint"] == ENDPOINT

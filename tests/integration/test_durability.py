@@ -5,70 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 import uuid
-from pathlib import Path
 
 import httpx
-import mlflow
 
+from tests.integration.load import deploy_info, descendants, stored, writer_pid
 from tests.integration.platform_process import PlatformProcess, auth_headers, wait_until
-
-AGENTS = Path(__file__).parent / "agents"
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for child in children.get(current, []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def deploy_info(base_url: str, model: str) -> str:
-    mlflow.set_tracking_uri(base_url)
-    mlflow.set_experiment("/tests/durability")  # not the session platform's active experiment
-    with mlflow.start_run():
-        uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"), pip_requirements=["mlflow"]).model_uri
-    mlflow.register_model(uri, model)
-    answer = httpx.post(f"{base_url}/api/2.0/agents/deployments:deploy", json={"model_name": model, "model_version": "1"}, timeout=60, headers=auth_headers())
-    endpoint = answer.json()["deployed_chain"]["endpoint_name"]
-    wait_until(lambda: httpx.get(f"{base_url}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json()["state"]["ready"] == "READY",
-               timeout=120, message="the deployment")
-    return endpoint
-
-
-def writer_pid(platform: PlatformProcess) -> int:
-    for pid in descendants(platform.process.pid):
-        try:
-            if b"agentwharf.tracing.writer" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            continue
-    raise AssertionError("no writer process found")
-
-
-def stored(home: Path, request_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """How many inference rows and how many MLflow traces each request id has."""
-    with sqlite3.connect(home / "agentwharf.db") as db:
-        rows = dict(db.execute(
-            f"SELECT request_id, COUNT(*) FROM aw_inference_log WHERE request_id IN ({','.join('?' * len(request_ids))}) GROUP BY request_id",
-            request_ids).fetchall())
-        traces = dict(db.execute(
-            f"SELECT client_request_id, COUNT(*) FROM trace_info WHERE client_request_id IN ({','.join('?' * len(request_ids))}) GROUP BY client_request_id",
-            request_ids).fetchall())
-    return rows, traces
 
 
 def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):

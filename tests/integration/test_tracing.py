@@ -23,9 +23,12 @@ def traced(platform, logged):
 
 
 def send(http, endpoint, body, **headers):
-    request_id = uuid.uuid4().hex
-    answer = http.post(f"/serving-endpoints/{endpoint}/invocations", json=body, headers={"x-request-id": request_id, **headers})
-    assert answer.headers["x-request-id"] == request_id
+    """Send with a client request id of our own; returns the platform's id of the request."""
+    client_id = uuid.uuid4().hex
+    answer = http.post(f"/serving-endpoints/{endpoint}/invocations", json=body, headers={"x-request-id": client_id, **headers})
+    assert answer.headers["x-request-id"] == client_id  # echoed
+    request_id = answer.headers["x-agentwharf-request-id"]
+    assert request_id != client_id
     return request_id, answer
 
 
@@ -65,7 +68,9 @@ def test_plain_request_is_a_trace_with_the_agent_span_nested(http, traced):
     assert meta["agentwharf.model_name"] == traced.model_name and meta["agentwharf.model_version"] == "1"
     assert meta["agentwharf.request_id"] == request_id and meta["agentwharf.status_code"] == "200"
     assert meta["mlflow.trace.session"] == "conv-7" and meta["mlflow.trace.user"] == "ada"
-    assert trace.info.client_request_id == request_id[:50]
+    client_id = answer.headers["x-request-id"]
+    assert trace.info.client_request_id == client_id and meta["agentwharf.client_request_id"] == client_id
+    assert row["client_request_id"] == client_id
     assert trace.info.experiment_id == http.get(f"/api/2.0/serving-endpoints/{traced.endpoint_name}").json()["experiment_id"]
     # And MLflow's search finds it in the endpoint's experiment.
     found = mlflow.search_traces(locations=[trace.info.experiment_id], return_type="list", max_results=500)
@@ -95,10 +100,11 @@ def test_agent_error_is_an_error_trace_and_row(http, traced):
 
 
 def test_gateway_rejections_on_a_known_endpoint_are_recorded(http, traced):
-    request_id = uuid.uuid4().hex
     answer = http.post(f"/serving-endpoints/{traced.endpoint_name}/invocations", content=b"x=1",
-                       headers={"content-type": "text/plain", "x-request-id": request_id})
+                       headers={"content-type": "text/plain"})
     assert answer.status_code == 415
+    request_id = answer.headers["x-agentwharf-request-id"]
+    assert answer.headers["x-request-id"] == request_id  # no id of the client's: the platform's
     bad_id, bad = send(http, traced.endpoint_name, {"input": "not a list"})
     assert bad.status_code == 400
     rows = rows_for(http, traced.endpoint_name, {request_id, bad_id})

@@ -3,7 +3,7 @@
 import pytest
 
 from agentwharf.control.config import parse_config
-from agentwharf.errors import InvalidParameter, ResourceLimitExceeded
+from agentwharf.errors import InvalidParameter, NotImplementedByPlatform, ResourceLimitExceeded
 
 SIZES = {"Small": 1, "Medium": 2, "Large": 4}
 MAX = 15
@@ -173,7 +173,7 @@ def test_unknown_fields_such_as_echoed_state_are_ignored():
 
 
 def test_apps_entity_is_rejected_as_not_implemented():
-    with pytest.raises(InvalidParameter, match="only registered MLflow models") as info:
+    with pytest.raises(NotImplementedByPlatform, match="only registered MLflow models") as info:
         parse({"served_entities": [{"entity_name": "apps/my-app", "entity_version": "1"}]})
     assert info.value.error_code == "NOT_IMPLEMENTED"
     assert info.value.http_status == 501

@@ -10,7 +10,7 @@ from agentwharf.databricks_compat.uris import (
     to_databricks_uri,
     to_mlflow_uri,
 )
-from agentwharf.errors import InvalidParameter
+from agentwharf.errors import InvalidParameter, NotImplementedByPlatform
 
 PAIRS = [
     ("mlflow-artifacts:/0", "dbfs:/databricks/mlflow-tracking/0"),
@@ -93,7 +93,7 @@ def test_bad_paths_are_refused(path):
 
 @pytest.mark.parametrize("path", ["/Volumes/main/default/vol/x.txt", "/Workspace/Users/a/x"])
 def test_volumes_and_workspace_files_are_not_served_and_say_so(path):
-    with pytest.raises(InvalidParameter) as refused:
+    with pytest.raises(NotImplementedByPlatform) as refused:
         parse_files_path(path)
     assert refused.value.error_code == "NOT_IMPLEMENTED" and refused.value.http_status == 501
     assert "volumes" in refused.value.message

@@ -91,7 +91,7 @@ def test_rows_of_one_endpoint_oldest_first_with_every_column(filled):
     assert {r["endpoint"] for r in answer["rows"]} == {"ep"}
     first = answer["rows"][0]
     assert first == {
-        "request_id": "r00", "timestamp_ms": BASE_MS, "endpoint": "ep", "served_entity": None, "model_name": None,
+        "request_id": "r00", "client_request_id": None, "timestamp_ms": BASE_MS, "endpoint": "ep", "served_entity": None, "model_name": None,
         "model_version": None, "status_code": 200, "latency_ms": 1.5, "caller": None, "route": None, "stream": False,
         "request": '{"q":1}', "response": None, "request_truncated": False, "response_truncated": False,
         "trace_id": "tr-r00", "error": None,

@@ -206,3 +206,46 @@ def test_build_with_a_failed_agent_trace(captured_tracing):
     assert root["status"]["code"] == "STATUS_CODE_ERROR"
     assert child["name"] == "failing_agent" and child["parent_span_id"] == root["span_id"]
     assert child["status"]["code"] == "STATUS_CODE_ERROR"
+
+
+# --- bounds and encoding ------------------------------------------------------------------------
+
+def deep(depth: int):
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_record_within_its_bounds_is_untouched():
+    built = build(max_field_chars=10_000)
+    assert "agentwharf.truncated" not in built["metadata"]
+    assert "request_truncated" not in built and "response_truncated" not in built
+
+
+def test_long_inputs_outputs_and_attributes_are_cut_flagged_and_stay_json():
+    built = build(inputs={"input": "i" * 5000}, outputs={"output": "o" * 5000}, attributes={"note": "n" * 5000},
+                  max_field_chars=1000)
+    root = built["spans"][0]
+    for key in ("mlflow.spanInputs", "mlflow.spanOutputs", "note"):
+        text = attr(root, key)  # still JSON: a string now, the start of the value's JSON
+        assert isinstance(text, str) and len(text) < 1100 and "cut by agentwharf" in text
+    assert attr(root, "mlflow.spanInputs").startswith('{"input":"iii')
+    assert built["request"].startswith('{"input":"iii') and built["request_truncated"] is True
+    assert built["response"].startswith('{"output":"ooo') and built["response_truncated"] is True
+    flagged = built["metadata"]["agentwharf.truncated"].split(",")
+    assert {"request", "response", f"{NAME}:note", f"{NAME}:mlflow.spanInputs"} <= set(flagged)
+
+
+def test_encode_keeps_a_request_nested_deeper_than_json_allows_as_text():
+    built = build(inputs={"deep": deep(300)})
+    stored = orjson.loads(record.encode(built))
+    assert stored["request"].startswith("[not storable as JSON")
+    assert stored["metadata"]["agentwharf.truncated"] == "not storable as JSON"
+    assert attr(stored["spans"][0], "mlflow.spanInputs").startswith("[not storable as JSON")
+    assert record.representable({"deep": deep(200)}) and not record.representable({"deep": deep(300)})
+
+
+def test_encode_of_an_ordinary_record_is_plain_json():
+    built = build()
+    assert orjson.loads(record.encode(built)) == orjson.loads(orjson.dumps(built))

@@ -132,3 +132,32 @@ def test_gateway_record_for_a_body_that_is_not_json():
 def test_gateway_record_keeps_only_the_start_of_a_huge_non_json_body():
     built = orjson.loads(Recorder.gateway_record("ep", b"y" * 50_000, "Too big", time.time_ns()))
     assert built["request"] == "y" * 10_000
+
+
+def test_a_nearly_full_disk_refuses_with_507_before_any_work(appender):
+    from agentwharf.tracing.recorder import DiskFull
+
+    recorder = Recorder(appender, max_pending_bytes=10**9, min_free_bytes=1000)
+    recorder.observe(0, 0.0, free=999)
+    with pytest.raises(DiskFull) as raised:
+        recorder.check_capacity()
+    assert raised.value.http_status == 507 and raised.value.error_code == "INSUFFICIENT_STORAGE"
+    assert "free space" in raised.value.message and recorder.rejected == 1
+    recorder.observe(0, 0.0, free=1000)
+    recorder.check_capacity()
+
+
+def test_a_spool_write_the_disk_refuses_is_507_and_other_failures_503(appender, monkeypatch):
+    import errno
+
+    from agentwharf.errors import InsufficientStorage
+
+    recorder = Recorder(appender, max_pending_bytes=10**9)
+    for code, expected in ((errno.ENOSPC, InsufficientStorage), (errno.EIO, Unavailable)):
+        async def broken(data, code=code):
+            raise OSError(code, "refused")
+
+        monkeypatch.setattr(appender, "append", broken)
+        with pytest.raises(expected) as raised:
+            record_one(recorder)
+        assert raised.value.http_status == (507 if code == errno.ENOSPC else 503)

@@ -303,3 +303,35 @@ def test_records_acknowledged_after_a_short_write_error_stay_readable(tmp_path, 
     headers = [r.header for r in read_all(tmp_path)]
     assert payload(2)[0] in headers
     assert headers == [payload(2)[0], payload(3)[0]]
+
+
+def test_a_full_disk_that_also_refuses_a_new_segment_fails_appends_until_space_is_back(tmp_path, monkeypatch):
+    appender = SpoolAppender(tmp_path)
+    appender.open()
+    real_write, real_open = os.write, os.open
+    full = {"on": True}
+
+    def write(fd, data):
+        if fd == appender._fd and full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    def open_(path, flags, mode=0o777):
+        if full["on"] and str(path).endswith(".log"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(spool.os, "write", write)
+    monkeypatch.setattr(spool.os, "open", open_)
+
+    async def run():
+        for i in (1, 2):  # the write fails, then opening the fresh segment fails
+            with pytest.raises(OSError) as raised:
+                await appender.append(encode_record(*payload(i)))
+            assert raised.value.errno == errno.ENOSPC
+        full["on"] = False
+        await appender.append(encode_record(*payload(3)))
+
+    asyncio.run(run())
+    appender.close()
+    assert [r.header for r in read_all(tmp_path)] == [payload(3)[0]]

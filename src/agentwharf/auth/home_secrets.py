@@ -18,6 +18,20 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+def close_to_others(folder: Path) -> None:
+    """Make ``folder`` and everything in it its owner's alone (0700 folders, files without
+    group and other bits): a home made by an older version, or files an operator copied in,
+    are closed on the next start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if mode & 0o077 and not os.path.islink(path):
+                os.chmod(path, mode & 0o700)
+    os.chmod(folder, 0o700)
+
+
 def private_key(path: Path, size: int = 32) -> bytes:
     """The key stored at ``path``, generated on first use."""
     if path.exists():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hmac
 import os
 
+from agentwharf.errors import Unauthenticated
+
 SECRET_HEADER = "X-Agentwharf-Secret"
 PRINCIPAL_HEADER = "X-Agentwharf-Principal"
 SECRET_ENV = "AGENTWHARF_MLFLOW_SECRET"
@@ -35,7 +37,7 @@ def authenticate():
     secret = os.environ.get(SECRET_ENV, "")
     given = request.headers.get(SECRET_HEADER, "")
     if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-        return Response('{"error_code":"UNAUTHENTICATED","message":"Reach MLflow through the agentwharf platform"}',
-                        status=401, mimetype="application/json")
+        refused = Unauthenticated("Reach MLflow through the agentwharf platform")
+        return Response(refused.error_body(), status=refused.http_status, mimetype="application/json")
     username = request.headers.get(PRINCIPAL_HEADER) or os.environ[ADMIN_ENV]
     return Authorization("basic", {"username": username, "password": ""})

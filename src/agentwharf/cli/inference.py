@@ -16,9 +16,15 @@ from agentwharf.client import PlatformClient
 
 app = typer.Typer(help="The inference table: one row per served request.", no_args_is_help=True)
 
-COLUMNS = ["request_id", "timestamp_ms", "endpoint", "served_entity", "model_name", "model_version", "status_code",
-           "latency_ms", "caller", "route", "stream", "request", "response", "request_truncated", "response_truncated",
-           "trace_id", "error"]
+#: The inference table's columns in export order, with their Arrow types (for Parquet).
+COLUMN_TYPES = {
+    "request_id": "string", "client_request_id": "string", "timestamp_ms": "int64", "endpoint": "string",
+    "served_entity": "string", "model_name": "string", "model_version": "string", "status_code": "int32",
+    "latency_ms": "float64", "caller": "string", "route": "string", "stream": "bool_", "request": "string",
+    "response": "string", "request_truncated": "bool_", "response_truncated": "bool_", "trace_id": "string",
+    "error": "string",
+}
+COLUMNS = list(COLUMN_TYPES)
 
 
 class Format(str, Enum):
@@ -89,12 +95,7 @@ def _write_parquet(pages, output: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("request_id", pa.string()), ("timestamp_ms", pa.int64()), ("endpoint", pa.string()), ("served_entity", pa.string()),
-        ("model_name", pa.string()), ("model_version", pa.string()), ("status_code", pa.int32()), ("latency_ms", pa.float64()),
-        ("caller", pa.string()), ("route", pa.string()), ("stream", pa.bool_()), ("request", pa.string()), ("response", pa.string()),
-        ("request_truncated", pa.bool_()), ("response_truncated", pa.bool_()), ("trace_id", pa.string()), ("error", pa.string()),
-    ])
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in COLUMN_TYPES.items()])
     # Written page by page, so a large export never holds the whole table in memory.
     with pq.ParquetWriter(output, schema) as writer:
         for page in pages:

@@ -23,7 +23,7 @@ from agentwharf.auth.caller import Caller
 from agentwharf.auth.identities import token_lifetime_from
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control.routes import Body, CallerDep, Control, ControlState
-from agentwharf.errors import InvalidParameter, NotFound, Unauthenticated
+from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, Unauthenticated
 from agentwharf.store.models import Endpoint
 
 router = APIRouter()
@@ -75,8 +75,8 @@ def _parse_acl(control: ControlState, body: dict) -> list[tuple[str, PermissionL
             # a user or service principal is granted as that principal, any other is refused.
             name = entry["group_name"]
             if control.identities.active_principal(name) is None:
-                raise InvalidParameter(f"Groups are not supported by agentwharf, and there is no user or service "
-                                       f"principal named {name!r}; grant users and service principals", "NOT_IMPLEMENTED")
+                raise NotImplementedByPlatform(f"Groups are not supported by agentwharf, and there is no user or "
+                                               f"service principal named {name!r}; grant users and service principals")
         if not isinstance(name, str) or not name:
             raise InvalidParameter("each access_control_list entry needs 'user_name' or 'service_principal_name'")
         parsed.append((name, PermissionLevel.parse(entry.get("permission_level", ""))))

@@ -12,15 +12,26 @@ from starlette.exceptions import HTTPException
 from agentwharf import databricks_compat
 from agentwharf.control.access_routes import router as access_router
 from agentwharf.control.routes import ControlState, router
+from agentwharf import errors
 from agentwharf.errors import AgentwharfError
 
 log = logging.getLogger("agentwharf.control")
 
-_HTTP_CODES = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
+#: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
+_HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
+                415: errors.UnsupportedMediaType}
 
 
-def _json_error(status: int, code: str, message: str) -> ORJSONResponse:
-    return ORJSONResponse({"error_code": code, "message": message}, status_code=status)
+def _json_error(error: AgentwharfError) -> ORJSONResponse:
+    response = ORJSONResponse(error.to_json(), status_code=error.http_status)
+    for key, value in error.headers():
+        response.headers[key.decode()] = value.decode()
+    return response
+
+
+def request_id(request: Request) -> str:
+    """The platform's id of this request (set by the front door), for logs and error bodies."""
+    return request.scope.get("agentwharf.request_id", "-")
 
 
 def create_control_app(state: ControlState) -> FastAPI:
@@ -35,24 +46,26 @@ def create_control_app(state: ControlState) -> FastAPI:
     @app.exception_handler(AgentwharfError)
     async def _domain_error(request: Request, error: AgentwharfError):
         if error.http_status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-        return _json_error(error.http_status, error.error_code, error.message)
+            log.error("%s %s failed (request %s): %s", request.method, request.url.path, request_id(request), error.message)
+        return _json_error(error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError):
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
-        return _json_error(400, "INVALID_PARAMETER_VALUE", details)
+        return _json_error(errors.InvalidParameter(details))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException):
-        code = _HTTP_CODES.get(error.status_code, "BAD_REQUEST")
+        cls = _HTTP_ERRORS.get(error.status_code, errors.BadRequest)
         message = f"No route {request.method} {request.url.path}" if error.status_code in (404, 405) else str(error.detail)
-        return _json_error(error.status_code, code, message)
+        return _json_error(cls(message))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception):
         # Never a stack trace to the client: log it, answer with the request's id.
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return _json_error(500, "INTERNAL_ERROR", f"Internal error while handling {request.method} {request.url.path}; see the platform log")
+        rid = request_id(request)
+        log.exception("unexpected error in %s %s (request %s)", request.method, request.url.path, rid)
+        return _json_error(AgentwharfError(f"Internal error while handling {request.method} {request.url.path} "
+                                           f"(request {rid}); see the platform log"))
 
     return app

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentwharf import names
-from agentwharf.errors import InvalidParameter, ResourceLimitExceeded
+from agentwharf.errors import InvalidParameter, NotImplementedByPlatform, ResourceLimitExceeded
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> Entity
     if not isinstance(entity_name, str) or not entity_name:
         raise InvalidParameter(f"{where}.entity_name is required: the registered model's name")
     if entity_name.startswith("apps/") or raw.get("external_model") or raw.get("foundation_model"):
-        raise InvalidParameter(f"{where}: only registered MLflow models can be served here (entity_name={entity_name!r})", "NOT_IMPLEMENTED")
+        raise NotImplementedByPlatform(f"{where}: only registered MLflow models can be served here (entity_name={entity_name!r})")
     version_raw = raw.get("entity_version", raw.get("model_version"))
     if version_raw is None:
         raise InvalidParameter(f"{where}.entity_version is required")

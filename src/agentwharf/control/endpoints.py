@@ -17,16 +17,13 @@ from agentwharf.auth.gatekeeper import Gatekeeper
 from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.levels import PermissionLevel, model_permission_at_least
 from agentwharf.control.registry import MlflowRegistry
-from agentwharf.errors import PermissionDenied, AlreadyExists, AgentwharfError, InvalidParameter, NotFound
+from agentwharf.errors import AlreadyExists, Conflict, InvalidParameter, NotFound, PermissionDenied
 from agentwharf.store.database import Database
 from agentwharf.store.models import Endpoint, ServedEntity
 
 
-def _conflict(name: str) -> AgentwharfError:
-    return AgentwharfError(
-        f"Endpoint {name!r} is already being updated; wait for the update to finish before changing it again",
-        "RESOURCE_CONFLICT",
-    )
+def _conflict(name: str) -> Conflict:
+    return Conflict(f"Endpoint {name!r} is already being updated; wait for the update to finish before changing it again")
 
 
 def _entity_row(spec: EntitySpec, pending: bool) -> ServedEntity:

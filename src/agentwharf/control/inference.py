@@ -62,7 +62,8 @@ def row_json(row: InferenceLog) -> dict[str, Any]:
 
 
 def query(db: Database, endpoint: str, *, since: str | None = None, until: str | None = None, status: str | None = None,
-          page_token: str | None = None, max_results: str | None = None) -> dict[str, Any]:
+          page_token: str | None = None, max_results: str | None = None,
+          client_request_id: str | None = None) -> dict[str, Any]:
     limit = 1000 if max_results in (None, "") else _int(max_results, "max_results")
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidParameter(f"max_results must be between 1 and {MAX_PAGE}")
@@ -73,6 +74,8 @@ def query(db: Database, endpoint: str, *, since: str | None = None, until: str |
         conditions.append(InferenceLog.timestamp_ms < end)
     if status not in (None, ""):
         conditions.append(_status_condition(status))
+    if client_request_id:
+        conditions.append(InferenceLog.client_request_id == client_request_id)
     if page_token:
         ts, request_id = _decode_cursor(page_token)
         conditions.append(or_(InferenceLog.timestamp_ms > ts, and_(InferenceLog.timestamp_ms == ts, InferenceLog.request_id > request_id)))

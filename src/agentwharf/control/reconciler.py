@@ -101,6 +101,8 @@ class Reconciler:
             user_scopes={worker_key(endpoint.name, name): policy.api_scopes
                          for name, policy in policies.items() if policy.api_scopes is not None},
             system_tokens=system_tokens,
+            updating=endpoint.pending_routes is not None,
+            update_failed=endpoint.update_state == "UPDATE_FAILED",
         )
 
     async def _watch_pending(self, name: str) -> None:

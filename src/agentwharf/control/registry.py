@@ -14,15 +14,11 @@ import yaml
 from agentwharf.auth.mlflow_plugin import vouching_headers
 from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
 from agentwharf.auth.scopes import SUPPORTED_SCOPES
-from agentwharf.errors import NotFound
+from agentwharf.errors import MlflowUnavailable, NotFound
 
 log = logging.getLogger("agentwharf.registry")
 
 EXPERIMENT_PREFIX = "/agentwharf/serving-endpoints/"
-
-
-class MlflowUnavailable(RuntimeError):
-    pass
 
 
 class MlflowRegistry:

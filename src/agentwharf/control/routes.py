@@ -22,7 +22,7 @@ from agentwharf.control import inference
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
-from agentwharf.errors import InvalidParameter, NotFound, UnsupportedMediaType
+from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, UnsupportedMediaType
 from agentwharf.serving.routing import worker_key
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.store.database import Database
@@ -40,6 +40,16 @@ class ControlState:
         self.endpoints = endpoints
         self.deployments = deployments
         self.supervisor = supervisor
+
+    def level_of(self, caller: Caller | None, endpoint_name: str) -> PermissionLevel:
+        """The caller's permission level on an endpoint (the platform itself manages all)."""
+        if caller is None or self.gatekeeper is None:
+            return PermissionLevel.CAN_MANAGE
+        return self.gatekeeper.endpoint_level(caller, endpoint_name)
+
+    def view(self, endpoint, caller: Caller | None, url: str) -> dict:
+        """The endpoint as this caller may see it."""
+        return endpoint_view(endpoint, self.state_of, url, self.level_of(caller, endpoint.name))
 
     def state_of(self, endpoint_name: str, entity_name: str) -> tuple[str, str | None]:
         version = self.supervisor.versions.get(worker_key(endpoint_name, entity_name))
@@ -88,24 +98,24 @@ router = APIRouter()
 @router.get("/api/2.0/serving-endpoints")
 def list_endpoints(control: Control, request: Request, caller: CallerDep) -> dict:
     url = base_url(request)
-    return {"endpoints": [endpoint_view(e, control.state_of, url) for e in control.endpoints.list(caller)]}
+    return {"endpoints": [control.view(e, caller, url) for e in control.endpoints.list(caller)]}
 
 
 @router.post("/api/2.0/serving-endpoints")
 async def create_endpoint(control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     if body.get("route_optimized"):
-        raise InvalidParameter("route_optimized endpoints are a Databricks feature that agentwharf does not serve", "NOT_IMPLEMENTED")
+        raise NotImplementedByPlatform("route_optimized endpoints are a Databricks feature that agentwharf does not serve")
     endpoint = await control.endpoints.create(
         body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller
     )
-    return endpoint_view(endpoint, control.state_of, base_url(request))
+    return control.view(endpoint, caller, base_url(request))
 
 
 @router.get("/api/2.0/serving-endpoints/{name}")
 def get_endpoint(name: str, control: Control, request: Request, caller: CallerDep) -> dict:
     endpoint = control.endpoints.get(name)
     _require(control, caller, name, PermissionLevel.CAN_VIEW)
-    return endpoint_view(endpoint, control.state_of, base_url(request))
+    return control.view(endpoint, caller, base_url(request))
 
 
 def _require(control: ControlState, caller: Caller | None, name: str, level: PermissionLevel) -> None:
@@ -122,18 +132,18 @@ async def delete_endpoint(name: str, control: Control, caller: CallerDep) -> dic
 @router.put("/api/2.0/serving-endpoints/{name}/config")
 async def update_config(name: str, control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     endpoint = await control.endpoints.update_config(name, body, caller=caller)
-    return endpoint_view(endpoint, control.state_of, base_url(request))
+    return control.view(endpoint, caller, base_url(request))
 
 
 @router.get("/api/2.0/serving-endpoints/{name}/inference-table")
 def inference_table(name: str, control: Control, request: Request, caller: CallerDep) -> dict:
     """Rows of the endpoint's inference table. Query: since, until (epoch ms or ISO 8601),
-    status (200, 5xx or error), max_results, page_token. Needs CAN_REVIEW."""
+    status (200, 5xx or error), client_request_id, max_results, page_token. Needs CAN_REVIEW."""
     _require(control, caller, name, PermissionLevel.CAN_REVIEW)
     params = request.query_params
     answer = inference.query(control.db, name, since=params.get("since"), until=params.get("until"),
                              status=params.get("status"), page_token=params.get("page_token"),
-                             max_results=params.get("max_results"))
+                             max_results=params.get("max_results"), client_request_id=params.get("client_request_id"))
     if not answer["rows"] and control.endpoints.find(name) is None and inference.count(control.db, name) == 0:
         control.endpoints.get(name)  # raises the usual 404 for an endpoint that never existed
     return answer
@@ -174,7 +184,7 @@ async def deploy(control: Control, request: Request, body: Body, caller: CallerD
     )
     url = base_url(request)
     entity = next(e for e in endpoint.entities if e.name == entity_name)
-    return {"deployed_chain": deployment_view(endpoint, entity, url), "endpoint": endpoint_view(endpoint, control.state_of, url)}
+    return {"deployed_chain": deployment_view(endpoint, entity, url), "endpoint": control.view(endpoint, caller, url)}
 
 
 async def _delete_deployment(control: ControlState, request: Request, model_name: str, version: str | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agentwharf.auth.levels import PermissionLevel
 from agentwharf.store.models import Endpoint, ServedEntity
 
 #: Supervisor state -> (Databricks deployment state, message).
@@ -20,6 +21,11 @@ _DEPLOYMENT_STATES = {
 #: served entity key -> (supervisor state, error or None)
 StateLookup = Callable[[str, str], tuple[str, str | None]]
 
+#: What a caller below CAN_MANAGE reads instead of a load error (a worker's log tail, which
+#: may show paths, code and configuration).
+_FAILED_FOR_OTHERS = "The model failed to load. Users with CAN_MANAGE on the endpoint see why."
+_UPDATE_FAILED_FOR_OTHERS = "The last config update failed. Users with CAN_MANAGE on the endpoint see why."
+
 
 def entity_config(entity: ServedEntity) -> dict[str, Any]:
     """A served entity as it appears in a config (and as a config update sends it back)."""
@@ -33,11 +39,13 @@ def entity_config(entity: ServedEntity) -> dict[str, Any]:
     }
 
 
-def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup) -> dict[str, Any]:
+def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup,
+                level: PermissionLevel = PermissionLevel.CAN_MANAGE) -> dict[str, Any]:
     state, error = state_of(endpoint.name, entity.name)
     deployment, message = _DEPLOYMENT_STATES.get(state, ("DEPLOYMENT_FAILED", error or "Failed."))
     if state == "FAILED":
-        deployment, message = "DEPLOYMENT_FAILED", error or "The model failed to load."
+        manages = level.allows(PermissionLevel.CAN_MANAGE)
+        deployment, message = "DEPLOYMENT_FAILED", (error if manages else None) or _FAILED_FOR_OTHERS
     return {
         **entity_config(entity),
         "creation_timestamp": entity.created_at,
@@ -45,8 +53,9 @@ def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup)
     }
 
 
-def _config_view(endpoint: Endpoint, entities: list[ServedEntity], routes: list, version: int, state_of: StateLookup) -> dict[str, Any]:
-    served = [entity_view(endpoint, e, state_of) for e in entities]
+def _config_view(endpoint: Endpoint, entities: list[ServedEntity], routes: list, version: int, state_of: StateLookup,
+                 level: PermissionLevel) -> dict[str, Any]:
+    served = [entity_view(endpoint, e, state_of, level) for e in entities]
     return {
         "served_entities": served,
         "served_models": [
@@ -57,7 +66,9 @@ def _config_view(endpoint: Endpoint, entities: list[ServedEntity], routes: list,
     }
 
 
-def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str) -> dict[str, Any]:
+def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str,
+                  level: PermissionLevel = PermissionLevel.CAN_MANAGE) -> dict[str, Any]:
+    """The endpoint as ``level`` (the caller's) may see it: load errors only for CAN_MANAGE."""
     active = [e for e in endpoint.entities if not e.pending]
     view: dict[str, Any] = {
         "name": endpoint.name,
@@ -69,7 +80,7 @@ def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str) -> d
         "tags": [{"key": k, "value": v} for k, v in sorted(endpoint.tags.items())],
         "task": "agent/v1/responses",
         "route_optimized": False,
-        "permission_level": "CAN_MANAGE",
+        "permission_level": level.value,
         "experiment_id": endpoint.experiment_id,
         "endpoint_url": f"{base_url}/serving-endpoints/{endpoint.name}/invocations",
         "state": {
@@ -78,13 +89,15 @@ def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str) -> d
         },
     }
     if endpoint.update_message:
-        view["state"]["config_update_message"] = endpoint.update_message
+        manages = level.allows(PermissionLevel.CAN_MANAGE)
+        view["state"]["config_update_message"] = endpoint.update_message if manages else _UPDATE_FAILED_FOR_OTHERS
     if active:
-        view["config"] = _config_view(endpoint, active, endpoint.routes, endpoint.config_version, state_of)
+        view["config"] = _config_view(endpoint, active, endpoint.routes, endpoint.config_version, state_of, level)
     if endpoint.pending_routes is not None:
         pending_names = {r["served_model_name"] for r in endpoint.pending_routes}
         pending = [e for e in endpoint.entities if e.name in pending_names]
-        view["pending_config"] = _config_view(endpoint, pending, endpoint.pending_routes, endpoint.config_version + 1, state_of)
+        view["pending_config"] = _config_view(endpoint, pending, endpoint.pending_routes, endpoint.config_version + 1,
+                                              state_of, level)
     return view
 
 

@@ -35,7 +35,7 @@ from fastapi.responses import StreamingResponse
 from agentwharf.auth.caller import Caller
 from agentwharf.databricks_compat.mlflow_calls import MlflowCalls, error_from, mlflow_calls, require_caller
 from agentwharf.databricks_compat.uris import ModelFilesPath, files_path_of_model, mlflow_artifact_path, parse_files_path
-from agentwharf.errors import AgentwharfError, AlreadyExists, NotFound
+from agentwharf.errors import AlreadyExists, NotFound, NotImplementedByPlatform
 
 FILES = "/api/2.0/fs/files"
 DIRECTORIES = "/api/2.0/fs/directories"
@@ -66,8 +66,8 @@ async def _resolve(path: str, mlflow: MlflowCalls, caller: Caller) -> tuple[_Tar
                                    params={"name": named.model_name, "version": named.version})
         root = mlflow_artifact_path(answer["artifact_uri"])
         if root is None:
-            raise AgentwharfError(f"Version {named.version} of {named.model_name} is stored at {answer['artifact_uri']!r}, "
-                                  "outside MLflow's artifact service; the Files API cannot serve it", "NOT_IMPLEMENTED")
+            raise NotImplementedByPlatform(f"Version {named.version} of {named.model_name} is stored at "
+                                           f"{answer['artifact_uri']!r}, outside MLflow's artifact service; the Files API cannot serve it")
         return _Target(files_path_of_model(named.model_name, named.version), root, None, caller), named.rest
     return _Target("/" + path.strip("/"), named, caller, caller), ""
 
@@ -130,7 +130,7 @@ async def upload(path: str, request: Request, mlflow: Mlflow, caller: Who) -> Re
 async def initiate_upload(path: str, request: Request, mlflow: Mlflow, caller: Who) -> dict:
     action = request.query_params.get("action")
     if action != "initiate-upload":
-        raise AgentwharfError(f"Files API action {action!r} is not supported by agentwharf", "NOT_IMPLEMENTED")
+        raise NotImplementedByPlatform(f"Files API action {action!r} is not supported by agentwharf")
     await _resolve(path, mlflow, caller)  # a bad path fails here, not after the client buffered a part
     return {"multipart_upload": {"session_token": SINGLE_PUT_SESSION}}
 
@@ -138,13 +138,13 @@ async def initiate_upload(path: str, request: Request, mlflow: Mlflow, caller: W
 @router.post("/api/2.0/fs/create-upload-part-urls")
 @router.post("/api/2.0/fs/create-resumable-upload-url")
 def part_urls() -> dict:
-    raise AgentwharfError("Presigned upload URLs are not issued by agentwharf; the client falls back to one PUT of "
-                          "the whole file to /api/2.0/fs/files/...", "NOT_IMPLEMENTED")
+    raise NotImplementedByPlatform("Presigned upload URLs are not issued by agentwharf; the client falls back to one "
+                                   "PUT of the whole file to /api/2.0/fs/files/...")
 
 
 @router.post("/api/2.0/fs/create-abort-upload-url")
 def abort_url() -> dict:
-    raise AgentwharfError("Nothing to abort: agentwharf keeps no partial uploads", "NOT_IMPLEMENTED")
+    raise NotImplementedByPlatform("Nothing to abort: agentwharf keeps no partial uploads")
 
 
 @router.post("/api/2.0/fs/create-download-url")

@@ -17,30 +17,27 @@ from fastapi import Request
 
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.mlflow_plugin import vouching_headers
-from agentwharf.errors import AgentwharfError, Unauthenticated, Unavailable, status_for
+from agentwharf.errors import AgentwharfError, ForeignError, MlflowUnavailable, Unauthenticated, class_for
+
+#: MLflow's plain-text answers (its auth app's 401/403) by status.
+_PLAIN_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST"}
 
 
-class MlflowError(AgentwharfError):
-    """MLflow refused: its error code and message, with MLflow's own HTTP status."""
-
-    def __init__(self, message: str, error_code: str, status: int):
-        super().__init__(message, error_code)
-        self.status = status
-
-    @property
-    def http_status(self) -> int:
-        return self.status
-
-
-def error_from(response: httpx.Response, body: bytes) -> MlflowError:
-    """MLflow's error as JSON; its auth app answers 401/403 in plain text."""
+def error_from(response: httpx.Response, body: bytes) -> AgentwharfError:
+    """MLflow refused: its error code and message, with MLflow's own HTTP status (a 5xx of
+    MLflow's is an MLflow outage to the caller: 503)."""
     try:
         data = orjson.loads(body)
-        return MlflowError(str(data.get("message", "")), str(data.get("error_code", "INTERNAL_ERROR")), response.status_code)
+        code, message = str(data.get("error_code", "INTERNAL_ERROR")), str(data.get("message", ""))
     except (orjson.JSONDecodeError, AttributeError):
-        code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST"}.get(response.status_code, "INTERNAL_ERROR")
-        text = body.decode(errors="replace").strip()[:500] or response.reason_phrase
-        return MlflowError(f"MLflow: {text}", code, response.status_code if response.status_code < 500 else status_for(code))
+        code = _PLAIN_CODES.get(response.status_code, "INTERNAL_ERROR")
+        message = "MLflow: " + (body.decode(errors="replace").strip()[:500] or response.reason_phrase)
+    if response.status_code >= 500:
+        return MlflowUnavailable(f"MLflow failed ({response.status_code} {code}): {message}")
+    known = class_for(code, response.status_code)
+    if known is not None and known.http_status == response.status_code:
+        return known(message)
+    return ForeignError(message, code, response.status_code)
 
 
 class MlflowCalls:
@@ -58,13 +55,14 @@ class MlflowCalls:
         try:
             return await self.http.send(request, stream=stream)
         except httpx.HTTPError as error:
-            raise Unavailable(f"MLflow server unreachable: {type(error).__name__}") from None
+            raise MlflowUnavailable(f"MLflow server unreachable: {type(error).__name__}") from None
 
     async def json(self, caller: Caller | None, method: str, path: str, **kwargs: Any) -> dict:
         """MLflow's JSON answer.
 
         Raises:
-            MlflowError: MLflow answered with an error (its code and status are kept).
+            ForeignError: MLflow answered with an error (its code and status are kept).
+            MlflowUnavailable: MLflow is down or failed.
         """
         response = await self.send(caller, method, path, **kwargs)
         if response.status_code >= 400:

@@ -28,7 +28,7 @@ from agentwharf.auth.caller import Caller
 from agentwharf.control.routes import json_body
 from agentwharf.databricks_compat.mlflow_calls import MlflowCalls, mlflow_calls, require_caller
 from agentwharf.databricks_compat.uris import to_databricks_uri, to_mlflow_uri
-from agentwharf.errors import AgentwharfError, InvalidParameter
+from agentwharf.errors import InvalidParameter, NotImplementedByPlatform
 
 PREFIX = "/api/2.0/mlflow/unity-catalog"
 _MLFLOW = "/api/2.0/mlflow"
@@ -247,5 +247,5 @@ def emit_lineage() -> dict:
 
 @router.post(PREFIX + "/model-versions/generate-temporary-credentials")
 def temporary_credentials() -> dict:
-    raise AgentwharfError("Cloud storage credentials for model versions are not issued by agentwharf: model files "
-                          "go through the Files API (/api/2.0/fs/files/Models/...)", "NOT_IMPLEMENTED")
+    raise NotImplementedByPlatform("Cloud storage credentials for model versions are not issued by agentwharf: model "
+                                   "files go through the Files API (/api/2.0/fs/files/Models/...)")

@@ -13,28 +13,25 @@ Route-optimized endpoints are refused where they are asked for (``POST /api/2.0/
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter
 
-from agentwharf.errors import AgentwharfError
+from agentwharf.errors import NotImplementedByPlatform
 
 OAUTH_PREFIX = "/oidc/"
 #: The body of every /oidc/ answer (Platform answers it before authentication).
-OAUTH_NOT_IMPLEMENTED = orjson.dumps({
-    "error_code": "NOT_IMPLEMENTED",
-    "message": "OAuth is not supported by agentwharf: authenticate with a personal access token "
-               "(DATABRICKS_TOKEN, Authorization: Bearer <token>)",
-})
+OAUTH_NOT_IMPLEMENTED = NotImplementedByPlatform(
+    "OAuth is not supported by agentwharf: authenticate with a personal access token "
+    "(DATABRICKS_TOKEN, Authorization: Bearer <token>)")
 _ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 router = APIRouter()
 
 
-def not_implemented(feature: str, hint: str) -> AgentwharfError:
+def not_implemented(feature: str, hint: str) -> NotImplementedByPlatform:
     """``feature`` names what is not served, ``hint`` what to do instead."""
-    return AgentwharfError(f"Not supported by agentwharf: {feature}; {hint}", "NOT_IMPLEMENTED")
+    return NotImplementedByPlatform(f"Not supported by agentwharf: {feature}; {hint}")
 
 
-def unity_catalog_tables(what: str) -> AgentwharfError:
+def unity_catalog_tables(what: str) -> NotImplementedByPlatform:
     return not_implemented(f"Unity Catalog tables and other UC objects ({what})",
                            "agentwharf keeps each endpoint's inference table itself: "
                            "GET /api/2.0/serving-endpoints/{name}/inference-table")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentwharf.errors import InvalidParameter
+from agentwharf.errors import InvalidParameter, NotImplementedByPlatform
 
 MLFLOW_SCHEME = "mlflow-artifacts:"
 DBFS_TRACKING = "dbfs:/databricks/mlflow-tracking/"
@@ -111,10 +111,10 @@ def parse_files_path(path: str) -> ModelFilesPath | str:
                 f"Expected /WorkspaceInternal/Mlflow/Artifacts/<experiment>/Runs|LoggedModels/<id>[/path], got {path!r}")
         folder = _FILES_TIERS[rest[1]]
         return "/".join([rest[0], *([folder] if folder else []), *rest[2:]])
-    raise InvalidParameter(
+    raise NotImplementedByPlatform(
         f"agentwharf's Files API serves only /Models/... (registered model versions) and "
         f"/WorkspaceInternal/Mlflow/Artifacts/... (MLflow run and logged-model artifacts), not {path!r}: "
-        "Unity Catalog volumes and workspace files are not served", "NOT_IMPLEMENTED")
+        "Unity Catalog volumes and workspace files are not served")
 
 
 def files_path_of_model(model_name: str, version: str, rest: str = "") -> str:

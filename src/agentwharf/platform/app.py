@@ -20,13 +20,15 @@ import hmac
 import logging
 import os
 import time
+import uuid
 
 import orjson
 
 from agentwharf import credentials, databricks_compat
+from agentwharf.asgi import send_error, send_json
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper
-from agentwharf.auth.home_secrets import ADMIN_NAME, private_key, write_private
+from agentwharf.auth.home_secrets import ADMIN_NAME, close_to_others, private_key, write_private
 from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
 from agentwharf.auth.model_policy import ModelPolicy
@@ -40,15 +42,15 @@ from agentwharf.control.routes import ControlState
 from agentwharf.platform import metrics
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
-from agentwharf.errors import PermissionDenied, Unauthenticated, Unavailable
+from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.platform.login_page import send_unauthenticated
-from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway, send_error, send_json
+from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database, migrate
 from agentwharf.store.models import Endpoint, ServedEntity
-from agentwharf.tracing.recorder import Recorder
+from agentwharf.tracing.recorder import Recorder, free_bytes
 from agentwharf.tracing.spool import SpoolAppender
 from agentwharf.tracing.writer_process import WriterProcess
 
@@ -80,7 +82,8 @@ class Platform:
         self.gatekeeper: Gatekeeper | None = None
         self.bridge: MlflowAuthBridge | None = None
         self.registry: MlflowRegistry | None = None
-        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential)
+        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential,
+                                  max_field_chars=settings.trace_max_field_chars)
         self.supervisor = Supervisor(
             launcher, settings.run_dir, settings.logs_dir,
             start_timeout=settings.worker_start_timeout,
@@ -90,12 +93,17 @@ class Platform:
             cold_start_timeout=settings.cold_start_timeout,
         )
         self.routes = RouteTable()
-        self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes)
+        self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes,
+                                 settings.min_free_disk_bytes)
         self.writer = WriterProcess(settings.database_uri, settings.spool_dir, settings.logs_dir / "writer.log",
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
-        self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token)
+        self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
+                               max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
+                               start_wait=settings.cold_start_timeout)
+        #: Requests in progress, for ``limit_concurrency``.
+        self.in_flight = 0
         self.proxy: MlflowProxy | None = None
         self.control_app = None
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
@@ -160,8 +168,11 @@ class Platform:
 
     async def start(self) -> None:
         started = time.monotonic()
-        for folder in (self.settings.home, self.settings.run_dir, self.settings.logs_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        # The home holds every request and response, the database and the keys: its owner's
+        # alone (a home made by an older version is closed here too).
+        for folder in (self.settings.home, self.settings.run_dir):
+            await asyncio.to_thread(close_to_others, folder)
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, self.settings.database_uri)
         await self.mlflow.start(self.settings.mlflow_start_timeout)
         # The writer stores into MLflow's tables, which MLflow's server has just created; it
@@ -171,7 +182,8 @@ class Platform:
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         await asyncio.to_thread(self._open_identities)
         self.registry = MlflowRegistry(self.mlflow.url, self.mlflow.secret)
-        self.proxy = databricks_compat.DatabricksTrackingView(MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities))
+        self.proxy = databricks_compat.DatabricksTrackingView(MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities,
+                                                                             self.settings.mlflow_proxy_timeout))
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
         self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db,
@@ -191,7 +203,7 @@ class Platform:
         while True:
             self.writer.ensure_running()
             pending, lag = await asyncio.to_thread(self.writer.backlog)
-            self.recorder.observe(pending, lag)
+            self.recorder.observe(pending, lag, free_bytes(self.settings.spool_dir))
             await asyncio.sleep(0.25)
 
     async def stop(self) -> None:
@@ -236,40 +248,68 @@ class Platform:
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            if path == "/healthz":
-                await send_json(send, 200, orjson.dumps(self.health()))
-                return
-            if path == "/.well-known/databricks-config":
-                # Every Databricks WorkspaceClient asks this first, without a token; {} means
-                # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
-                # It says nothing about the platform's contents.
-                await send_json(send, 200, b"{}")
-                return
-            if path.startswith(databricks_compat.OAUTH_PREFIX):
-                # OAuth clients have no bearer token yet: they get the reason, not a 401.
-                await send_json(send, 501, databricks_compat.OAUTH_NOT_IMPLEMENTED)
-                return
-            if not await self._admit(scope, send):
-                return
-            if path.startswith(GATEWAY_PREFIX):
-                await self.gateway(scope, receive, send)
-            elif path.startswith(_CONTROL_PREFIXES):
-                await self.control_app(scope, receive, send)
-            elif path == "/metrics":
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
-                await send({"type": "http.response.body", "body": metrics.render(self).encode()})
-            else:
-                await self.proxy(scope, receive, send)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        """Every HTTP request: a platform-made id, the concurrency limit, and a JSON answer
+        whatever fails below (never a stack trace, never uvicorn's plain-text 500)."""
+        request_id = scope["agentwharf.request_id"] = uuid.uuid4().hex
+        started = False
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        if self.in_flight >= self.settings.limit_concurrency:
+            await send_error(send, Unavailable(f"The platform is handling {self.in_flight} requests, its limit "
+                                               "(AGENTWHARF_LIMIT_CONCURRENCY); retry shortly"))
+            return
+        self.in_flight += 1
+        try:
+            await self._route(scope, receive, tracked_send)
+        except Exception:
+            log.exception("%s %s failed (request %s)", scope["method"], scope["path"], request_id)
+            if not started:
+                await send_error(send, AgentwharfError(f"Internal error (request {request_id}); see the platform log"))
+        finally:
+            self.in_flight -= 1
+
+    async def _route(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if path == "/healthz":
+            await send_json(send, 200, orjson.dumps(self.health()))
+            return
+        if path == "/.well-known/databricks-config":
+            # Every Databricks WorkspaceClient asks this first, without a token; {} means
+            # "personal access tokens, no OAuth" (see shared/reference/databricks-clients.md).
+            # It says nothing about the platform's contents.
+            await send_json(send, 200, b"{}")
+            return
+        if path.startswith(databricks_compat.OAUTH_PREFIX):
+            # OAuth clients have no bearer token yet: they get the reason, not a 401.
+            await send_error(send, databricks_compat.OAUTH_NOT_IMPLEMENTED)
+            return
+        if not await self._admit(scope, send):
+            return
+        if path.startswith(GATEWAY_PREFIX):
+            await self.gateway(scope, receive, send)
+        elif path.startswith(_CONTROL_PREFIXES):
+            await self.control_app(scope, receive, send)
+        elif path == "/metrics":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": metrics.render(self).encode()})
+        else:
+            await self.proxy(scope, receive, send)
 
     async def _admit(self, scope, send) -> bool:
         """Authenticate the request and keep worker-minted credentials to their one purpose.
         Answers 401/403 itself and returns False when the request goes no further."""
         if self.gatekeeper is None:
-            await send_error(send, Unavailable("The platform is starting"), [(b"retry-after", b"1")])
+            await send_error(send, Unavailable("The platform is starting"))
             return False
         if self.settings.benchmark_without_auth:
             scope["agentwharf.caller"] = _BENCHMARK_CALLER

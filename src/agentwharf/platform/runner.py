@@ -79,13 +79,20 @@ def serve(settings: PlatformSettings) -> None:
 
     from agentwharf.platform.app import create_app
 
+    from agentwharf.platform.http_protocol import protocol_class
+
     if (running := read_pid_file(settings)) is not None:
         raise PlatformError(f"A platform already runs on home {settings.home} (pid {running.pid}, {running.base_url})")
     _check_port_free(settings.listen_host, settings.port)
+    # Everything this process and its children write (database, spool, logs, artifacts) is
+    # its user's alone: the home holds every request and response.
+    os.umask(0o077)
     _configure_logging(settings)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=10)
+                            access_log=False, timeout_graceful_shutdown=10,
+                            http=protocol_class(settings.header_timeout, settings.max_connections),
+                            timeout_keep_alive=max(1, round(settings.keep_alive_timeout)))
     server = uvicorn.Server(config)
     original_startup = server.startup
 

@@ -18,16 +18,30 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
-from collections.abc import Callable
-
+from agentwharf.asgi import header, read_body, send_error, send_json
+from agentwharf.auth import tokens
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper, bearer_token
 from agentwharf.auth.levels import PermissionLevel
-from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound, PermissionDenied, Unavailable, UnsupportedMediaType
+from agentwharf.errors import (
+    AgentwharfError,
+    DeadlineExceeded,
+    DeploymentFailed,
+    InvalidParameter,
+    MethodNotAllowed,
+    NotFound,
+    NotImplementedByPlatform,
+    PayloadTooLarge,
+    PermissionDenied,
+    RouteNotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from agentwharf.serving.routing import EndpointRoutes, RouteTable
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
@@ -37,41 +51,15 @@ from agentwharf.tracing.recorder import header as record_header
 log = logging.getLogger("agentwharf.gateway")
 
 PREFIX = "/serving-endpoints/"
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _DONE = b"data: [DONE]\n\n"
-
-
-async def send_json(send, status: int, body: bytes, extra_headers: list | None = None) -> None:
-    headers = _JSON_HEADERS + (extra_headers or [])
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_error(send, error: AgentwharfError, extra_headers: list | None = None) -> None:
-    await send_json(send, error.http_status, orjson.dumps(error.to_json()), extra_headers)
-
-
-async def read_body(receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ConnectionAbortedError
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _header(scope: dict, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
+_OPENAI_ROUTES = {("responses",): "responses", ("chat", "completions"): "chat"}
+#: The most of a client's own request id that is kept.
+CLIENT_ID_CHARS = 128
 
 
 def _media_type_error(scope: dict) -> UnsupportedMediaType | None:
-    content_type = _header(scope, b"content-type")
+    content_type = header(scope, b"content-type")
     if content_type is None:
         return None
     media = content_type.split(b";", 1)[0].strip().lower()
@@ -80,14 +68,31 @@ def _media_type_error(scope: dict) -> UnsupportedMediaType | None:
     return None
 
 
+def client_request_id(scope: dict) -> str | None:
+    """The caller's own ``x-request-id``, kept beside the platform's id (never instead of it:
+    callers may reuse ids, and one caller must not be able to collide with another's)."""
+    raw = header(scope, b"x-request-id")
+    if not raw:
+        return None
+    value = raw.decode("latin-1")[:CLIENT_ID_CHARS]
+    # Someone will send a token here by mistake; it must not reach the spool, trace or row.
+    if any(prefix in value for prefix in (tokens.PAT_PREFIX, *tokens.SIGNED_PREFIXES)):
+        return "[REDACTED]"
+    return value
+
+
 @dataclass(slots=True)
 class _Request:
     """What the gateway learned about one request so far, for its record."""
 
+    #: The platform's own id: always generated here, so always unique.
     request_id: str
+    client_request_id: str | None
     started: float
     start_ns: int
     body: bytes = b""
+    #: What the record keeps in place of a body that was not read (one over the size limit).
+    body_note: str | None = None
     endpoint: EndpointRoutes | None = None
     key: str | None = None
     route: str = "invocations"
@@ -95,52 +100,109 @@ class _Request:
     caller: str | None = None
     #: Tokens that must never be stored: the caller's own and any minted for this request.
     secrets: tuple[bytes, ...] = ()
+    #: The response has started: an error now cannot change its status.
+    answering: bool = False
+
+    def id_headers(self) -> list[tuple[bytes, bytes]]:
+        """``x-request-id`` echoes the caller's own id when it sent one (so it can match its
+        logs); ``x-agentwharf-request-id`` is always the platform's."""
+        own = self.request_id.encode()
+        echoed = self.client_request_id.encode("latin-1") if self.client_request_id else own
+        return [(b"x-request-id", echoed), (b"x-agentwharf-request-id", own)]
 
 
 class Gateway:
     def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float,
-                 user_token: Callable[[Caller, tuple[str, ...]], str] | None = None):
+                 user_token: Callable[[Caller, tuple[str, ...]], str] | None = None, *,
+                 max_request_bytes: int = 16 * 1024 * 1024, body_timeout: float = 60.0, start_wait: float = 300.0):
         self.routes = routes
         self.supervisor = supervisor
         self.recorder = recorder
         self.request_timeout = request_timeout
+        self.max_request_bytes = max_request_bytes
+        self.body_timeout = body_timeout
+        #: How long a request to an endpoint whose first version is still loading waits.
+        self.start_wait = start_wait
         #: Set by the platform once identities are loaded; None serves without checks (unit tests).
         self.gatekeeper: Gatekeeper | None = None
         self.user_token = user_token
 
     async def __call__(self, scope, receive, send) -> None:
-        request = _Request(
-            request_id=(_header(scope, b"x-request-id") or b"").decode()[:128] or uuid.uuid4().hex,
-            started=time.perf_counter(), start_ns=time.time_ns(),
-        )
-        id_header = [(b"x-request-id", request.request_id.encode())]
+        request = _Request(request_id=scope.get("agentwharf.request_id") or uuid.uuid4().hex,
+                           client_request_id=client_request_id(scope),
+                           started=time.perf_counter(), start_ns=time.time_ns())
+
+        async def tracked_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                request.answering = True
+            await send(message)
+
         try:
-            if scope["method"] != "POST":
-                raise AgentwharfError(f"{scope['method']} is not allowed here; use POST", "METHOD_NOT_ALLOWED")
-            parts = scope["path"][len(PREFIX):].strip("/").split("/")
-            media_error = _media_type_error(scope)
-            request.body = await read_body(receive)
-            self._resolve(parts, request)
-            caller = scope.get("agentwharf.caller")
-            meta_extra = self._authorize(scope, caller, request)
-            if media_error is not None:
-                raise media_error
-            self.recorder.check_capacity()
-            await self._forward(request, receive, send, id_header, meta_extra)
+            await self._serve(scope, receive, tracked_send, request)
         except ConnectionAbortedError:
             return
         except AgentwharfError as error:
-            await self._record_failure(request, error)
-            headers = id_header + ([(b"retry-after", b"1")] if isinstance(error, Unavailable) else [])
-            await send_error(send, error, headers)
+            await self._refuse(request, error, tracked_send)
+        except Exception:
+            # A bug of the platform's: the caller still gets JSON (and the request a record).
+            log.exception("request %s failed in the gateway", request.request_id)
+            await self._refuse(request, AgentwharfError(f"Internal error in the serving gateway (request {request.request_id}); "
+                                                        "see the platform log"), tracked_send)
 
-    def _authorize(self, scope: dict, caller: Caller | None, request: _Request) -> dict:
-        """CAN_QUERY on the endpoint, or 403. Returns what the worker gets besides the body:
-        an on-behalf-of token when the chosen version's model asked for one."""
+    async def _serve(self, scope, receive, send, request: _Request) -> None:
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
+        parts = tuple(scope["path"][len(PREFIX):].strip("/").split("/"))
+        media_error = _media_type_error(scope)
+        caller = scope.get("agentwharf.caller")
+        openai_route = _OPENAI_ROUTES.get(parts)
+        if openai_route is None:
+            # The endpoint is known from the path: authorize before reading the body, so a
+            # refused caller costs nothing and an oversized body is refused on the record.
+            request.endpoint = self._endpoint(self._endpoint_in_path(parts))
+            self._authorize(caller, request)
+            await self._read_body(scope, receive, request)
+            request.key = await self._key_in_path(parts, request.endpoint)
+        else:
+            await self._read_body(scope, receive, request)
+            request.route = openai_route
+            request.endpoint = self._endpoint(self._openai_model(request.body))
+            self._authorize(caller, request)
+            request.key = await self._pick(request.endpoint)
+        if media_error is not None:
+            raise media_error
+        self.recorder.check_capacity()
+        await self._forward(request, receive, send, self._credentials(scope, caller, request))
+
+    async def _read_body(self, scope, receive, request: _Request) -> None:
+        try:
+            request.body = await read_body(scope, receive, self.max_request_bytes, self.body_timeout)
+        except PayloadTooLarge:
+            request.body_note = f"[request body over the {self.max_request_bytes}-byte limit; not read]"
+            raise
+
+    async def _refuse(self, request: _Request, error: AgentwharfError, send) -> None:
+        """Record a refused request (when it has an endpoint to be recorded in) and answer."""
+        try:
+            await self._record_failure(request, error)
+        except AgentwharfError as failure:  # the spool cannot take the record (disk full)
+            error = failure
+        if request.answering:
+            log.error("request %s failed after its answer started: %s", request.request_id, error.message)
+            return
+        await send_error(send, error, request.id_headers())
+
+    def _authorize(self, caller: Caller | None, request: _Request) -> None:
+        """CAN_QUERY on the endpoint, or 403."""
+        if self.gatekeeper is not None and caller is not None:
+            request.caller = caller.name
+            self.gatekeeper.require_endpoint(caller, request.endpoint.name, PermissionLevel.CAN_QUERY)
+
+    def _credentials(self, scope: dict, caller: Caller | None, request: _Request) -> dict:
+        """What the worker gets besides the body: an on-behalf-of token when the chosen
+        version's model asked for one. Notes every token the record must not keep."""
         if self.gatekeeper is None or caller is None:
             return {}
-        request.caller = caller.name
-        self.gatekeeper.require_endpoint(caller, request.endpoint.name, PermissionLevel.CAN_QUERY)
         presented = bearer_token(scope)
         request.secrets = (presented.encode(),) if presented else ()
         if system_token := request.endpoint.system_tokens.get(request.key):
@@ -152,22 +214,21 @@ class Gateway:
         request.secrets += (token.encode(),)
         return {"user_token": token}
 
-    def _resolve(self, parts: list[str], request: _Request) -> None:
-        """Find the endpoint and worker key from the path (and, for the OpenAI route, ``model``)."""
-        if parts == ["responses"] or parts == ["chat", "completions"]:
-            request.route = "responses" if parts == ["responses"] else "chat"
-            request.endpoint = self._endpoint(self._openai_model(request.body))
-            request.key = self._pick(request.endpoint)
-        elif len(parts) == 2 and parts[1] == "invocations":
-            request.endpoint = self._endpoint(parts[0])
-            request.key = self._pick(request.endpoint)
-        elif len(parts) == 4 and parts[1] == "served-models" and parts[3] == "invocations":
-            request.endpoint = self._endpoint(parts[0])
-            request.key = request.endpoint.entities.get(parts[2])
-            if request.key is None:
-                raise NotFound(f"Served model {parts[2]!r} does not exist on endpoint {parts[0]!r}")
-        else:
-            raise NotFound(f"No such serving route: /serving-endpoints/{'/'.join(parts)}", "ENDPOINT_NOT_FOUND")
+    @staticmethod
+    def _endpoint_in_path(parts: tuple[str, ...]) -> str:
+        if (len(parts) == 2 and parts[1] == "invocations") or (len(parts) == 4 and parts[1] == "served-models"
+                                                                and parts[3] == "invocations"):
+            return parts[0]
+        raise RouteNotFound(f"No such serving route: /serving-endpoints/{'/'.join(parts)}")
+
+    async def _key_in_path(self, parts: tuple[str, ...], endpoint: EndpointRoutes) -> str:
+        """The traffic split's pick, or the one served entity the path names."""
+        if len(parts) == 2:
+            return await self._pick(endpoint)
+        key = endpoint.entities.get(parts[2])
+        if key is None:
+            raise NotFound(f"Served model {parts[2]!r} does not exist on endpoint {parts[0]!r}")
+        return key
 
     @staticmethod
     def _openai_model(body: bytes) -> str:
@@ -178,15 +239,23 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise InvalidParameter("'model' is required: the name of the serving endpoint to query")
         if model.startswith("apps/"):  # databricks-openai's way to reach an agent on Databricks Apps
-            raise AgentwharfError(f"Not supported by agentwharf: Databricks Apps ({model!r}); deploy the agent "
-                                  "as a serving endpoint and use its name as the model", "NOT_IMPLEMENTED")
+            raise NotImplementedByPlatform(f"Not supported by agentwharf: Databricks Apps ({model!r}); deploy the "
+                                           "agent as a serving endpoint and use its name as the model")
         return model
 
-    @staticmethod
-    def _pick(endpoint: EndpointRoutes) -> str:
-        key = endpoint.pick()
-        if key is None:
-            raise Unavailable(f"Endpoint {endpoint.name!r} has no served version with traffic yet")
+    async def _pick(self, endpoint: EndpointRoutes) -> str:
+        """A worker key by the traffic split. An endpoint whose first version is still loading
+        is waited for (as a cold start is); one whose update failed refuses at once."""
+        deadline = time.monotonic() + self.start_wait
+        while (key := endpoint.pick()) is None:
+            if endpoint.update_failed:
+                raise DeploymentFailed(f"Endpoint {endpoint.name!r} serves no version: its last config update failed "
+                                       "(UPDATE_FAILED). Users with CAN_MANAGE on it see why in its state.")
+            remaining = deadline - time.monotonic()
+            if not endpoint.updating or remaining <= 0:
+                raise Unavailable(f"Endpoint {endpoint.name!r} has no served version with traffic yet")
+            await self.routes.wait_changed(min(remaining, 1.0))
+            endpoint = self._endpoint(endpoint.name)
         return key
 
     def _endpoint(self, name: str) -> EndpointRoutes:
@@ -198,7 +267,8 @@ class Gateway:
     def _record_header(self, request: _Request, status: int) -> dict:
         endpoint = request.endpoint
         return record_header(
-            request_id=request.request_id, endpoint=endpoint.name, experiment_id=endpoint.experiment_id,
+            request_id=request.request_id, client_request_id=request.client_request_id,
+            endpoint=endpoint.name, experiment_id=endpoint.experiment_id,
             entity=request.key.partition("/")[2] if request.key else None,
             model=endpoint.models.get(request.key) if request.key else None,
             status_code=status, started=request.started, caller=request.caller, route=request.route, stream=request.stream,
@@ -215,7 +285,8 @@ class Gateway:
 
     @staticmethod
     def _gateway_record(request: _Request, error: str) -> bytes:
-        return Recorder.gateway_record(request.endpoint.name, request.body, error, request.start_ns)
+        body = request.body_note.encode() if request.body_note is not None else request.body
+        return Recorder.gateway_record(request.endpoint.name, body, error, request.start_ns)
 
     async def _record_failure(self, request: _Request, error: AgentwharfError, record: bytes | None = None) -> None:
         # A request that never reached a known endpoint has no experiment to be traced in; one
@@ -227,7 +298,7 @@ class Gateway:
             record = self._gateway_record(request, error.message)
         await self.recorder.record(self._record_header(request, error.http_status), self._redacted(request, record))
 
-    async def _forward(self, request: _Request, receive, send, id_header: list, meta_extra: dict) -> None:
+    async def _forward(self, request: _Request, receive, send, meta_extra: dict) -> None:
         connection = await self.supervisor.acquire(request.key)
         meta = {"route": request.route, "endpoint": request.endpoint.name, "entity": request.key.partition("/")[2],
                 "request_id": request.request_id, "model": request.endpoint.name, **meta_extra}
@@ -238,19 +309,19 @@ class Gateway:
             except WorkerGone:
                 raise Unavailable(f"The worker for {request.key} stopped before answering; retry shortly") from None
             except asyncio.TimeoutError:
-                raise AgentwharfError(f"The model did not answer within {self.request_timeout:.0f}s", "REQUEST_TIMEOUT") from None
+                raise DeadlineExceeded(f"The model did not answer within {self.request_timeout:.0f}s") from None
             if not reply.stream:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
-                await send_json(send, reply.status, reply.body, id_header)
+                await send_json(send, reply.status, reply.body, request.id_headers())
                 return
             request.stream = True
-            await self._stream(request, connection, reply, receive, send, id_header)
+            await self._stream(request, connection, reply, receive, send)
         finally:
             connection.in_flight -= 1
 
-    async def _stream(self, request: _Request, connection: WorkerConnection, reply: Reply, receive, send, id_header: list) -> None:
+    async def _stream(self, request: _Request, connection: WorkerConnection, reply: Reply, receive, send) -> None:
         """Relay events as server-sent events. If the client leaves, tell the worker to stop,
         but keep reading until its record arrives so the request is still recorded."""
         gone = asyncio.Event()
@@ -262,7 +333,7 @@ class Gateway:
             connection.cancel(reply.stream_id)
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + id_header})
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.id_headers()})
         try:
             async for event, error in reply.events():
                 if event:
@@ -272,9 +343,15 @@ class Gateway:
                     continue
                 status = 499 if gone.is_set() else (500 if error else 200)
                 record = reply.record or self._gateway_record(request, (error or b"stream lost").decode())
-                await self.recorder.record(self._record_header(request, status), self._redacted(request, record))
+                try:
+                    await self.recorder.record(self._record_header(request, status), self._redacted(request, record))
+                except AgentwharfError as failure:
+                    # Unrecorded means unacknowledged: the stream ends with the error, no [DONE].
+                    error, tail = failure.error_body(), b""
+                else:
+                    tail = _DONE
                 if not gone.is_set():
-                    tail = (b"data: " + error + b"\n\n" if error else b"") + _DONE
+                    tail = (b"data: " + error + b"\n\n" if error else b"") + tail
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
             watcher.cancel()

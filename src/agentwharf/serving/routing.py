@@ -6,6 +6,7 @@ swaps it in whole, so the gateway never sees half an update.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import random
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ class EndpointRoutes:
     user_scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: supervisor key -> the model's system credential, so records never keep it.
     system_tokens: dict[str, str] = field(default_factory=dict)
+    #: A config update is loading new versions (requests to an endpoint with no traffic yet wait).
+    updating: bool = False
+    #: The last config update failed (an endpoint with no traffic then refuses at once).
+    update_failed: bool = False
     _cumulative: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,15 +58,32 @@ class EndpointRoutes:
 class RouteTable:
     def __init__(self) -> None:
         self._endpoints: dict[str, EndpointRoutes] = {}
+        self._changed: asyncio.Event | None = None
 
     def get(self, endpoint_name: str) -> EndpointRoutes | None:
         return self._endpoints.get(endpoint_name)
 
     def set(self, routes: EndpointRoutes) -> None:
         self._endpoints[routes.name] = routes
+        self._notify()
 
     def remove(self, endpoint_name: str) -> None:
         self._endpoints.pop(endpoint_name, None)
+        self._notify()
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return after the next change of any endpoint's routes, or after ``timeout``."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def names(self) -> list[str]:
         return list(self._endpoints)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
 from agentwharf.errors import DeploymentFailed, Unavailable
+from agentwharf.serving.protocol import ProtocolError
 from agentwharf.serving.worker_client import WorkerConnection
 
 log = logging.getLogger("agentwharf.supervisor")
@@ -76,8 +77,10 @@ class ServedVersion:
 class WorkerLauncher:
     """Starts and stops worker OS processes."""
 
-    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None):
+    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None):
         self.threads = threads
+        #: Bound of each value in a request's trace record (see ``tracing.record``).
+        self.max_field_chars = max_field_chars
         self.base_env = base_env
         #: key -> a short-lived token to read the model from MLflow; handed over on stdin, not
         #: in the environment, so the model's code (which may read /proc/self/environ) never sees it.
@@ -91,9 +94,10 @@ class WorkerLauncher:
         with open(replica.log_path, "ab") as log_file:
             log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log_file.flush()
+            bound = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agentwharf.serving.worker",
-                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads),
+                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads), *bound,
                 stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )
@@ -197,10 +201,12 @@ class Supervisor:
     # -- the gateway's side ----------------------------------------------------------------
 
     async def acquire(self, key: str) -> WorkerConnection:
-        """The least busy ready worker of ``key``; wakes a scaled-to-zero version and waits.
+        """The least busy ready worker of ``key``. A version still starting (or scaled to zero,
+        which this wakes) is waited for, up to the cold-start timeout.
 
         Raises:
-            Unavailable: no worker can answer now (crashed and restarting, failed, stopped).
+            DeploymentFailed: the version's model failed to load; retrying will not help.
+            Unavailable: no worker can answer now (crashed and restarting, stopped, too slow to start).
         """
         version = self.versions.get(key)
         if version is None:
@@ -212,12 +218,16 @@ class Supervisor:
         if version.state == "SCALED_TO_ZERO":
             log.info("cold start of %s", key)
             self._start_replicas(version)
-        if version.spec.scale_to_zero and version.state in ("STARTING", "SCALED_TO_ZERO"):
+        if version.state == "STARTING":
             try:
                 await self.wait_ready(key, self.cold_start_timeout)
-            except (asyncio.TimeoutError, DeploymentFailed) as error:
-                raise Unavailable(f"{key} did not start in time: {error}") from None
+            except DeploymentFailed:
+                raise DeploymentFailed(_failed_message(key)) from None
+            except asyncio.TimeoutError:
+                raise Unavailable(f"{_entity(key)} did not start within {self.cold_start_timeout:.0f}s; retry shortly") from None
             return await self.acquire(key)
+        if version.state == "FAILED":
+            raise DeploymentFailed(_failed_message(key))
         raise Unavailable(_unavailable_message(key, version))
 
     # -- processes -------------------------------------------------------------------------
@@ -257,8 +267,7 @@ class Supervisor:
                     return
             else:
                 self._refresh_state(version)
-                await replica.process.wait()
-                replica.connection = None
+                await self._hold_connection(version, replica)
             code = replica.process.returncode
             log.warning("worker %s-%d exited with code %s", version.spec.key, replica.index, code)
             self._refresh_state(version)
@@ -267,6 +276,31 @@ class Supervisor:
             replica.restarts += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max)
+
+    async def _hold_connection(self, version: ServedVersion, replica: Replica) -> None:
+        """Keep the gateway's connection to a running worker until the worker exits. A
+        connection that breaks while the process lives (a bad frame, say) is opened again,
+        or, if that fails, the worker is stopped so it restarts: a worker is never left alive
+        but unreachable."""
+        while True:
+            exited = asyncio.ensure_future(replica.process.wait())
+            lost = asyncio.ensure_future(replica.connection.wait_closed())
+            await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
+            lost.cancel()
+            if exited.done():
+                replica.connection = None
+                return
+            exited.cancel()
+            log.warning("connection to worker %s-%d broke while it runs; reconnecting", version.spec.key, replica.index)
+            replica.connection = None
+            self._refresh_state(version)
+            try:
+                replica.connection = await WorkerConnection.open(replica.socket_path)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError) as error:
+                log.error("cannot reconnect to worker %s-%d (%s); restarting it", version.spec.key, replica.index, error)
+                await self.launcher.stop(replica.process)
+                return
+            self._refresh_state(version)
 
     async def _connect_when_ready(self, replica: Replica) -> WorkerConnection | None:
         """Poll the socket until the worker listens (model loaded) or the process exits."""
@@ -336,9 +370,19 @@ def _in_flight(connection: WorkerConnection) -> int:
     return connection.in_flight
 
 
+def _entity(key: str) -> str:
+    endpoint, _, entity = key.partition("/")
+    return f"Served entity {entity!r} of endpoint {endpoint!r}"
+
+
+def _failed_message(key: str) -> str:
+    # The load error (a worker log tail) is for the endpoint's managers only: it is in the
+    # endpoint's state for CAN_MANAGE, never in an answer to a caller.
+    return (f"{_entity(key)} is in state DEPLOYMENT_FAILED: its model failed to load, and retrying will not help. "
+            "Users with CAN_MANAGE on the endpoint see the load error in its state.")
+
+
 def _unavailable_message(key: str, version: ServedVersion) -> str:
-    if version.state == "FAILED":
-        return f"{key} failed to start: {version.error}"
     if version.state == "RESTARTING":
-        return f"The worker for {key} crashed and is restarting; retry shortly."
-    return f"{key} is {version.state.lower().replace('_', ' ')}; retry shortly."
+        return f"The worker of {_entity(key).lower()} crashed and is restarting; retry shortly."
+    return f"{_entity(key)} is {version.state.lower().replace('_', ' ')}; retry shortly."

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from agentwharf import credentials
+from agentwharf.errors import AgentwharfError, InvalidParameter, ModelError
 from agentwharf.serving import protocol
 from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
 from agentwharf.serving.openai_compat import (
@@ -40,15 +41,21 @@ from agentwharf.tracing import record as trace_record
 log = logging.getLogger("agentwharf.worker")
 
 
-def _error(code: str, message: str) -> bytes:
-    return orjson.dumps({"error_code": code, "message": message})
+#: Room for the frame's own header and the record's envelope inside ``protocol.MAX_FRAME``.
+_MAX_ANSWER = protocol.MAX_FRAME - 1024
 
 
 class WorkerServer:
-    """Answers the gateway's frames with the model's output, and a trace record per request."""
+    """Answers the gateway's frames with the model's output, and a trace record per request.
 
-    def __init__(self, adapter: ModelAdapter, threads: int):
+    Every REQUEST frame gets exactly one RECORD and one RESPONSE (or STREAM_END), whatever
+    fails on the way: the gateway waits for them, and a request without its record would be
+    an answer without a trace.
+    """
+
+    def __init__(self, adapter: ModelAdapter, threads: int, max_field_chars: int = trace_record.DEFAULT_MAX_FIELD_CHARS):
         self.adapter = adapter
+        self.max_field_chars = max_field_chars
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
         self.cancelled: dict[tuple[int, int], threading.Event] = {}
         self._connections = 0
@@ -70,6 +77,8 @@ class WorkerServer:
                         flag.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the gateway closed the connection (restart or shutdown)
+        except protocol.ProtocolError as error:
+            log.error("the gateway sent a bad frame (%s); closing this connection", error)
         finally:
             for flag_key, flag in list(self.cancelled.items()):
                 if flag_key[0] == conn_id:
@@ -78,16 +87,25 @@ class WorkerServer:
 
     async def handle_request(self, conn_id: int, stream_id: int, payload: bytes, writer: asyncio.StreamWriter) -> None:
         start_ns = time.time_ns()
-        meta, raw = protocol.decode_request(payload)
+        meta, raw = {}, payload
+        try:
+            meta, raw = protocol.decode_request(payload)
+            await self._handle(conn_id, stream_id, meta, raw, writer, start_ns)
+        except Exception as failure:  # a platform bug: still answer, still record
+            log.error("request %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
+            error = AgentwharfError(f"The worker failed while handling the request: {type(failure).__name__}")
+            self._send_record(writer, stream_id, meta, start_ns, _loads_or_text(raw), None, error.message, [])
+            writer.write(protocol.encode(stream_id, protocol.RESPONSE, error.error_body(), error.http_status))
+
+    async def _handle(self, conn_id, stream_id, meta, raw, writer, start_ns) -> None:
         try:
             body = self._decode_body(raw, meta)
             options = body.pop("databricks_options", None) or {}
             request = self.adapter.parse(body)
         except InvalidRequest as error:
-            answer = _error("INVALID_PARAMETER_VALUE", str(error))
-            inputs = _loads_or_text(raw)
-            self._send_record(writer, stream_id, meta, start_ns, inputs, None, str(error), [])
-            writer.write(protocol.encode(stream_id, protocol.RESPONSE, answer, 400))
+            refused = InvalidParameter(str(error))
+            self._send_record(writer, stream_id, meta, start_ns, _loads_or_text(raw), None, refused.message, [])
+            writer.write(protocol.encode(stream_id, protocol.RESPONSE, refused.error_body(), refused.http_status))
             return
         if body.get("stream") is True:
             await self._stream(conn_id, stream_id, meta, body, request, writer, start_ns)
@@ -114,26 +132,30 @@ class WorkerServer:
             output = to_openai_response(output, meta)
         elif error is None and meta.get("route") == "chat":
             output = to_chat_completion(output, meta)
+        answer = None
+        if error is None:
+            answer, error = _encode_answer(output)
+            if error is not None:
+                output = None
         record = self._build_record(meta, start_ns, body, output, error, traces)
-        record_bytes = orjson.dumps(record, default=str)
+        record_bytes = trace_record.encode(record)
         if error is not None:
-            return 500, _error("MODEL_ERROR", error), record_bytes
+            return 500, ModelError(error).error_body(), record_bytes
         if options.get("return_trace"):
-            output = {**output, "databricks_output": {"trace": _trace_json(record)}}
-        return 200, orjson.dumps(output, default=str), record_bytes
+            answer, _ = _encode_answer({**output, "databricks_output": {"trace": _trace_json(record)}})
+        return 200, answer, record_bytes
 
-    @staticmethod
-    def _build_record(meta, start_ns, inputs, outputs, error, traces) -> dict:
+    def _build_record(self, meta, start_ns, inputs, outputs, error, traces) -> dict:
         return trace_record.build(
             name=f"/serving-endpoints/{meta.get('endpoint', '')}/invocations", start_ns=start_ns,
-            inputs=inputs, outputs=outputs, error=error, agent_traces=traces,
+            inputs=inputs, outputs=outputs, error=error, agent_traces=traces, max_field_chars=self.max_field_chars,
             attributes={"agentwharf.endpoint": meta.get("endpoint"), "agentwharf.served_entity": meta.get("entity"),
                         "agentwharf.request_id": meta.get("request_id")},
         )
 
     def _send_record(self, writer, stream_id, meta, start_ns, inputs, outputs, error, traces) -> None:
         record = self._build_record(meta, start_ns, inputs, outputs, error, traces)
-        writer.write(protocol.encode(stream_id, protocol.RECORD, orjson.dumps(record, default=str)))
+        writer.write(protocol.encode(stream_id, protocol.RECORD, trace_record.encode(record)))
 
     def _decode_body(self, raw: bytes, meta: dict) -> dict[str, Any]:
         try:
@@ -142,6 +164,10 @@ class WorkerServer:
             raise InvalidRequest(f"Malformed JSON in request body: {error}") from None
         if not isinstance(body, dict):
             raise InvalidRequest(f"Request body must be a JSON object, got {type(body).__name__}")
+        if not trace_record.representable(body):
+            # Checked before the model runs: its trace and inference row could not hold it.
+            raise InvalidRequest("Request body is nested too deeply to be recorded (at most 254 levels of arrays "
+                                 "and objects)")
         if meta.get("route") == "responses":
             body = normalize_openai_request(body)
         elif meta.get("route") == "chat":
@@ -183,7 +209,10 @@ class WorkerServer:
                         break
                     if event.get("type") == "response.output_item.done" and "item" in event:
                         items.append(event["item"])
-                    send(protocol.EVENT, orjson.dumps(event, default=str))
+                    data, error = _encode_answer(event)
+                    if error is not None:
+                        break
+                    send(protocol.EVENT, data)
             except Exception as failure:
                 log.error("predict_stream failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
                 error = _agent_message(failure)
@@ -193,12 +222,17 @@ class WorkerServer:
                     close()
             # The assembled final output is what the trace and the inference table keep.
             record = self._build_record(meta, start_ns, body, {"output": items}, error, capture.take())
-            send(protocol.RECORD, orjson.dumps(record, default=str))
+            send(protocol.RECORD, trace_record.encode(record))
             failed = error is not None and not cancel.is_set()
-            send(protocol.STREAM_END, _error("MODEL_ERROR", error) if failed else b"")
+            send(protocol.STREAM_END, ModelError(error).error_body() if failed else b"")
 
         try:
             await loop.run_in_executor(self.pool, produce)
+        except Exception as failure:  # the stream was cut by a platform bug: end it, recorded
+            log.error("stream %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
+            message = f"The worker failed while streaming: {type(failure).__name__}"
+            send(protocol.RECORD, trace_record.encode(self._build_record(meta, start_ns, body, None, message, [])))
+            send(protocol.STREAM_END, AgentwharfError(message).error_body())
         finally:
             self.cancelled.pop((conn_id, stream_id), None)
 
@@ -242,6 +276,17 @@ def _trace_json(record: dict) -> dict:
     }
 
 
+def _encode_answer(value: Any) -> tuple[bytes, str | None]:
+    """The model's answer (or one stream event) as JSON, or why it cannot be sent."""
+    try:
+        data = orjson.dumps(value, default=str)
+    except TypeError as error:
+        return b"", f"The model's answer cannot be encoded as JSON: {error}"
+    if len(data) > _MAX_ANSWER:
+        return b"", f"The model's answer is {len(data)} bytes, over the {_MAX_ANSWER} bytes one answer may have"
+    return data, None
+
+
 def _agent_message(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return f"{type(error).__name__}: {text}" if str(error) else text
@@ -270,8 +315,8 @@ def _load(model_uri: str, load_token: str) -> ModelAdapter:
     return adapter
 
 
-async def _serve(socket_path: str, adapter: ModelAdapter, threads: int) -> None:
-    server = WorkerServer(adapter, threads)
+async def _serve(socket_path: str, adapter: ModelAdapter, threads: int, max_field_chars: int) -> None:
+    server = WorkerServer(adapter, threads, max_field_chars)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     unix_server = await asyncio.start_unix_server(server.handle_connection, path=socket_path)
@@ -300,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--model-uri", required=True)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--max-field-chars", type=int, default=trace_record.DEFAULT_MAX_FIELD_CHARS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The supervisor writes the load credential on stdin (never in the environment).
@@ -314,9 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop  # installed with uvicorn[standard]; a faster event loop for the frame relay
 
-        uvloop.run(_serve(args.socket, adapter, args.threads))
+        uvloop.run(_serve(args.socket, adapter, args.threads, args.max_field_chars))
     except ImportError:
-        asyncio.run(_serve(args.socket, adapter, args.threads))
+        asyncio.run(_serve(args.socket, adapter, args.threads, args.max_field_chars))
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
 
+from agentwharf.errors import Unavailable
 from agentwharf.serving import protocol
+
+log = logging.getLogger("agentwharf.gateway")
 
 #: Pseudo frame kind queued to every open call when the worker connection drops.
 CONNECTION_LOST = 255
@@ -48,7 +52,7 @@ class Reply:
                 yield b"", payload or None
                 return
             else:  # connection lost midway
-                yield b"", orjson.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "The model worker stopped while streaming."})
+                yield b"", Unavailable("The model worker stopped while streaming.").error_body()
                 return
 
 
@@ -72,6 +76,7 @@ class WorkerConnection:
         self.closed = False
         self._calls: dict[int, _Call] = {}
         self._ids = itertools.count(1)
+        self._closed = asyncio.Event()
         self._pump = asyncio.create_task(self._read_loop(), name=f"worker-conn-{hello.get('pid')}")
 
     @classmethod
@@ -96,14 +101,21 @@ class WorkerConnection:
                 if kind in (protocol.RESPONSE, protocol.STREAM_END):
                     del self._calls[stream_id]
                 call.queue.put_nowait((kind, status, payload))
-        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except protocol.ProtocolError as error:
+            log.error("worker %s sent a bad frame (%s); closing the connection", self.hello.get("pid"), error)
         finally:
             self.closed = True
             for call in self._calls.values():
                 call.queue.put_nowait((CONNECTION_LOST, 0, b""))
             self._calls.clear()
             self._writer.close()
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is closed (by either side)."""
+        await self._closed.wait()
 
     async def request(self, meta: dict, body: bytes, timeout: float) -> Reply:
         """Send one request and wait for its first answer frame.

@@ -84,7 +84,10 @@ class InferenceLog(Base):
     __tablename__ = "aw_inference_log"
     __table_args__ = (Index("ix_aw_inference_log_endpoint_ts", "endpoint", "timestamp_ms"),)
 
+    #: The platform's id of the request (always its own, so always unique).
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: The caller's ``x-request-id``, as sent (callers may reuse one).
+    client_request_id: Mapped[str | None] = mapped_column(String(128), index=True)
     timestamp_ms: Mapped[int] = mapped_column(BigInteger, index=True)
     endpoint: Mapped[str] = mapped_column(String(63))
     served_entity: Mapped[str | None] = mapped_column(String(256))

@@ -5,6 +5,12 @@ The trace's root span is the request itself; the agent's own spans (ResponsesAge
 span, ``@mlflow.trace``, autolog) are re-parented under it. Spans are in MLflow's stored form
 (``Span.to_dict()``: base64 ids, JSON-encoded attribute values), so the writer stores them as
 MLflow's own SQL store would and MLflow reads them back unchanged.
+
+A record is bounded: each span attribute (inputs, outputs, anything an agent attached) and the
+request and response kept for the inference table hold at most ``max_field_chars``; longer
+values are cut (never dropped) and the trace's metadata says so (``agentwharf.truncated``).
+``encode`` never fails: what JSON cannot hold (nesting deeper than the encoder allows) is kept
+as text.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from typing import Any
 import orjson
 
 SPAN_TYPE = "CHAIN"
+#: Default bound of one span attribute, request or response in a record (characters).
+DEFAULT_MAX_FIELD_CHARS = 1024 * 1024
+TRUNCATED_KEY = "agentwharf.truncated"
 
 
 def new_trace_ids() -> tuple[int, str]:
@@ -29,7 +38,15 @@ def _b64(value: int, size: int) -> str:
 
 
 def _attr(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    """An attribute value as MLflow stores it: JSON text (plain text when JSON cannot hold it)."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError as error:  # orjson.JSONEncodeError: nested deeper than orjson writes
+        return orjson.dumps(_as_text(value, error)).decode()
+
+
+def _as_text(value: Any, error: Exception) -> str:
+    return f"[not storable as JSON ({error}); its text:] {repr(value)[:10_000]}"
 
 
 def root_span(
@@ -64,6 +81,7 @@ def root_span(
 def build(
     *, name: str, start_ns: int, inputs: Any, outputs: Any, error: str | None,
     agent_traces: list[Any] = (), attributes: dict[str, Any] | None = None,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
 ) -> dict[str, Any]:
     """A record for one request. ``agent_traces`` are MLflow ``Trace`` objects the agent made."""
     end_ns = time.time_ns()
@@ -90,7 +108,7 @@ def build(
             if data.get("parent_span_id") is None:
                 data["parent_span_id"] = root_b64
             agent_spans.append(data)
-    return {
+    built = {
         "trace_id": trace_id,
         "start_ms": start_ns // 1_000_000,
         "duration_ms": max(0, (end_ns - start_ns) // 1_000_000),
@@ -101,3 +119,53 @@ def build(
         "response": outputs,
         "error": error,
     }
+    _bound(built, max_field_chars)
+    return built
+
+
+def _cut(text: str, limit: int) -> str:
+    return f"{text[:limit]}... [cut by agentwharf: {len(text)} characters in all]"
+
+
+def _bound(built: dict[str, Any], limit: int) -> None:
+    """Cut every span attribute, the request and the response to ``limit`` characters. The
+    root span's inputs and outputs are the request and response as JSON text already, so
+    their lengths cost nothing to know."""
+    cut = []
+    root = built["spans"][0]["attributes"]
+    for field, key in (("request", "mlflow.spanInputs"), ("response", "mlflow.spanOutputs")):
+        if len(root[key]) > limit:
+            built[field] = _cut(root[key], limit)
+            built[f"{field}_truncated"] = True
+            cut.append(field)
+    for span in built["spans"]:
+        attributes = span["attributes"]
+        for key, value in attributes.items():
+            if isinstance(value, str) and len(value) > limit:
+                # The stored value stays JSON (a string now), so MLflow still reads it back.
+                attributes[key] = _attr(_cut(value, limit))
+                cut.append(f"{span['name']}:{key}")
+    if cut:
+        built["metadata"][TRUNCATED_KEY] = ",".join(cut)[:1000]
+
+
+def representable(value: Any) -> bool:
+    """Whether ``value`` can be stored as JSON (orjson writes at most 254 levels of nesting)."""
+    try:
+        orjson.dumps(value, default=str)
+    except TypeError:
+        return False
+    return True
+
+
+def encode(built: dict[str, Any]) -> bytes:
+    """The record as JSON bytes. Never fails: a request or response that JSON cannot hold as
+    it is (too deeply nested) is kept as text; span attributes are text already."""
+    try:
+        return orjson.dumps(built, default=str)
+    except TypeError as error:
+        safe = {**built, "metadata": {**built["metadata"], TRUNCATED_KEY: "not storable as JSON"}}
+        for field in ("request", "response"):
+            if not representable(safe[field]):
+                safe[field] = _as_text(safe[field], error)
+        return orjson.dumps(safe, default=str)

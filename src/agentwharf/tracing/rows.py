@@ -60,6 +60,8 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
     }
     if header.get("caller"):
         metadata["agentwharf.caller"] = header["caller"]
+    if header.get("client_request_id"):
+        metadata["agentwharf.client_request_id"] = header["client_request_id"]
     if isinstance(context, dict):
         if context.get("conversation_id"):
             metadata["mlflow.trace.session"] = str(context["conversation_id"])
@@ -74,7 +76,8 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
         "timestamp_ms": record["start_ms"],
         "execution_time_ms": record["duration_ms"],
         "status": record["state"],
-        "client_request_id": header["request_id"][:50],
+        # MLflow's column for the caller's own id (the platform's when the caller sent none).
+        "client_request_id": (header.get("client_request_id") or header["request_id"])[:50],
         "request_preview": request_text[:PREVIEW_CHARS],
         "response_preview": response_text[:PREVIEW_CHARS],
         "db_payload_generation": 1,
@@ -117,6 +120,7 @@ def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
     response_text, response_cut = _truncate(None if response is None else _json_text(response), max_payload_chars)
     return {
         "request_id": header["request_id"],
+        "client_request_id": header.get("client_request_id"),
         "timestamp_ms": header["ts_ms"],
         "endpoint": header["endpoint"],
         "served_entity": header.get("entity"),
@@ -129,8 +133,8 @@ def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
         "stream": bool(header.get("stream")),
         "request": request,
         "response": response_text,
-        "request_truncated": request_cut,
-        "response_truncated": response_cut,
+        "request_truncated": request_cut or bool(record.get("request_truncated")),
+        "response_truncated": response_cut or bool(record.get("response_truncated")),
         "trace_id": record.get("trace_id"),
         "error": record.get("error"),
     }

@@ -9,11 +9,17 @@ The writer reads from a checkpoint ``(segment, offset)`` that it stores in the d
 same transaction as the rows, so after a crash it resumes exactly where its last commit ended.
 A record cut short by a crash can only be at the end of a segment: the gateway starts a fresh
 segment on every start and never appends to an old one.
+
+Exactly one writer drains a spool: it holds an exclusive lock on ``writer.lock`` (``flock``,
+released by the kernel when the process dies, however it dies), with its pid inside, so a
+platform starting again can find and end a writer an earlier run left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import re
 import struct
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORD_HEADER = struct.Struct("!II")
+LOCK_FILE = "writer.lock"
 _SEGMENT = re.compile(r"^seg-(\d{12})\.log$")
 
 
@@ -54,6 +61,9 @@ class SpoolAppender:
         self._fd = -1
         self._seq = 0
         self._size = 0
+        #: A write failed midway: the segment may end in a torn record, so the next write
+        #: starts a fresh one (an old segment's torn tail is what the reader skips).
+        self._torn = False
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
@@ -64,11 +74,10 @@ class SpoolAppender:
         self._open_segment((existing[-1] if existing else 0) + 1)
 
     def _open_segment(self, seq: int) -> None:
+        fd = os.open(self.folder / segment_name(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         if self._fd >= 0:
             os.close(self._fd)
-        self._seq = seq
-        self._size = 0
-        self._fd = os.open(self.folder / segment_name(seq), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd, self._seq, self._size = fd, seq, 0
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -93,9 +102,9 @@ class SpoolAppender:
                     await asyncio.to_thread(self._write, data)
                 except OSError as error:
                     # Part of the batch may be on disk; records after it in this segment would
-                    # follow a torn record the reader cannot pass. Start a fresh segment, so the
-                    # torn bytes become an old segment's tail, which the reader skips.
-                    self._open_segment(self._seq + 1)
+                    # follow a torn record the reader cannot pass. The next write starts a fresh
+                    # segment (opening it may fail too, on a full disk: then that write fails).
+                    self._torn = True
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -109,6 +118,9 @@ class SpoolAppender:
             self._flushing = False
 
     def _write(self, data: bytes) -> None:
+        if self._torn:
+            self._open_segment(self._seq + 1)
+            self._torn = False
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -118,6 +130,36 @@ class SpoolAppender:
         self._size += len(data)
         if self._size >= self.segment_bytes:
             self._open_segment(self._seq + 1)
+
+
+def hold_writer_lock(folder: Path) -> int:
+    """Take the spool's writer lock, waiting while another process holds it. Returns the open
+    descriptor: the lock lasts as long as it (and the process) does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def writer_lock_holder(folder: Path) -> int | None:
+    """The pid of the process holding the spool's writer lock, or None if nobody does."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(ValueError):
+                return int(os.pread(fd, 32, 0) or b"0") or None
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 @dataclass

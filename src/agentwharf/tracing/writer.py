@@ -24,7 +24,7 @@ from sqlalchemy import text
 from agentwharf.store.database import Database
 from agentwharf.store.models import InferenceLog, SpoolCheckpoint
 from agentwharf.tracing.rows import inference_row, trace_rows
-from agentwharf.tracing.spool import SpoolReader
+from agentwharf.tracing.spool import SpoolReader, hold_writer_lock
 
 log = logging.getLogger("agentwharf.writer")
 PROGRESS_FILE = "progress.json"
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM: finish draining what is spooled, then exit (the platform waits for it).
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    # One writer per spool: a writer an earlier run left behind holds this until it is ended.
+    hold_writer_lock(args.spool)
     writer = SpoolWriter(args.database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
     import gc
 

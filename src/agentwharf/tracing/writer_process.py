@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from agentwharf.children import die_with_parent
-from agentwharf.tracing.spool import SpoolReader
+from agentwharf.children import die_with_parent, end_stale_process
+from agentwharf.tracing.spool import SpoolReader, writer_lock_holder
 from agentwharf.tracing.writer import read_progress
 
 log = logging.getLogger("agentwharf.writer")
@@ -32,7 +32,17 @@ class WriterProcess:
         self.restarts = 0
         self.reader = SpoolReader(spool_dir)
 
+    def end_stale_writer(self) -> None:
+        """End a writer an earlier run of this home left behind (the platform was killed and
+        the writer was stopped or hung): two writers must never drain one spool."""
+        holder = writer_lock_holder(self.spool_dir)
+        if holder is None or (self.process is not None and holder == self.process.pid):
+            return
+        if end_stale_process(holder, "agentwharf.tracing.writer"):
+            log.warning("ended a stale spool writer (pid %d) left by an earlier run of this home", holder)
+
     def start(self) -> None:
+        self.end_stale_writer()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(

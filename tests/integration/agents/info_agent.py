@@ -3,10 +3,20 @@
 - ``raise``: raise ValueError with that message; ``crash``: exit the process at once;
 - ``events``/``delay``: stream that many deltas, sleeping between them;
 - ``closed_marker``: a path written when the stream is closed early (client went away);
-- ``env``: names of environment variables to report back.
+- ``env``: names of environment variables to report back;
+- ``big_output``: answer with that many characters; ``big_span``: trace a span whose input has
+  that many characters; ``deep_output``: answer with lists nested that deep;
+- ``poison_connection``: write a bad frame header on the worker's connections to the gateway
+  (a worker alive but its connection broken).
+
+Environment (set with ``environment_vars`` at deploy): ``INFO_AGENT_LOAD_DELAY`` seconds to
+sleep while loading; ``INFO_AGENT_FAIL_IF`` a path whose existence makes loading fail.
 """
 
 import os
+import socket
+import stat
+import struct
 import time
 from pathlib import Path
 from uuid import uuid4
@@ -14,6 +24,45 @@ from uuid import uuid4
 import mlflow
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
+
+
+if os.environ.get("AGENTWHARF_SERVED_ENTITY"):  # in a worker, not while being logged
+    time.sleep(float(os.environ.get("INFO_AGENT_LOAD_DELAY", 0)))
+    if os.environ.get("INFO_AGENT_FAIL_IF") and Path(os.environ["INFO_AGENT_FAIL_IF"]).exists():
+        raise RuntimeError(f"load refused: {os.environ['INFO_AGENT_FAIL_IF']} exists (SECRET_DETAIL_42)")
+
+
+@mlflow.trace(name="big_span")
+def _big_span(text: str) -> int:
+    return len(text)
+
+
+def _deep(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _poison_connections() -> int:
+    """Send a frame header announcing an impossible length on every connected Unix socket."""
+    poisoned = 0
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            if sock.family == socket.AF_UNIX and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                try:  # the event loop's own socket pairs are AF_UNIX too; some are half closed
+                    sock.send(struct.pack("!IIBH", 2**31, 0, 4, 0))
+                    poisoned += 1
+                except OSError:
+                    pass
+    return poisoned
 
 
 def _last_user_text(request: ResponsesAgentRequest) -> str:
@@ -37,8 +86,16 @@ class InfoAgent(ResponsesAgent):
         if custom.get("crash"):
             os._exit(17)
         time.sleep(float(custom.get("sleep", 0)))
-        item = self.create_text_output_item(text=f"Echo: {_last_user_text(request)}", id=str(uuid4()))
-        return ResponsesAgentResponse(output=[item], custom_outputs=_info(custom))
+        if custom.get("poison_connection"):
+            _poison_connections()
+        if custom.get("big_span"):
+            _big_span("s" * int(custom["big_span"]))
+        text = "x" * int(custom["big_output"]) if custom.get("big_output") else f"Echo: {_last_user_text(request)}"
+        item = self.create_text_output_item(text=text, id=str(uuid4()))
+        outputs = _info(custom)
+        if custom.get("deep_output"):
+            outputs["deep"] = _deep(int(custom["deep_output"]))
+        return ResponsesAgentResponse(output=[item], custom_outputs=outputs)
 
     def predict_stream(self, request: ResponsesAgentRequest):
         custom = request.custom_inputs or {}

@@ -1,0 +1,94 @@
+"""uvicorn's HTTP protocol with the limits it lacks: a deadline and a size cap for a request's
+headers, and a cap on open connections, each refused with agentwharf's JSON error (as is a
+request that is not HTTP at all, which uvicorn answers in plain text).
+
+Without a header deadline a client that opens a socket and sends a byte now and then holds it
+forever, before any token is checked (slowloris); uvicorn's keep-alive timeout starts only
+after a response. Its own ``limit_concurrency`` answers in plain text and counts idle
+keep-alive sockets; the platform counts requests in progress itself (``Platform._http``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from agentwharf.errors import AgentwharfError, BadRequest, HeadersTooLarge, RequestTimeout, Unavailable
+
+#: Request line and headers together may not exceed this (nginx's default buffers hold 32 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _raw_answer(error: AgentwharfError) -> bytes:
+    body = error.error_body()
+    head = [f"HTTP/1.1 {error.http_status} {_REASONS[error.http_status]}", "content-type: application/json",
+            f"content-length: {len(body)}", "connection: close"]
+    head += [f"{key.decode()}: {value.decode()}" for key, value in error.headers()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def protocol_class(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with these limits."""
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+        #: Bytes received since the current request began, while its headers are incomplete.
+        _header_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_deadline is not None:
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._refuse(HeadersTooLarge(f"The request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+                    return
+            super().data_received(data)
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self._refuse(Unavailable(f"The platform has {max_connections} open connections, its limit "
+                                         "(AGENTWHARF_MAX_CONNECTIONS); retry shortly"))
+                return
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            # Bytes that are not HTTP: uvicorn's answer is plain text, agentwharf's is JSON.
+            self._refuse(BadRequest(f"Not a valid HTTP request: {msg}"))
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_bytes = 0
+            self._header_deadline = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_deadline = None
+            self._refuse(RequestTimeout(f"The request headers did not arrive within {header_timeout:.0f}s"))
+
+        def _refuse(self, error: AgentwharfError) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_raw_answer(error))
+                self.transport.close()
+
+    return GuardedHttpProtocol
