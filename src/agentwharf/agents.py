@@ -11,6 +11,7 @@ The platform is found at ``AGENTWHARF_HOST`` (default ``http://127.0.0.1:8710``)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -22,8 +23,13 @@ from agentwharf.settings import ClientSettings
 __all__ = ["Deployment", "PermissionLevel", "deploy", "delete_deployment", "get_deployments", "get_permissions",
            "list_deployments", "set_permissions"]
 
-#: How long ``deploy`` waits for the new version to answer.
-DEPLOY_TIMEOUT_SECONDS = 600.0
+#: How long ``deploy`` waits for the new version to answer (building a model's environment
+#: the first time can take minutes).
+DEPLOY_TIMEOUT_SECONDS = 1800.0
+#: Arguments of Databricks' ``databricks.agents.deploy`` that have no meaning on agentwharf:
+#: accepted, so the guide's calls run unchanged, and logged as ignored.
+_DATABRICKS_ONLY = ("instance_profile_arn", "budget_policy_id", "usage_policy_id", "deploy_feedback_model")
+log = logging.getLogger("agentwharf.agents")
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ def deploy(
     tags: dict[str, str] | None = None,
     workload_size: str = "Small",
     endpoint_name: str | None = None,
-    **_ignored: Any,
+    description: str | None = None,
+    env_manager: str | None = None,
+    **databricks_only: Any,
 ) -> Deployment:
     """Serve a registered model version and wait until it answers.
 
@@ -71,14 +79,27 @@ def deploy(
         tags: Tags added to the endpoint.
         workload_size: ``Small``, ``Medium`` or ``Large``: how many worker processes serve it.
         endpoint_name: Serve on this endpoint instead of the default name.
+        description: The endpoint's description (a new endpoint's).
+        env_manager: ``"uv"`` runs the version in an environment built from its model's logged
+            requirements, ``"local"`` in the platform's own; default: the platform's setting.
+        **databricks_only: ``instance_profile_arn``, ``budget_policy_id``, ``usage_policy_id``,
+            ``deploy_feedback_model``, accepted for Databricks' calls and ignored. Anything
+            else is a ``TypeError``.
 
     Returns:
         The deployment, with ``query_endpoint`` (this version) and ``endpoint_url`` (the endpoint).
 
     Raises:
         AgentwharfError: invalid arguments, unknown model or version, version already served.
-        DeploymentFailed: the model did not load; the message carries the worker's log tail.
+        DeploymentFailed: the model did not load, or its environment could not be built; the
+            message carries the worker's log tail or the installer's own error.
+        TypeError: an argument neither agentwharf nor Databricks' ``agents.deploy`` knows.
     """
+    unknown = sorted(set(databricks_only) - set(_DATABRICKS_ONLY))
+    if unknown:
+        raise TypeError(f"deploy() got unexpected keyword arguments: {', '.join(unknown)}")
+    if databricks_only:
+        log.info("ignoring %s: Databricks-only deploy arguments with no effect on agentwharf", ", ".join(sorted(databricks_only)))
     client = _client()
     try:
         answer = client.deploy({
@@ -89,12 +110,29 @@ def deploy(
             "tags": tags,
             "workload_size": workload_size,
             "endpoint_name": endpoint_name,
+            "description": description,
+            "env_manager": env_manager,
         })
         deployment = Deployment.from_json(answer["deployed_chain"])
-        client.wait_for_entity(deployment.endpoint_name, deployment.served_entity_name, DEPLOY_TIMEOUT_SECONDS)
+        log.info("deploying %s version %s to %s", model_name, model_version, deployment.endpoint_name)
+        client.wait_for_entity(deployment.endpoint_name, deployment.served_entity_name, DEPLOY_TIMEOUT_SECONDS,
+                               on_progress=_progress_logger(deployment.served_entity_name))
+        log.info("%s answers on %s", deployment.served_entity_name, deployment.endpoint_name)
         return deployment
     finally:
         client.close()
+
+
+def _progress_logger(entity: str):
+    """Log each new step of a deploy once (the environment build, the model load)."""
+    last = [""]
+
+    def report(message: str, elapsed: float) -> None:
+        if message and message != last[0]:
+            last[0] = message
+            log.info("%s: %s (%.0fs)", entity, message, elapsed)
+
+    return report
 
 
 def get_deployments(model_name: str, model_version: str | int | None = None) -> list[Deployment]:

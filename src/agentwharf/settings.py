@@ -7,11 +7,15 @@ their factories, clients a ``ClientSettings``. Both read ``AGENTWHARF_*`` variab
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+import orjson
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8710
+#: Where a running platform records its pid and base URL, in its home.
+PID_FILE_NAME = "platform.pid"
 
 #: Worker processes per served version for each Databricks workload size.
 DEFAULT_WORKLOAD_SIZES = {"Small": 1, "Medium": 2, "Large": 4}
@@ -33,6 +37,14 @@ class PlatformSettings(BaseSettings):
     worker_threads: int = 16
     #: How long a worker may take to load its model before the deploy fails.
     worker_start_timeout: float = 300.0
+    #: ``uv``: each version runs in an environment built from its model's logged requirements
+    #: (shared by versions with the same ones); ``local``: in the platform's own (a deploy may
+    #: ask for either).
+    env_manager: Literal["uv", "local"] = "uv"
+    #: How long building one model environment may take before the deploy fails.
+    environment_build_timeout: float = 1800.0
+    #: Where model environments live (default ``<home>/envs``); several homes may share one.
+    environments_dir: Path | None = None
     #: Back-off between restarts of a crashed worker: doubles from min to max.
     restart_backoff_min: float = 0.5
     restart_backoff_max: float = 30.0
@@ -148,25 +160,72 @@ class PlatformSettings(BaseSettings):
         return Path(tempfile.gettempdir()) / f"agentwharf-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
 
     @property
+    def envs_dir(self) -> Path:
+        """Model environments, one folder per distinct set of requirements."""
+        return self.environments_dir.resolve() if self.environments_dir else self.home.resolve() / "envs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Model files fetched for serving, one folder per model version."""
+        return self.home.resolve() / "models"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """What a worker in a model's environment imports the worker runtime from."""
+        return self.home.resolve() / "runtime"
+
+    @property
     def spool_dir(self) -> Path:
         return self.home.resolve() / "spool"
 
     @property
     def pid_file(self) -> Path:
-        return self.home.resolve() / "platform.pid"
+        return self.home.resolve() / PID_FILE_NAME
+
+
+def recorded_base_url(home: Path) -> str | None:
+    """The base URL a platform running on ``home`` recorded when it started, if any."""
+    try:
+        return orjson.loads((home / PID_FILE_NAME).read_bytes()).get("base_url")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+def _with_scheme(host: str) -> str:
+    host = host.rstrip("/")
+    return host if "://" in host else f"http://{host}"
 
 
 class ClientSettings(BaseSettings):
-    """What a client (`agentwharf.agents`, the CLI) needs to reach a platform."""
+    """What a client (`agentwharf.agents`, the CLI) needs to reach a platform.
 
-    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
+    The platform is the first of: ``AGENTWHARF_HOST``; ``MLFLOW_TRACKING_URI`` when it is an
+    http(s) URL (the platform serves MLflow's API at its base URL); ``DATABRICKS_HOST``; the
+    URL recorded by a platform running on ``AGENTWHARF_HOME`` (``./.agentwharf``); the default
+    port on this machine. The token is the first of ``AGENTWHARF_TOKEN``,
+    ``MLFLOW_TRACKING_TOKEN``, ``DATABRICKS_TOKEN``, and that home's ``admin.token``.
+    """
 
-    host: str = Field(default=f"http://127.0.0.1:{DEFAULT_PORT}")
-    #: AGENTWHARF_TOKEN; without it, the admin token a local platform wrote in its home.
+    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore", populate_by_name=True)
+
+    host: str | None = None
     token: str | None = None
-    #: The platform home whose ``admin.token`` is the fallback (AGENTWHARF_HOME).
+    #: The platform home whose recorded URL and ``admin.token`` are the fallbacks (AGENTWHARF_HOME).
     home: Path = Path(".agentwharf")
     timeout: float = 60.0
+    mlflow_tracking_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_tracking_token: str | None = Field(None, validation_alias="MLFLOW_TRACKING_TOKEN")
+    databricks_host: str | None = Field(None, validation_alias="DATABRICKS_HOST")
+    databricks_token: str | None = Field(None, validation_alias="DATABRICKS_TOKEN")
+
+    @model_validator(mode="after")
+    def _find_the_platform(self) -> ClientSettings:
+        tracking = self.mlflow_tracking_uri if (self.mlflow_tracking_uri or "").startswith(("http://", "https://")) else None
+        found = (self.host or tracking or self.databricks_host or recorded_base_url(self.home)
+                 or f"http://127.0.0.1:{DEFAULT_PORT}")
+        self.host = _with_scheme(found)
+        self.token = self.token or self.mlflow_tracking_token or self.databricks_token
+        return self
 
     def resolved_token(self) -> str | None:
         if self.token:
@@ -176,9 +235,3 @@ class ClientSettings(BaseSettings):
             return token_file.read_text().strip() or None
         except OSError:
             return None
-
-    @field_validator("host")
-    @classmethod
-    def _with_scheme(cls, host: str) -> str:
-        host = host.rstrip("/")
-        return host if "://" in host else f"http://{host}"

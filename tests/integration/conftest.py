@@ -26,6 +26,14 @@ PLATFORM_ENV = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_model_environments(tmp_path_factory):
+    """Every platform the tests start builds model environments into one folder, as several
+    homes on one machine may (AGENTWHARF_ENVIRONMENTS_DIR): each distinct set of requirements
+    is built once per session, not once per platform."""
+    os.environ["AGENTWHARF_ENVIRONMENTS_DIR"] = str(tmp_path_factory.mktemp("model-environments"))
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory):
     proc = PlatformProcess(tmp_path_factory.mktemp("platform") / "home", env=PLATFORM_ENV).start()

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from agentwharf import agents
-from agentwharf.errors import AgentwharfError, DeploymentFailed
+from agentwharf.errors import AgentwharfError, AlreadyExists, DeploymentFailed, InvalidParameter, NotFound
 from tests.integration.conftest import ask
 
 
@@ -110,6 +110,8 @@ def test_bad_deploys_fail_clearly_and_change_nothing(http, register, kwargs, cod
     with pytest.raises(AgentwharfError) as raised:
         agents.deploy(args.pop("model_name"), args.pop("model_version"), **args)
     assert raised.value.error_code == code
+    # The client raises the class of agentwharf.errors the server named, so callers can catch it.
+    assert isinstance(raised.value, NotFound if code == "RESOURCE_DOES_NOT_EXIST" else InvalidParameter)
     assert fragment in raised.value.message
     assert http.get("/api/2.0/serving-endpoints").json()["endpoints"] == before
 
@@ -118,7 +120,7 @@ def test_deploying_a_served_version_again_is_refused(http, register):
     model = register("info")
     deployment = agents.deploy(model, "1")
     before = endpoint(http, deployment.endpoint_name)
-    with pytest.raises(AgentwharfError) as raised:
+    with pytest.raises(AlreadyExists) as raised:
         agents.deploy(model, "1")
     assert raised.value.error_code == "RESOURCE_ALREADY_EXISTS"
     assert endpoint(http, deployment.endpoint_name)["config"] == before["config"]

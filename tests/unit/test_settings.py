@@ -81,5 +81,39 @@ def test_client_settings_from_env(monkeypatch):
     assert settings.token == "secret"
 
 
-def test_client_default_host():
+@pytest.fixture
+def bare_client_env(monkeypatch, tmp_path):
+    """No client variable set, and a working directory without a platform home."""
+    for name in ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "AGENTWHARF_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
+                 "DATABRICKS_HOST", "DATABRICKS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_client_default_host(bare_client_env):
     assert ClientSettings().host == f"http://127.0.0.1:{DEFAULT_PORT}"
+    assert ClientSettings().resolved_token() is None
+
+
+def test_client_finds_the_platform_through_mlflow_then_databricks_variables(bare_client_env):
+    bare_client_env.setenv("DATABRICKS_HOST", "https://dbx.example.com/")
+    bare_client_env.setenv("DATABRICKS_TOKEN", "dapi-1")
+    assert (ClientSettings().host, ClientSettings().resolved_token()) == ("https://dbx.example.com", "dapi-1")
+    bare_client_env.setenv("MLFLOW_TRACKING_URI", "databricks")  # not a URL: skipped
+    assert ClientSettings().host == "https://dbx.example.com"
+    bare_client_env.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9000")
+    bare_client_env.setenv("MLFLOW_TRACKING_TOKEN", "awp_mlflow")
+    assert (ClientSettings().host, ClientSettings().resolved_token()) == ("http://127.0.0.1:9000", "awp_mlflow")
+    bare_client_env.setenv("AGENTWHARF_HOST", "wharf:8710")
+    bare_client_env.setenv("AGENTWHARF_TOKEN", "awp_own")
+    assert (ClientSettings().host, ClientSettings().resolved_token()) == ("http://wharf:8710", "awp_own")
+
+
+def test_client_falls_back_to_the_url_and_token_a_local_home_recorded(bare_client_env, tmp_path):
+    home = tmp_path / ".agentwharf"
+    home.mkdir()
+    (home / "platform.pid").write_text('{"pid": 1, "base_url": "http://127.0.0.1:8720"}')
+    (home / "admin.token").write_text("awp_admin\n")
+    settings = ClientSettings()
+    assert (settings.host, settings.resolved_token()) == ("http://127.0.0.1:8720", "awp_admin")

@@ -26,12 +26,16 @@ def deploy(
     workload_size: str = typer.Option("Small", "--workload-size", help="Small, Medium or Large"),
     scale_to_zero: bool = typer.Option(False, "--scale-to-zero", help="Stop idle workers; restart on demand"),
     env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the worker's environment (repeatable)"),
-    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the version to answer"),
+    env_manager: str = typer.Option(None, "--env-manager",
+                                    help="uv: run in an environment built from the model's requirements; local: in the "
+                                         "platform's own (default: the platform's setting)"),
+    timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the version to answer"),
 ) -> None:
     """Deploy a registered model version and wait until it answers."""
     client = PlatformClient()
     answer = client.deploy({"model_name": model, "model_version": version, "endpoint_name": endpoint,
-                            "workload_size": workload_size, "scale_to_zero": scale_to_zero, "environment_vars": _env_pairs(env)})
+                            "workload_size": workload_size, "scale_to_zero": scale_to_zero, "environment_vars": _env_pairs(env),
+                            "env_manager": env_manager})
     chain = answer["deployed_chain"]
     with console.status(f"Starting {chain['served_entity_name']} on {chain['endpoint_name']}...") as status:
         client.wait_for_entity(chain["endpoint_name"], chain["served_entity_name"], timeout,

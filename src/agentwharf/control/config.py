@@ -1,7 +1,7 @@
 """Validation of an endpoint config in the Databricks shape, before anything changes.
 
 A config is ``served_entities`` (``entity_name``, ``entity_version``, ``environment_vars``,
-``workload_size``, ``scale_to_zero_enabled``, optional ``name``) and ``traffic_config.routes``
+``workload_size``, ``scale_to_zero_enabled``, optional ``name`` and agentwharf's ``env_manager``) and ``traffic_config.routes``
 (``served_model_name``, ``traffic_percentage``). Unknown fields are ignored: Databricks' clients
 echo output-only fields such as ``state`` back in ``PUT .../config``.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from agentwharf import names
 from agentwharf.errors import InvalidParameter, NotImplementedByPlatform, ResourceLimitExceeded
+from agentwharf.serving.environments import MANAGERS
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,15 @@ class EntitySpec:
     environment_vars: dict[str, str]
     workload_size: str
     scale_to_zero: bool
+    #: ``uv``, ``local`` or None (the platform's default); see ``serving.environments``.
+    env_manager: str | None = None
 
     def same_serving(self, other: EntitySpec) -> bool:
-        return (self.entity_name, self.entity_version, self.environment_vars, self.workload_size, self.scale_to_zero) == (
-            other.entity_name, other.entity_version, other.environment_vars, other.workload_size, other.scale_to_zero)
+        return self._serving() == other._serving()
+
+    def _serving(self) -> tuple:
+        return (self.entity_name, self.entity_version, self.environment_vars, self.workload_size, self.scale_to_zero,
+                self.env_manager)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,10 @@ def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> Entity
     name = raw.get("name") or names.served_entity_name(entity_name, version)
     if not isinstance(name, str) or len(name) > 256:
         raise InvalidParameter(f"{where}.name must be a string of at most 256 characters")
-    return EntitySpec(name, entity_name, version, env, size, scale)
+    manager = raw.get("env_manager")
+    if manager is not None and manager not in MANAGERS:
+        raise InvalidParameter(f"{where}.env_manager must be one of {list(MANAGERS)}, got {manager!r}")
+    return EntitySpec(name, entity_name, version, env, size, scale, manager)
 
 
 def parse_routes(raw: Any, entity_names: list[str]) -> tuple[tuple[str, int], ...]:

@@ -48,6 +48,8 @@ class DeploymentService:
         tags: Any = None,
         workload_size: Any = "Small",
         endpoint_name: Any = None,
+        env_manager: Any = None,
+        description: Any = None,
         caller: Caller | None = None,
     ) -> tuple[Endpoint, str]:
         """Serve a model version: a new endpoint at 100%, or added at 100% to the existing one
@@ -61,12 +63,14 @@ class DeploymentService:
             "environment_vars": names.check_environment_vars(environment_vars),
             "workload_size": workload_size or "Small",
             "scale_to_zero_enabled": scale_to_zero,
+            "env_manager": env_manager,
         }
         entity_name = names.served_entity_name(model_name, version)
         current = self.endpoints.find(endpoint_name)
         if current is None:
             config = {"served_entities": [entity], "traffic_config": {"routes": [{"served_model_name": entity_name, "traffic_percentage": 100}]}}
-            return await self.endpoints.create(endpoint_name, config, tags=tags, caller=caller), entity_name
+            return await self.endpoints.create(endpoint_name, config, tags=tags, description=description,
+                                               caller=caller), entity_name
         if any(e.entity_name == model_name and e.entity_version == version for e in current.entities):
             raise AlreadyExists(f"Version {version} of {model_name} is already served by endpoint {endpoint_name!r}")
         served = [entity_config(e) for e in current.entities if not e.pending]
@@ -79,6 +83,8 @@ class DeploymentService:
         routes.append({"served_model_name": entity_name, "traffic_percentage": 100})
         config = {"served_entities": [*served, entity], "traffic_config": {"routes": routes}}
         endpoint = await self.endpoints.update_config(endpoint_name, config, add_tags=parse_tags(tags), caller=caller)
+        if description is not None:
+            endpoint = await self.endpoints.update_metadata(endpoint_name, description=description, caller=caller)
         return endpoint, entity_name
 
     async def delete(self, model_name: str, model_version: Any = None, caller: Caller | None = None) -> int:

@@ -34,12 +34,14 @@ def _entity_row(spec: EntitySpec, pending: bool) -> ServedEntity:
         environment_vars=spec.environment_vars,
         workload_size=spec.workload_size,
         scale_to_zero=spec.scale_to_zero,
+        env_manager=spec.env_manager,
         pending=pending,
     )
 
 
 def _as_spec(row: ServedEntity) -> EntitySpec:
-    return EntitySpec(row.name, row.entity_name, row.entity_version, row.environment_vars, row.workload_size, row.scale_to_zero)
+    return EntitySpec(row.name, row.entity_name, row.entity_version, row.environment_vars, row.workload_size, row.scale_to_zero,
+                      row.env_manager)
 
 
 def parse_tags(raw: Any) -> dict[str, str]:

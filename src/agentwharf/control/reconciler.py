@@ -51,6 +51,7 @@ class Reconciler:
             replicas=self.workload_sizes.get(entity.workload_size, 1),
             env=tuple(sorted(self.worker_env(endpoint, entity, policy).items())),
             scale_to_zero=entity.scale_to_zero,
+            env_manager=entity.env_manager,
         )
 
     def _load(self, name: str) -> Endpoint | None:

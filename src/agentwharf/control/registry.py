@@ -61,18 +61,28 @@ class MlflowRegistry:
             if not token:
                 return names
 
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 - model versions are immutable; the registry lives as long as the platform
-    def model_policy(self, model_name: str, version: str) -> ModelPolicy:
-        """What the model version declares in its MLmodel (resources, auth policy)."""
+    def model_files(self, model_name: str, version: str, names: tuple[str, ...]) -> dict[str, bytes]:
+        """Some of a model version's files (those it has), read as the platform, from MLflow's
+        artifact service."""
         uri = self._json("GET", "/api/2.0/mlflow/model-versions/get-download-uri",
                          params={"name": model_name, "version": version})
         if uri is None or not uri.get("artifact_uri", "").startswith("mlflow-artifacts:/"):
+            return {}
+        root = quote(uri["artifact_uri"][len("mlflow-artifacts:/"):].strip("/"))
+        found = {}
+        for name in names:
+            response = self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{root}/{quote(name)}")
+            if response.status_code == 200:
+                found[name] = response.content
+        return found
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - model versions are immutable; the registry lives as long as the platform
+    def model_policy(self, model_name: str, version: str) -> ModelPolicy:
+        """What the model version declares in its MLmodel (resources, auth policy)."""
+        mlmodel = self.model_files(model_name, version, ("MLmodel",)).get("MLmodel")
+        if mlmodel is None:
             return ModelPolicy()
-        path = uri["artifact_uri"][len("mlflow-artifacts:/"):].strip("/")
-        response = self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{quote(path)}/MLmodel")
-        if response.status_code != 200:
-            return ModelPolicy()
-        policy = policy_from_mlmodel(yaml.safe_load(response.content) or {})
+        policy = policy_from_mlmodel(yaml.safe_load(mlmodel) or {})
         if unserved := sorted(set(policy.api_scopes or ()) - SUPPORTED_SCOPES):
             # Cached per version, so said once: the token will carry them, they unlock nothing here.
             log.warning("%s v%s asks for API scopes %s, which name services agentwharf does not run; "

@@ -53,7 +53,7 @@ class ControlState:
 
     def state_of(self, endpoint_name: str, entity_name: str) -> tuple[str, str | None]:
         version = self.supervisor.versions.get(worker_key(endpoint_name, entity_name))
-        return (version.state, version.error) if version else ("STOPPED", None)
+        return (version.state, version.error or version.detail) if version else ("STOPPED", None)
 
 
 def _control(request: Request) -> ControlState:
@@ -180,6 +180,8 @@ async def deploy(control: Control, request: Request, body: Body, caller: CallerD
         tags=body.get("tags"),
         workload_size=body.get("workload_size", "Small"),
         endpoint_name=body.get("endpoint_name"),
+        env_manager=body.get("env_manager"),
+        description=body.get("description"),
         caller=caller,
     )
     url = base_url(request)

@@ -12,13 +12,14 @@ from agentwharf.store.models import Endpoint, ServedEntity
 #: Supervisor state -> (Databricks deployment state, message).
 _DEPLOYMENT_STATES = {
     "READY": ("DEPLOYMENT_READY", ""),
+    "BUILDING": ("DEPLOYMENT_CREATING", "Building the model's environment."),
     "STARTING": ("DEPLOYMENT_CREATING", "Starting the model worker and loading the model."),
     "RESTARTING": ("DEPLOYMENT_RECOVERING", "A worker crashed and is restarting."),
     "SCALED_TO_ZERO": ("DEPLOYMENT_READY", "Scaled to zero; starts again on the next request."),
     "STOPPED": ("DEPLOYMENT_ABORTED", "Not running."),
 }
 
-#: served entity key -> (supervisor state, error or None)
+#: served entity key -> (supervisor state, its error (FAILED) or what it is doing now, or None)
 StateLookup = Callable[[str, str], tuple[str, str | None]]
 
 #: What a caller below CAN_MANAGE reads instead of a load error (a worker's log tail, which
@@ -36,6 +37,7 @@ def entity_config(entity: ServedEntity) -> dict[str, Any]:
         "environment_vars": entity.environment_vars,
         "workload_size": entity.workload_size,
         "scale_to_zero_enabled": entity.scale_to_zero,
+        **({"env_manager": entity.env_manager} if entity.env_manager else {}),
     }
 
 
@@ -46,6 +48,8 @@ def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup,
     if state == "FAILED":
         manages = level.allows(PermissionLevel.CAN_MANAGE)
         deployment, message = "DEPLOYMENT_FAILED", (error if manages else None) or _FAILED_FOR_OTHERS
+    elif state == "BUILDING" and error:
+        message = f"Building the model's environment: {error}"
     return {
         **entity_config(entity),
         "creation_timestamp": entity.created_at,

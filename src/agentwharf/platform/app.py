@@ -46,6 +46,8 @@ from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated
 from agentwharf.platform.login_page import send_unauthenticated
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.routing import RouteTable, worker_key
+from agentwharf.serving.env_build import ENVIRONMENT_FILES
+from agentwharf.serving.environments import Environments
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database, migrate
@@ -82,10 +84,14 @@ class Platform:
         self.gatekeeper: Gatekeeper | None = None
         self.bridge: MlflowAuthBridge | None = None
         self.registry: MlflowRegistry | None = None
+        self.environments = Environments(settings.envs_dir, settings.models_dir, settings.runtime_dir, settings.env_manager,
+                                         self._worker_base_env(), self._load_credential, settings.environment_build_timeout,
+                                         env_files=self._model_environment_files)
         launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential,
-                                  max_field_chars=settings.trace_max_field_chars)
+                                  max_field_chars=settings.trace_max_field_chars,
+                                  worker_pythonpath=self.environments.worker_pythonpath)
         self.supervisor = Supervisor(
-            launcher, settings.run_dir, settings.logs_dir,
+            launcher, settings.run_dir, settings.logs_dir, environments=self.environments,
             start_timeout=settings.worker_start_timeout,
             backoff_min=settings.restart_backoff_min,
             backoff_max=settings.restart_backoff_max,
@@ -106,8 +112,10 @@ class Platform:
         self.in_flight = 0
         self.proxy: MlflowProxy | None = None
         self.control_app = None
+        # A deploy waits for its environment to be built, then for its model to load.
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
-                                     settings.worker_start_timeout, self._worker_env, self._model_policy)
+                                     settings.worker_start_timeout + settings.environment_build_timeout,
+                                     self._worker_env, self._model_policy)
 
     def _worker_base_env(self) -> dict[str, str]:
         # The platform's own credentials (whoever started it) never reach model code.
@@ -135,6 +143,10 @@ class Platform:
 
     def _model_policy(self, model_name: str, version: str) -> ModelPolicy:
         return self.registry.model_policy(model_name, version) if self.registry is not None else ModelPolicy()
+
+    def _model_environment_files(self, model_uri: str) -> dict[str, bytes]:
+        name, _, version = model_uri[len("models:/"):].rpartition("/")
+        return self.registry.model_files(name, version, ENVIRONMENT_FILES) if self.registry is not None else {}
 
     def _load_credential(self, key: str) -> str:
         """A starting worker's short-lived, read-only way into MLflow, to fetch its model."""

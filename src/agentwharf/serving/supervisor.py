@@ -1,6 +1,7 @@
 """The supervisor: the one owner of every model worker process.
 
-For each served version it keeps ``replicas`` worker processes running, restarts a crashed one
+For each served version it first prepares the Python environment its model runs in (see
+``environments``), then keeps ``replicas`` worker processes running, restarts a crashed one
 with exponential back-off, stops an idle scale-to-zero version and starts it again on demand.
 The gateway asks it for a connection (``acquire``); the control plane tells it what should run
 (``ensure`` / ``stop``). Processes are started through ``WorkerLauncher`` so a test can see every
@@ -16,11 +17,13 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
 from agentwharf.errors import DeploymentFailed, Unavailable
+from agentwharf.serving.environments import PLATFORM_RUNTIME, Environments, EnvironmentBuildFailed, Runtime
 from agentwharf.serving.protocol import ProtocolError
 from agentwharf.serving.worker_client import WorkerConnection
 
@@ -39,6 +42,8 @@ class WorkerSpec:
     replicas: int
     env: tuple[tuple[str, str], ...] = ()
     scale_to_zero: bool = False
+    #: ``uv`` (the model's own environment), ``local`` (the platform's), None (the default).
+    env_manager: str | None = None
 
 
 @dataclass
@@ -54,13 +59,18 @@ class Replica:
 
 @dataclass
 class ServedVersion:
-    """Runtime state of one served version. ``state`` is one of STARTING, READY, FAILED,
-    RESTARTING, SCALED_TO_ZERO, STOPPED."""
+    """Runtime state of one served version. ``state`` is one of BUILDING (its environment),
+    STARTING, READY, FAILED, RESTARTING, SCALED_TO_ZERO, STOPPED."""
 
     spec: WorkerSpec
     replicas: list[Replica] = field(default_factory=list)
     state: str = "STARTING"
     error: str | None = None
+    #: What it is doing now, in words (the environment build's last step).
+    detail: str | None = None
+    #: The Python its workers run with, once prepared (kept across restarts and cold starts).
+    runtime: Runtime | None = None
+    task: asyncio.Task | None = None
     last_used: float = field(default_factory=time.monotonic)
     ever_ready: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -77,30 +87,39 @@ class ServedVersion:
 class WorkerLauncher:
     """Starts and stops worker OS processes."""
 
-    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None):
+    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None,
+                 worker_pythonpath: Callable[[], str] | None = None):
         self.threads = threads
         #: Bound of each value in a request's trace record (see ``tracing.record``).
         self.max_field_chars = max_field_chars
+        #: Where a worker in a model's own environment imports the runtime from (PYTHONPATH).
+        self.worker_pythonpath = worker_pythonpath
         self.base_env = base_env
         #: key -> a short-lived token to read the model from MLflow; handed over on stdin, not
         #: in the environment, so the model's code (which may read /proc/self/environ) never sees it.
         self.load_credential = load_credential
 
-    async def start(self, spec: WorkerSpec, replica: Replica) -> asyncio.subprocess.Process:
+    async def start(self, spec: WorkerSpec, replica: Replica, runtime: Runtime = PLATFORM_RUNTIME) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(replica.socket_path)
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.base_env, **dict(spec.env)}
+        if runtime.environment is not None and self.worker_pythonpath is not None:
+            env["PYTHONPATH"] = self.worker_pythonpath()
+        arguments = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
+        if runtime.model_path:
+            arguments += ["--model-path", runtime.model_path]
         with open(replica.log_path, "ab") as log_file:
-            log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                           f"with {runtime.python} ---\n".encode())
             log_file.flush()
-            bound = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agentwharf.serving.worker",
-                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads), *bound,
+                runtime.python, "-m", "agentwharf.serving.worker",
+                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads), *arguments,
                 stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )
+        # Even a worker whose model files were fetched for it reads its experiment with this.
         credential = self.load_credential(spec.key) if self.load_credential is not None else ""
         process.stdin.write(credential.encode() + b"\n")
         with contextlib.suppress(ConnectionError):
@@ -128,6 +147,7 @@ class Supervisor:
         run_dir: Path,
         logs_dir: Path,
         *,
+        environments: Environments | None = None,
         start_timeout: float,
         backoff_min: float,
         backoff_max: float,
@@ -135,6 +155,8 @@ class Supervisor:
         cold_start_timeout: float,
     ):
         self.launcher = launcher
+        #: None: every version runs with the platform's own Python (unit tests).
+        self.environments = environments
         self.run_dir = run_dir
         self.logs_dir = logs_dir
         self.start_timeout = start_timeout
@@ -218,7 +240,7 @@ class Supervisor:
         if version.state == "SCALED_TO_ZERO":
             log.info("cold start of %s", key)
             self._start_replicas(version)
-        if version.state == "STARTING":
+        if version.state in ("BUILDING", "STARTING"):
             try:
                 await self.wait_ready(key, self.cold_start_timeout)
             except DeploymentFailed:
@@ -236,6 +258,11 @@ class Supervisor:
         digest = hashlib.sha1(key.encode()).hexdigest()[:12]
         return str(self.run_dir / f"w-{digest}-{index}.sock")
 
+    def build_log(self, key: str) -> Path:
+        """Where the environment build of a served version logs."""
+        endpoint, _, entity = key.partition("/")
+        return self.logs_dir / "workers" / endpoint / f"{entity}-build.log"
+
     def _start_replicas(self, version: ServedVersion) -> None:
         version.state = "STARTING"
         version.error = None
@@ -248,15 +275,47 @@ class Supervisor:
             )
             for i in range(version.spec.replicas)
         ]
+        version.task = asyncio.create_task(self._prepare_and_start(version), name=f"start-{version.spec.key}")
+        version.notify()
+
+    async def _prepare_and_start(self, version: ServedVersion) -> None:
+        """The version's environment first (once: restarts and cold starts reuse it), then
+        its workers."""
+        if version.runtime is None:
+            version.runtime = await self._prepare(version)
+            if version.runtime is None:
+                return
         for replica in version.replicas:
             replica.task = asyncio.create_task(self._run_replica(version, replica), name=f"replica-{version.spec.key}-{replica.index}")
+
+    async def _prepare(self, version: ServedVersion) -> Runtime | None:
+        if self.environments is None:
+            return PLATFORM_RUNTIME
+
+        def progress(step: str) -> None:
+            version.detail = step
+            version.notify()
+
+        if self.environments.manager(version.spec.env_manager) != "local":
+            version.state = "BUILDING"
+            progress("Preparing the model's environment with uv.")
+        try:
+            runtime = await self.environments.prepare(version.spec.key, version.spec.model_uri, version.spec.env_manager,
+                                                      self.build_log(version.spec.key), progress)
+        except EnvironmentBuildFailed as failure:
+            version.state, version.error, version.detail = "FAILED", failure.message, None
+            log.error("%s: environment build failed", version.spec.key)
+            version.notify()
+            return None
+        version.state, version.detail = "STARTING", None
         version.notify()
+        return runtime
 
     async def _run_replica(self, version: ServedVersion, replica: Replica) -> None:
         backoff = self.backoff_min
         while True:
             started = time.monotonic()
-            replica.process = await self.launcher.start(version.spec, replica)
+            replica.process = await self.launcher.start(version.spec, replica, version.runtime or PLATFORM_RUNTIME)
             replica.connection = await self._connect_when_ready(replica)
             if replica.connection is None:
                 if not version.ever_ready:
@@ -342,6 +401,8 @@ class Supervisor:
     async def _stop_version(self, version: ServedVersion, final_state: str = "STOPPED") -> None:
         version.state = final_state
         tasks = [r.task for r in version.replicas if r.task is not None and not r.task.done()]
+        if version.task is not None and not version.task.done():
+            tasks.append(version.task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

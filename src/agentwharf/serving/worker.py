@@ -1,6 +1,8 @@
 """A model worker: one OS process serving one model version over a Unix socket.
 
-Started by the supervisor as ``python -m agentwharf.serving.worker --socket PATH --model-uri URI``.
+Started by the supervisor as ``python -m agentwharf.serving.worker --socket PATH --model-uri URI``
+(with ``--model-path DIR`` when the model's files were fetched for it), with the Python of the
+model's own environment or the platform's.
 It loads the model first and only then listens, so a socket that accepts means a model that
 answers. Model code runs in a thread pool: agents spend most of their time waiting on LLM calls,
 and one slow request must not hold up the others in the same process.
@@ -292,20 +294,22 @@ def _agent_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if str(error) else text
 
 
-def _load(model_uri: str, load_token: str) -> ModelAdapter:
-    """Fetch the model with the load credential, forget the credential, and only then import
-    the model's code: agent code never runs while the credential is in this process."""
+def _load(model_uri: str, load_token: str, model_path: str | None = None) -> ModelAdapter:
+    """Fetch the model with the load credential (unless its files are already here), forget the
+    credential, and only then import the model's code: agent code never runs while the
+    credential is in this process."""
     import tempfile
 
     import mlflow.artifacts
     import mlflow.pyfunc
 
     started = time.monotonic()
-    log.info("loading %s", model_uri)
+    log.info("loading %s%s (Python %s)", model_uri, f" from {model_path}" if model_path else "", sys.executable)
     if load_token:
         os.environ["MLFLOW_TRACKING_TOKEN"] = load_token
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="agentwharf-model-"))
+        local = model_path or mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                                  dst_path=tempfile.mkdtemp(prefix="agentwharf-model-"))
         capture.pin_experiment()
     finally:
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
@@ -346,12 +350,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", required=True)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--max-field-chars", type=int, default=trace_record.DEFAULT_MAX_FIELD_CHARS)
+    parser.add_argument("--model-path", help="The model's files, already fetched (no credential is needed then)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The supervisor writes the load credential on stdin (never in the environment).
     load_token = sys.stdin.readline().strip()
     try:
-        adapter = _load(args.model_uri, load_token)
+        adapter = _load(args.model_uri, load_token, args.model_path)
         _freeze_startup_objects()
     except Exception:
         # The supervisor shows the tail of this log to whoever deployed: make it the real error.

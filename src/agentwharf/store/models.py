@@ -72,6 +72,8 @@ class ServedEntity(Base):
     environment_vars: Mapped[dict] = mapped_column(JSON, default=dict)
     workload_size: Mapped[str] = mapped_column(String(32), default="Small")
     scale_to_zero: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``uv``, ``local``, or NULL for the platform's default.
+    env_manager: Mapped[str | None] = mapped_column(String(16))
     pending: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 

@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import struct
+import sys
 import time
 from pathlib import Path
 from uuid import uuid4
@@ -72,6 +73,7 @@ def _last_user_text(request: ResponsesAgentRequest) -> str:
 def _info(custom: dict) -> dict:
     return {
         "pid": os.getpid(),
+        "python": sys.executable,
         "entity": os.environ.get("AGENTWHARF_SERVED_ENTITY"),
         "experiment_id": os.environ.get("MLFLOW_EXPERIMENT_ID"),
         "env": {name: os.environ.get(name) for name in custom.get("env", [])},
