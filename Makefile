@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 HOME_DIR := .agentwharf
+PORT   ?= 8710
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
@@ -28,7 +29,7 @@ $(CHROMIUM):
 
 ## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
 quickstart: install
-	$(PY) scripts/quickstart.py --home $(HOME_DIR)
+	$(PY) scripts/quickstart.py --home $(HOME_DIR) --port $(PORT)
 
 ## Stop the platform started by quickstart.
 stop:

@@ -51,8 +51,8 @@ class PlatformClient:
             response = self.http.request(method, path, json=json, **kwargs)
         except httpx.ConnectError:
             raise PlatformUnreachable(
-                f"No agentwharf platform answers at {self.settings.host}; start one with `agentwharf up` "
-                "or set AGENTWHARF_HOST"
+                f"No agentwharf platform answers at {self.settings.host}; start one with `agentwharf up`, "
+                "or name it with --host or AGENTWHARF_HOST"
             ) from None
         _raise_for(response)
         return response.json() if response.content else {}

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_PORT = 8710
 #: Where a running platform records its pid and base URL, in its home.
 PID_FILE_NAME = "platform.pid"
+#: Where the first start of a home writes its admin's token (mode 0600).
+ADMIN_TOKEN_FILE_NAME = "admin.token"
 
 #: Worker processes per served version for each Databricks workload size.
 DEFAULT_WORKLOAD_SIZES = {"Small": 1, "Medium": 2, "Large": 4}
@@ -137,7 +139,7 @@ class PlatformSettings(BaseSettings):
     @property
     def admin_token_file(self) -> Path:
         """Where the first start writes the admin's token (mode 0600)."""
-        return self.home.resolve() / "admin.token"
+        return self.home.resolve() / ADMIN_TOKEN_FILE_NAME
 
     @property
     def artifacts_dir(self) -> Path:
@@ -191,6 +193,14 @@ def recorded_base_url(home: Path) -> str | None:
         return None
 
 
+def home_admin_token(home: Path) -> str | None:
+    """The admin token a home's platform wrote on its first start, if this user can read it."""
+    try:
+        return (home / ADMIN_TOKEN_FILE_NAME).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _with_scheme(host: str) -> str:
     host = host.rstrip("/")
     return host if "://" in host else f"http://{host}"
@@ -228,10 +238,4 @@ class ClientSettings(BaseSettings):
         return self
 
     def resolved_token(self) -> str | None:
-        if self.token:
-            return self.token
-        token_file = self.home / "admin.token"
-        try:
-            return token_file.read_text().strip() or None
-        except OSError:
-            return None
+        return self.token or home_admin_token(self.home)

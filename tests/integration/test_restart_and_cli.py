@@ -17,8 +17,9 @@ from tests.integration.platform_process import PlatformProcess, auth_headers, pi
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
 
 
-def cli(base_url: str, *args: str, home: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AGENTWHARF_HOST": base_url, "COLUMNS": "200"}
+def cli(base_url: str | None, *args: str, home: str | None = None, check: bool = False,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", **({"AGENTWHARF_HOST": base_url} if base_url else {}), **(env or {})}
     command = [sys.executable, "-m", "agentwharf.cli.main", *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     if check:
@@ -79,11 +80,20 @@ def test_down_stops_a_detached_platform(tmp_path):
     up = cli(base, "up", "--detach", "--home", str(home), "--port", port)
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"agentwharf is up at {base}" in up.stdout
+    assert f"export AGENTWHARF_HOST={base} AGENTWHARF_TOKEN=$(cat {home.resolve()}/admin.token)" in up.stdout
     pid = json.loads((home / "platform.pid").read_text())["pid"]
     assert cli(base, "status", check=True).stdout.startswith("up at")
-    # A second `up` on the same home does not start a second platform.
+    # The home's recorded URL and admin token are enough: no variable names the platform.
+    bare = {"AGENTWHARF_HOST": "", "AGENTWHARF_TOKEN": "", "MLFLOW_TRACKING_URI": "", "MLFLOW_TRACKING_TOKEN": ""}
+    found = cli(None, "status", "--home", str(home), "--json", env=bare, check=True)
+    assert json.loads(found.stdout)["pid"] == pid
+    # --host wins over the environment.
+    assert cli("http://127.0.0.1:1", "status", "--host", base, check=True).stdout.startswith("up at")
+    # A second `up` on the same home does not start a second platform, nor one on another port.
     again = cli(base, "up", "--detach", "--home", str(home), "--port", port, check=True)
     assert str(pid) in again.stdout
+    other = cli(base, "up", "--detach", "--home", str(home), "--port", str(free_port()))
+    assert other.returncode == 1 and f"already runs on home {home} at {base}" in other.stderr.replace("\n", "")
 
     down = cli(base, "down", "--home", str(home), check=True)
     assert f"Stopped agentwharf (pid {pid}" in down.stdout
@@ -110,12 +120,20 @@ def test_cli_deploy_query_and_endpoints(platform, register):
 
     assert cli(base, "query", endpoint, "hello cli", check=True).stdout.strip() == "Echo: hello cli"
     streamed = cli(base, "query", endpoint, "hello stream", "--stream", check=True).stdout
-    assert "part0 part1 part2" in streamed and "Echo: hello stream" in streamed
+    # Printed once, as it streams: the final event repeats the streamed item and is not printed.
+    assert streamed.strip() == "part0 part1 part2"
 
     listing = cli(base, "endpoints", "list", check=True).stdout
-    assert endpoint in listing and "READY" in listing
-    shown = json.loads(cli(base, "endpoints", "get", endpoint, check=True).stdout)
+    # Piped, a table is tab-separated lines, every value whole.
+    assert f"{endpoint}\tREADY\tNOT_UPDATING\t{model.replace('.', '-')}_1=100%" in listing.splitlines()
+    assert endpoint in [e["name"] for e in json.loads(cli(base, "endpoints", "list", "--json", check=True).stdout)]
+    shown = json.loads(cli(base, "endpoints", "get", endpoint, "--json", check=True).stdout)
     assert shown["name"] == endpoint
+    summary = cli(base, "endpoints", "get", endpoint, check=True).stdout
+    assert f"{model.replace('.', '-')}_1\t{model} v1\t100%\tSmall\tDEPLOYMENT_READY" in summary
+    state = json.loads(cli(base, "status", "--json", check=True).stdout)
+    assert {"name": endpoint, "ready": "READY", "config_update": "NOT_UPDATING",
+            "versions": {f"{model.replace('.', '-')}_1": "DEPLOYMENT_READY"}} in state["endpoint_states"]
 
     assert "Deleted endpoint" in cli(base, "endpoints", "delete", endpoint, "--yes", check=True).stdout
     missing = cli(base, "endpoints", "get", endpoint)
@@ -130,10 +148,22 @@ def test_cli_deploy_query_and_endpoints(platform, register):
         (["deploy", "main.tests.x", "1", "--env", "NOEQUALS"], "KEY=VALUE"),
         (["deploy", "main.tests.x", "1", "--env", "lower=1"], "UPPERCASE"),
         (["query", "no-such-endpoint", "hi"], "does not exist"),
+        (["deploy", "main.tests.x", "1", "--workload-size", "Huge"], "'Huge' is not one of"),
     ],
 )
 def test_cli_errors_are_one_clear_line(platform, args, message):
     result = cli(platform.base_url, *args)
-    assert result.returncode == 1
+    assert result.returncode in (1, 2)  # 2: a usage error, as Typer reports it
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_version_and_json_for_scripts(platform):
+    assert cli(None, "--version", check=True).stdout.strip().startswith("agentwharf ")
+    tokens = json.loads(cli(platform.base_url, "tokens", "list", "--json", check=True).stdout)
+    assert tokens and all(len(t["token_id"]) >= 16 for t in tokens)
+    piped = cli(platform.base_url, "tokens", "list", check=True).stdout.splitlines()
+    assert piped[0].split("\t")[:2] == ["token id", "owner"]
+    assert {line.split("\t")[0] for line in piped[1:]} == {t["token_id"] for t in tokens}  # never cut
+    users = json.loads(cli(platform.base_url, "users", "list", "--json", check=True).stdout)
+    assert "admin" in [u["id"] for u in users]

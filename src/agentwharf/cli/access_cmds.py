@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime
 
 import typer
-from rich.table import Table
 
-from agentwharf.cli.output import console, handle_errors
-from agentwharf.client import PlatformClient
+from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
+from agentwharf.cli.output import console, handle_errors, print_json, print_table
 
 _SCIM = "/api/2.0/preview/scim/v2"
 
@@ -22,29 +21,31 @@ def _principal_app(kind_path: str, key: str, noun: str) -> typer.Typer:
 
     @app.command("create")
     @handle_errors
-    def create(name: str, admin: bool = typer.Option(False, "--admin", help="Make them a platform admin.")) -> None:
+    def create(name: str, admin: bool = typer.Option(False, "--admin", help="Make them a platform admin."),
+               host: HostOption = None, home: HomeOption = None) -> None:
         """Create one; then give them a token with `agentwharf tokens create --for NAME`."""
         body = {key: name, **({"roles": [{"value": "admin"}]} if admin else {})}
-        PlatformClient().request("POST", f"{_SCIM}/{kind_path}", json=body)
+        connect(host, home).request("POST", f"{_SCIM}/{kind_path}", json=body)
         console.print(f"Created {noun} [bold]{name}[/bold]{' (admin)' if admin else ''}.")
 
     @app.command("list")
     @handle_errors
-    def list_() -> None:
+    def list_(host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
         """List them."""
-        found = PlatformClient().request("GET", f"{_SCIM}/{kind_path}")["Resources"]
-        table = Table("name", "admin", "active")
-        for item in found:
-            table.add_row(item["id"], "yes" if item["roles"] else "", "yes" if item["active"] else "no")
-        console.print(table if found else f"No {noun}s.")
+        found = connect(host, home).request("GET", f"{_SCIM}/{kind_path}")["Resources"]
+        if as_json:
+            print_json(found)
+            return
+        rows = [(item["id"], "yes" if item["roles"] else "", "yes" if item["active"] else "no") for item in found]
+        print_table(("name", "admin", "active"), rows, empty=f"No {noun}s.")
 
     @app.command("delete")
     @handle_errors
-    def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y")) -> None:
+    def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y"), host: HostOption = None, home: HomeOption = None) -> None:
         """Delete one, with their tokens and grants."""
         if not yes:
             typer.confirm(f"Delete {noun} {name} and revoke their tokens?", abort=True)
-        PlatformClient().request("DELETE", f"{_SCIM}/{kind_path}/{name}")
+        connect(host, home).request("DELETE", f"{_SCIM}/{kind_path}/{name}")
         console.print(f"Deleted {noun} {name}.")
 
     return app
@@ -68,13 +69,20 @@ def create_token(
     lifetime: int = typer.Option(None, "--lifetime-seconds", help="Expire after this many seconds (default: never)."),
     comment: str = typer.Option(None, "--comment"),
     for_: str = typer.Option(None, "--for", help="Admins: create it for this user or service principal."),
+    host: HostOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a token. It is printed once and never stored: keep it safe."""
     body = {"lifetime_seconds": lifetime, "comment": comment}
+    client = connect(host, home)
     if for_:
-        answer = PlatformClient().request("POST", "/api/2.0/token-management/on-behalf-of/tokens", json={**body, "application_id": for_})
+        answer = client.request("POST", "/api/2.0/token-management/on-behalf-of/tokens", json={**body, "application_id": for_})
     else:
-        answer = PlatformClient().request("POST", "/api/2.0/token/create", json=body)
+        answer = client.request("POST", "/api/2.0/token/create", json=body)
+    if as_json:
+        print_json(answer)
+        return
     info = answer["token_info"]
     console.print(f"Token {info['token_id']} for {info['owner']}, expires {_when(info['expiry_time'])}:", highlight=False)
     print(answer["token_value"])
@@ -82,25 +90,29 @@ def create_token(
 
 @tokens.command("list")
 @handle_errors
-def list_tokens(all_: bool = typer.Option(False, "--all", help="Admins: everyone's tokens.")) -> None:
+def list_tokens(all_: bool = typer.Option(False, "--all", help="Admins: everyone's tokens."),
+                host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List tokens (ids and metadata; values are never shown again)."""
     path = "/api/2.0/token-management/tokens" if all_ else "/api/2.0/token/list"
-    found = PlatformClient().request("GET", path)["token_infos"]
-    table = Table("token id", "owner", "comment", "created", "expires", "revoked")
-    for t in found:
-        table.add_row(t["token_id"], t["owner"], t["comment"], _when(t["creation_time"]), _when(t["expiry_time"]),
-                      "yes" if t.get("revoked") else "")
-    console.print(table if found else "No tokens.")
+    found = connect(host, home).request("GET", path)["token_infos"]
+    if as_json:
+        print_json(found)
+        return
+    rows = [(t["token_id"], t["owner"], t["comment"], _when(t["creation_time"]), _when(t["expiry_time"]),
+             "yes" if t.get("revoked") else "") for t in found]
+    print_table(("token id", "owner", "comment", "created", "expires", "revoked"), rows, empty="No tokens.")
 
 
 @tokens.command("revoke")
 @handle_errors
-def revoke_token(token_id: str, any_owner: bool = typer.Option(False, "--any", help="Admins: revoke anyone's token.")) -> None:
+def revoke_token(token_id: str, any_owner: bool = typer.Option(False, "--any", help="Admins: revoke anyone's token."),
+                 host: HostOption = None, home: HomeOption = None) -> None:
     """Revoke a token by its id; it stops working at once."""
+    client = connect(host, home)
     if any_owner:
-        PlatformClient().request("DELETE", f"/api/2.0/token-management/tokens/{token_id}")
+        client.request("DELETE", f"/api/2.0/token-management/tokens/{token_id}")
     else:
-        PlatformClient().request("POST", "/api/2.0/token/delete", json={"token_id": token_id})
+        client.request("POST", "/api/2.0/token/delete", json={"token_id": token_id})
     console.print(f"Revoked token {token_id}.")
 
 
@@ -113,9 +125,11 @@ def grant(
                                           "Models: READ|USE|EDIT|MANAGE|NO_PERMISSIONS (USE = may deploy)."),
     model: bool = typer.Option(False, "--model", help="TARGET is a registered model or a catalog[.schema] prefix."),
     service_principal: bool = typer.Option(False, "--service-principal", help="PRINCIPAL is a service principal."),
+    host: HostOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Grant (or with NO_PERMISSIONS remove) a permission."""
-    client = PlatformClient()
+    client = connect(host, home)
     if model:
         client.request("PUT", f"/api/2.0/agentwharf/model-permissions/{target}", json={"principal": principal, "permission": level})
     else:
@@ -127,15 +141,18 @@ def grant(
 
 @permissions.command("list")
 @handle_errors
-def list_permissions(target: str, model: bool = typer.Option(False, "--model")) -> None:
+def list_permissions(target: str, model: bool = typer.Option(False, "--model"), host: HostOption = None,
+                     home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Who holds which permission on an endpoint (or with --model, a model or prefix)."""
-    client = PlatformClient()
-    table = Table("principal", "permission")
+    client = connect(host, home)
     if model:
-        for grant in client.request("GET", f"/api/2.0/agentwharf/model-permissions/{target}")["grants"]:
-            table.add_row(grant["principal"], grant["permission"])
+        answer = client.request("GET", f"/api/2.0/agentwharf/model-permissions/{target}")
+        rows = [(grant["principal"], grant["permission"]) for grant in answer["grants"]]
     else:
-        for entry in client.request("GET", f"/api/2.0/permissions/serving-endpoints/{target}")["access_control_list"]:
-            name = entry.get("user_name") or entry.get("service_principal_name")
-            table.add_row(name, entry["all_permissions"][0]["permission_level"])
-    console.print(table)
+        answer = client.request("GET", f"/api/2.0/permissions/serving-endpoints/{target}")
+        rows = [(entry.get("user_name") or entry.get("service_principal_name") or entry.get("group_name"),
+                 entry["all_permissions"][0]["permission_level"]) for entry in answer["access_control_list"]]
+    if as_json:
+        print_json(answer)
+        return
+    print_table(("principal", "permission"), rows, empty=f"No grants on {target}.")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-from rich.table import Table
 
-from agentwharf.cli.output import console, handle_errors
-from agentwharf.client import PlatformClient
+from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
+from agentwharf.cli.output import console, handle_errors, print_json, print_table
 
 app = typer.Typer(help="Serving endpoints.", no_args_is_help=True)
 
@@ -20,27 +17,47 @@ def _traffic(endpoint: dict) -> str:
 
 @app.command("list")
 @handle_errors
-def list_() -> None:
+def list_(host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List endpoints with their state and traffic split."""
-    endpoints = PlatformClient().list_endpoints()
-    table = Table("name", "ready", "config update", "traffic")
-    for endpoint in endpoints:
-        table.add_row(endpoint["name"], endpoint["state"]["ready"], endpoint["state"]["config_update"], _traffic(endpoint))
-    console.print(table if endpoints else "No endpoints. Deploy one with `agentwharf deploy MODEL VERSION`.")
+    endpoints = connect(host, home).list_endpoints()
+    if as_json:
+        print_json(endpoints)
+        return
+    rows = [(e["name"], e["state"]["ready"], e["state"]["config_update"], _traffic(e)) for e in endpoints]
+    print_table(("name", "ready", "config update", "traffic"), rows,
+                empty="No endpoints. Deploy one with `agentwharf deploy MODEL VERSION`.")
 
 
 @app.command()
 @handle_errors
-def get(name: str) -> None:
-    """Show one endpoint as JSON."""
-    console.print_json(json.dumps(PlatformClient().get_endpoint(name)))
+def get(name: str, host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Show one endpoint: its state and served versions (everything with --json)."""
+    endpoint = connect(host, home).get_endpoint(name)
+    if as_json:
+        print_json(endpoint)
+        return
+    state = endpoint["state"]
+    console.print(f"[bold]{endpoint['name']}[/]  ready: {state['ready']}  config update: {state['config_update']}  "
+                  f"your permission: {endpoint.get('permission_level')}", highlight=False)
+    if message := state.get("config_update_message"):
+        console.print(f"  last update: {message}", highlight=False)
+    console.print(f"  URL: {endpoint['endpoint_url']}", highlight=False)
+    traffic = {r["served_model_name"]: r["traffic_percentage"]
+               for r in endpoint.get("config", {}).get("traffic_config", {}).get("routes", [])}
+    served = [(e, "") for e in endpoint.get("config", {}).get("served_entities", [])]
+    served += [(e, " (pending)") for e in endpoint.get("pending_config", {}).get("served_entities", [])]
+    rows = [(e["name"] + pending, f"{e['entity_name']} v{e['entity_version']}", f"{traffic.get(e['name'], 0)}%",
+             e["workload_size"], e["state"]["deployment"], e["state"].get("deployment_state_message", ""))
+            for e, pending in served]
+    print_table(("served entity", "model", "traffic", "size", "state", "message"), rows, empty="  No served versions.")
 
 
 @app.command()
 @handle_errors
-def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+           host: HostOption = None, home: HomeOption = None) -> None:
     """Delete an endpoint and stop its workers."""
     if not yes:
         typer.confirm(f"Delete endpoint {name} and stop its workers?", abort=True)
-    PlatformClient().delete_endpoint(name)
+    connect(host, home).delete_endpoint(name)
     console.print(f"Deleted endpoint {name}.")

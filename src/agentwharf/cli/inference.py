@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from agentwharf.cli.connection import HomeOption, HostOption, connect
 from agentwharf.cli.output import errors, handle_errors
-from agentwharf.client import PlatformClient
 
 app = typer.Typer(help="The inference table: one row per served request.", no_args_is_help=True)
 
@@ -42,12 +42,15 @@ def export(
     since: str = typer.Option(None, "--since", help="Only rows at or after this time (epoch ms or ISO 8601)"),
     until: str = typer.Option(None, "--until", help="Only rows before this time"),
     status: str = typer.Option(None, "--status", help="200, 5xx or error"),
+    host: HostOption = None,
+    home: HomeOption = None,
 ) -> None:
-    """Export an endpoint's inference table, with progress on stderr."""
+    """Export an endpoint's inference table (JSON lines on stdout by default), with progress
+    on stderr."""
     if format is Format.parquet and output is None:
         errors.print("[bold red]Error:[/] --output is required for parquet")
         raise typer.Exit(1)
-    client = PlatformClient()
+    client = connect(host, home)
     pages = client.inference_rows(endpoint, since=since, until=until, status=status, max_results=5000)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=errors, transient=True) as progress:
         task = progress.add_task(f"Exporting {endpoint}: 0 rows", total=None)

@@ -8,6 +8,20 @@ from agentwharf.cli import access_cmds, endpoints, inference, platform_cmds, ser
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from agentwharf import __version__
+
+        typer.echo(f"agentwharf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print agentwharf's version and exit.")) -> None:
+    """agentwharf: deploy, serve and govern MLflow agents on your own machines."""
 app.command()(platform_cmds.up)
 app.command()(platform_cmds.down)
 app.command()(platform_cmds.status)

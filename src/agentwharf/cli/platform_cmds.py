@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from agentwharf.cli.output import console, fail, handle_errors
-from agentwharf.client import PlatformClient
+from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
+from agentwharf.cli.output import console, fail, handle_errors, print_json, print_table
+from agentwharf.errors import Unauthenticated
 from agentwharf.platform import runner
-from agentwharf.settings import DEFAULT_PORT, ClientSettings, PlatformSettings
+from agentwharf.settings import DEFAULT_PORT, PlatformSettings
 
-HomeOption = typer.Option(None, "--home", help="Platform home (database, artifacts, logs). Default: $AGENTWHARF_HOME or ./.agentwharf")
+UpHomeOption = typer.Option(None, "--home", help="Platform home (database, artifacts, logs). Default: $AGENTWHARF_HOME or ./.agentwharf")
 
 
 def _settings(home: Path | None, host: str | None = None, port: int | None = None) -> PlatformSettings:
@@ -20,7 +21,7 @@ def _settings(home: Path | None, host: str | None = None, port: int | None = Non
 
 
 def up(
-    home: Path | None = HomeOption,
+    home: Path | None = UpHomeOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(DEFAULT_PORT, "--port", help="Port of the base URL."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return once it answers."),
@@ -30,6 +31,7 @@ def up(
     try:
         if not detach:
             console.print(f"Starting agentwharf on [bold]{settings.base_url}[/] (home {settings.home.resolve()}); Ctrl-C stops it.")
+            _print_exports(settings)
             runner.serve(settings)
             return
         with console.status("Starting agentwharf (MLflow server, control plane, gateway)...") as status:
@@ -38,12 +40,22 @@ def up(
         fail(str(error))
     console.print(f"agentwharf is up at [bold]{running.base_url}[/] (pid {running.pid}, home {settings.home.resolve()})")
     console.print(f"  MLflow UI: {running.base_url}/    stop with: agentwharf down --home {settings.home}")
-    if settings.admin_token_file.exists():
-        console.print(f"  admin token: {settings.admin_token_file} (mode 0600); export AGENTWHARF_TOKEN=$(cat {settings.admin_token_file})")
+    _print_exports(settings)
 
 
-def down(home: Path | None = HomeOption) -> None:
-    """Stop the platform running on this home, its workers and its MLflow server."""
+def _print_exports(settings: PlatformSettings) -> None:
+    """What a shell needs for every client (agentwharf, MLflow, Databricks') to use this platform."""
+    token = f"$(cat {settings.admin_token_file})"
+    console.print("  Clients find it with:", highlight=False)
+    for line in (f"export AGENTWHARF_HOST={settings.base_url} AGENTWHARF_TOKEN={token}",
+                 f"export MLFLOW_TRACKING_URI={settings.base_url} MLFLOW_TRACKING_TOKEN={token}"):
+        console.print(f"    {line}", highlight=False, soft_wrap=True)
+
+
+def down(home: Path | None = UpHomeOption, host: HostOption = None) -> None:
+    """Stop the platform of this home (or the one at --host, if it runs on this machine)."""
+    if host is not None:
+        home = _local_home_of(host)
     settings = _settings(home)
     with console.status("Stopping agentwharf..."):
         stopped = runner.stop(settings)
@@ -54,12 +66,58 @@ def down(home: Path | None = HomeOption) -> None:
 
 
 @handle_errors
-def status() -> None:
-    """Show whether the platform answers, and its endpoints."""
-    client = PlatformClient(ClientSettings())
+def _local_home_of(host: str) -> Path:
+    health = connect(host).health()
+    home = Path(health["home"])
+    running = runner.read_pid_file(_settings(home))
+    if running is None or running.pid != health["pid"]:
+        fail(f"The platform at {host} (pid {health['pid']}, home {home}) does not run on this machine; "
+             "stop it where it runs")
+    return home
+
+
+@handle_errors
+def status(host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Show whether the platform answers, and each endpoint's state (failures in red)."""
+    client = connect(host, home)
     health = client.health()
+    try:
+        endpoints = client.list_endpoints()
+    except Unauthenticated:
+        endpoints = None
+    if as_json:
+        print_json({**health, "endpoint_states": None if endpoints is None else [_state(e) for e in endpoints]})
+        return
+    _print_health(health)
+    if endpoints is None:
+        console.print("  endpoints: not shown without a valid token (set AGENTWHARF_TOKEN, or use --home on the "
+                      "platform's machine)")
+        return
+    _print_endpoints(endpoints)
+
+
+def _print_health(health: dict) -> None:
     console.print(f"[green]up[/] at {health['base_url']} (pid {health['pid']}, home {health['home']})")
-    console.print(f"  MLflow server: {health['mlflow']}   endpoints: {health['endpoints']}   served versions: {health['served_versions'] or 'none'}")
+    console.print(f"  MLflow server: {health['mlflow']}   served versions: {health['served_versions'] or 'none'}")
     spool = health["spool"]
     console.print(f"  trace spool: {spool['pending_bytes']} bytes pending, writer lag {spool['writer_lag_seconds']:.1f}s, "
                   f"{spool['records']} records spooled, {spool['rejected']} rejected (spool full)")
+
+
+def _print_endpoints(endpoints: list[dict]) -> None:
+    rows = []
+    for endpoint in endpoints:
+        state = _state(endpoint)
+        failed = state["config_update"] == "UPDATE_FAILED" or any(s == "DEPLOYMENT_FAILED" for s in state["versions"].values())
+        mark = "[red]" if failed else ("[green]" if state["ready"] == "READY" else "[yellow]")
+        versions = ", ".join(f"{name}: {s}" for name, s in state["versions"].items()) or "-"
+        rows.append((state["name"], f"{mark}{state['ready']}[/]", state["config_update"], versions))
+    print_table(("endpoint", "ready", "config update", "versions"), rows,
+                empty="  No endpoints. Deploy one with `agentwharf deploy MODEL VERSION`.")
+
+
+def _state(endpoint: dict) -> dict:
+    served = endpoint.get("config", {}).get("served_entities", []) + endpoint.get("pending_config", {}).get("served_entities", [])
+    return {"name": endpoint["name"], "ready": endpoint["state"]["ready"], "config_update": endpoint["state"]["config_update"],
+            "versions": {e["name"]: e["state"]["deployment"] for e in served}}
+

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
 
+from agentwharf.cli.connection import HomeOption, HostOption, connect
 from agentwharf.cli.output import console, fail, handle_errors
-from agentwharf.client import PlatformClient
+
+
+class WorkloadSize(str, Enum):
+    """Databricks' workload sizes: 1, 2 and 4 worker processes by default."""
+
+    Small = "Small"
+    Medium = "Medium"
+    Large = "Large"
+
+
+class EnvManager(str, Enum):
+    uv = "uv"
+    local = "local"
 
 
 def _env_pairs(pairs: list[str]) -> dict[str, str]:
@@ -23,19 +38,21 @@ def deploy(
     model: str = typer.Argument(..., help="Registered model name, catalog.schema.model"),
     version: str = typer.Argument(..., help="Model version to serve"),
     endpoint: str = typer.Option(None, "--endpoint", help="Endpoint name (default agents_<catalog>-<schema>-<model>)"),
-    workload_size: str = typer.Option("Small", "--workload-size", help="Small, Medium or Large"),
+    workload_size: WorkloadSize = typer.Option(WorkloadSize.Small, "--workload-size", help="Worker processes: Small 1, Medium 2, Large 4"),
     scale_to_zero: bool = typer.Option(False, "--scale-to-zero", help="Stop idle workers; restart on demand"),
     env: list[str] = typer.Option([], "--env", help="KEY=VALUE for the worker's environment (repeatable)"),
-    env_manager: str = typer.Option(None, "--env-manager",
-                                    help="uv: run in an environment built from the model's requirements; local: in the "
-                                         "platform's own (default: the platform's setting)"),
+    env_manager: EnvManager = typer.Option(None, "--env-manager",
+                                           help="uv: run in an environment built from the model's requirements; local: in "
+                                                "the platform's own (default: the platform's setting)"),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the version to answer"),
+    host: HostOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Deploy a registered model version and wait until it answers."""
-    client = PlatformClient()
+    client = connect(host, home)
     answer = client.deploy({"model_name": model, "model_version": version, "endpoint_name": endpoint,
-                            "workload_size": workload_size, "scale_to_zero": scale_to_zero, "environment_vars": _env_pairs(env),
-                            "env_manager": env_manager})
+                            "workload_size": workload_size.value, "scale_to_zero": scale_to_zero,
+                            "environment_vars": _env_pairs(env), "env_manager": env_manager.value if env_manager else None})
     chain = answer["deployed_chain"]
     with console.status(f"Starting {chain['served_entity_name']} on {chain['endpoint_name']}...") as status:
         client.wait_for_entity(chain["endpoint_name"], chain["served_entity_name"], timeout,
@@ -50,18 +67,23 @@ def query(
     endpoint: str = typer.Argument(..., help="Endpoint name"),
     text: str = typer.Argument(..., help="The user message"),
     stream: bool = typer.Option(False, "--stream", help="Stream the answer as it is produced"),
+    host: HostOption = None,
+    home: HomeOption = None,
 ) -> None:
     """Send one user message to an endpoint and print the answer."""
-    client = PlatformClient()
+    client = connect(host, home)
     body = {"input": [{"role": "user", "content": text}]}
     if not stream:
         console.print(_text_of(client.query(endpoint, body)), highlight=False)
         return
+    streamed = set()  # items whose text arrived as deltas: their final event repeats it
     for event in client.query_stream(endpoint, body):
         if event.get("type") == "response.output_text.delta":
+            streamed.add(event.get("item_id"))
             console.print(event.get("delta", ""), end="", highlight=False)
         elif event.get("type") == "response.output_item.done":
-            console.print(_text_of({"output": [event.get("item", {})]}), highlight=False)
+            item = event.get("item", {})
+            console.print("" if item.get("id") in streamed else _text_of({"output": [item]}), highlight=False)
         elif "error_code" in event:
             fail(f"{event.get('message')} ({event['error_code']})")
 

@@ -120,6 +120,9 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
         PlatformError: it is already running, the port is taken, or it died while starting.
     """
     if (running := read_pid_file(settings)) is not None:
+        if running.base_url != settings.base_url:
+            raise PlatformError(f"A platform already runs on home {settings.home} at {running.base_url} (pid {running.pid}); "
+                                f"use that URL, or stop it first (agentwharf down --home {settings.home})")
         return running
     _check_port_free(settings.listen_host, settings.port)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
