@@ -1,17 +1,13 @@
 """The model interfaces a worker serves, and which routes reach each.
 
-=================  ===============================  ==========================  ============================
-interface          ``invocations`` takes             ``/serving-endpoints/        ``/serving-endpoints/chat/
-                                                     responses``                  completions``
-=================  ===============================  ==========================  ============================
-ResponsesAgent     ``{"input", "context",            yes                          yes (messages as input)
-                   "custom_inputs"}``
-ChatAgent          ``{"messages", "context",         yes (input items as          yes
-                   "custom_inputs"}``                messages)
-ChatModel          chat completions request          no: 400 naming chat/         yes
-                                                     completions
-other pyfunc       MLflow's scoring protocol         no: 400 naming invocations   no: 400 naming invocations
-=================  ===============================  ==========================  ============================
+    interface        invocations takes                            /responses          /chat/completions
+    ResponsesAgent   {"input", "context", "custom_inputs"}        yes                 yes (messages as input)
+    ChatAgent        {"messages", "context", "custom_inputs"}     yes (input items    yes
+                                                                  as messages)
+    ChatModel        a chat completions request                   400: use chat/      yes
+                                                                  completions
+    other pyfunc     MLflow's scoring protocol                    400: use            400: use invocations
+                                                                  invocations
 
 ``"stream": true`` works on every route an interface answers if its model implements
 ``predict_stream``; otherwise it is a 400. ``adapter_for`` picks the interface of a loaded model.

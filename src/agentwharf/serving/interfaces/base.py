@@ -51,14 +51,20 @@ def describe_validation_error(error: pydantic.ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
+#: The request shapes ``looks_like`` tells apart, as error messages name them.
+SCORING_LOOK = "MLflow's scoring protocol"
+CHAT_LOOK = "a chat request ('messages')"
+RESPONSES_LOOK = "a Responses request ('input')"
+
+
 def looks_like(body: dict[str, Any]) -> str | None:
     """Which interface's request shape a body has, going by its keys (for error messages)."""
     if any(key in body for key in SCORING_KEYS):
-        return "MLflow's scoring protocol"
+        return SCORING_LOOK
     if "messages" in body:
-        return "a chat request ('messages')"
+        return CHAT_LOOK
     if "input" in body:
-        return "a Responses request ('input')"
+        return RESPONSES_LOOK
     return None
 
 
@@ -92,6 +98,7 @@ class Dialect:
     events: Callable[[Iterator[Any], dict[str, Any]], Iterator[Any]] = _same
 
 
+#: The endpoint's own route: the model's request and answer as they are.
 NATIVE = Dialect()
 
 
@@ -123,6 +130,8 @@ class ModelInterface:
     shape: ClassVar[str]
     #: Route name to dialect; a route missing here is refused with a 400 saying which fits.
     dialects: ClassVar[dict[str, Dialect]]
+    #: What ``looks_like`` says of this interface's own requests.
+    look: ClassVar[str | None] = None
     #: Whether the model implements ``predict_stream`` (set per loaded model).
     streams: bool = False
 
@@ -152,13 +161,9 @@ class ModelInterface:
         another interface's shape should go instead."""
         message = f"Invalid {self.label} request: {detail}. This endpoint's model is a {self.label}: send {self.shape}"
         seen = looks_like(body) if isinstance(body, dict) else None
-        if seen is not None and seen != self.own_look():
+        if seen is not None and seen != self.look:
             message += f". This body looks like {seen}{self.elsewhere(seen)}"
         return InvalidRequest(message)
-
-    def own_look(self) -> str | None:
-        """What ``looks_like`` says of this interface's own requests."""
-        return None
 
     def elsewhere(self, seen: str) -> str:
         """Where a request of another shape would be understood, if anywhere."""

@@ -19,8 +19,11 @@ import pydantic
 from agentwharf.serving.interfaces import chat_agent_openai as openai
 from agentwharf.serving.interfaces.base import (
     CHAT,
+    CHAT_LOOK,
     INVOCATIONS,
+    NATIVE,
     RESPONSES,
+    RESPONSES_LOOK,
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
@@ -47,8 +50,9 @@ class ChatAgentInterface(ModelInterface):
     label = "ChatAgent"
     shape = ('{"messages": [{"role": "user", "content": "..."}], "context": {"conversation_id": "...", "user_id": "..."}, '
              '"custom_inputs": {...}} (context and custom_inputs optional)')
+    look = CHAT_LOOK
     dialects = {
-        INVOCATIONS: Dialect(),
+        INVOCATIONS: NATIVE,
         RESPONSES: Dialect(openai.responses_request, _responses_answer, _responses_events),
         CHAT: Dialect(openai.chat_request, openai.to_chat_answer, _chat_events),
     }
@@ -62,11 +66,8 @@ class ChatAgentInterface(ModelInterface):
         #: MLflow's wrapper, for its check and dump of the agent's answers.
         self.wrapper = _ChatAgentPyfuncWrapper(agent)
 
-    def own_look(self) -> str:
-        return "a chat request ('messages')"
-
     def elsewhere(self, seen: str) -> str:
-        if seen.startswith("a Responses request"):
+        if seen == RESPONSES_LOOK:
             return f": send Responses input to {ROUTE_PATHS[RESPONSES]}"
         return ", which this model does not take"
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from agentwharf.serving.interfaces.base import (
     CHAT,
+    CHAT_LOOK,
     INVOCATIONS,
+    NATIVE,
     Dialect,
     ModelInterface,
     close,
@@ -76,7 +78,8 @@ class ChatModelInterface(ModelInterface):
     label = "ChatModel"
     shape = ('a chat completions request: {"messages": [{"role": "user", "content": "..."}], "temperature": 0.7, '
              '"max_tokens": 100, ...} (all but messages optional)')
-    dialects = {INVOCATIONS: Dialect(), CHAT: Dialect(_chat_request, _named, _named_chunks)}
+    look = CHAT_LOOK
+    dialects = {INVOCATIONS: NATIVE, CHAT: Dialect(_chat_request, _named, _named_chunks)}
 
     def __init__(self, model: Any, wrapper: Any = None):
         from mlflow.pyfunc import ChatModel
@@ -93,9 +96,6 @@ class ChatModelInterface(ModelInterface):
     def _takes_context(method: Any) -> bool:
         parameters = inspect.signature(method).parameters
         return "context" in parameters or len(parameters) == 3
-
-    def own_look(self) -> str:
-        return "a chat request ('messages')"
 
     def validate(self, body: dict[str, Any]) -> tuple[list[Any], Any]:
         from mlflow.exceptions import MlflowException

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from agentwharf.serving.interfaces.base import INVOCATIONS, Dialect, ModelInterface
+from agentwharf.serving.interfaces.base import INVOCATIONS, NATIVE, SCORING_LOOK, ModelInterface
 
 #: Longest part of MLflow's own message that a 400 repeats (its schema errors quote the data).
 _DETAIL_CHARS = 2000
@@ -37,7 +37,8 @@ class ScoringRequest:
 class PyfuncInterface(ModelInterface):
     kind = "pyfunc"
     label = "pyfunc model"
-    dialects = {INVOCATIONS: Dialect()}
+    look = SCORING_LOOK
+    dialects = {INVOCATIONS: NATIVE}
 
     def __init__(self, pyfunc_model: Any):
         self.model = pyfunc_model
@@ -49,9 +50,6 @@ class PyfuncInterface(ModelInterface):
         params = f" ({self.params_schema})" if self.params_schema is not None else ""
         self.shape = ("MLflow's scoring protocol: a JSON object with one of \"dataframe_split\", \"dataframe_records\", "
                       f"\"instances\" or \"inputs\"{inputs} and optionally \"params\"{params}")
-
-    def own_look(self) -> str:
-        return "MLflow's scoring protocol"
 
     def elsewhere(self, seen: str) -> str:
         return ", which this model's signature does not take (ResponsesAgent, ChatAgent and ChatModel endpoints do)"

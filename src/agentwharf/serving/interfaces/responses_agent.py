@@ -15,8 +15,11 @@ import pydantic
 
 from agentwharf.serving.interfaces.base import (
     CHAT,
+    CHAT_LOOK,
     INVOCATIONS,
+    NATIVE,
     RESPONSES,
+    RESPONSES_LOOK,
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
@@ -44,8 +47,9 @@ class ResponsesAgentInterface(ModelInterface):
     label = "ResponsesAgent"
     shape = ('{"input": [{"role": "user", "content": "..."}], "context": {...}, "custom_inputs": {...}} '
              '(context and custom_inputs optional)')
+    look = RESPONSES_LOOK
     dialects = {
-        INVOCATIONS: Dialect(),
+        INVOCATIONS: NATIVE,
         RESPONSES: Dialect(normalize_openai_request, to_openai_response, wrap_openai_stream),
         CHAT: Dialect(normalize_chat_request, to_chat_completion, wrap_chat_stream),
     }
@@ -56,11 +60,8 @@ class ResponsesAgentInterface(ModelInterface):
         self.agent = agent
         self.streams = overrides(agent, ResponsesAgent)
 
-    def own_look(self) -> str:
-        return "a Responses request ('input')"
-
     def elsewhere(self, seen: str) -> str:
-        if seen.startswith("a chat request"):
+        if seen == CHAT_LOOK:
             return f": send chat messages to {ROUTE_PATHS[CHAT]}"
         return ", which this model does not take"
 
