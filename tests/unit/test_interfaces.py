@@ -347,3 +347,28 @@ def test_pyfunc_without_a_scoring_key_gets_the_protocol_without_mlflow_1_advice(
 def test_a_chat_request_to_a_pyfunc_says_it_is_not_this_models_shape(loaded):
     message = refusal(loaded["pyfunc"], HI)
     assert "looks like a chat request ('messages'), which this model's signature does not take" in message
+
+
+class WordStreamer(mlflow.pyfunc.PythonModel):
+    """A plain pyfunc model that streams (MLflow marks it streamable when it is saved)."""
+
+    def predict(self, context, model_input, params=None):
+        return ["whole"]
+
+    def predict_stream(self, context, model_input, params=None):
+        for word in str(model_input["prompt"]).split():
+            yield {"word": word}
+
+
+def test_a_streamable_pyfunc_streams_and_its_bad_input_is_refused_before_the_stream(tmp_path):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    mlflow.pyfunc.save_model(tmp_path / "streamer", python_model=WordStreamer(), pip_requirements=["mlflow"],
+                             signature=ModelSignature(inputs=Schema([ColSpec("string", "prompt")])))
+    adapter = adapter_for(mlflow.pyfunc.load_model(str(tmp_path / "streamer")))
+    assert adapter.kind == "pyfunc" and adapter.streams
+    events, assembled = streamed(adapter, {"inputs": {"prompt": ["a b"]}})
+    assert events == [{"word": "a"}, {"word": "b"}] and assembled == events
+    with pytest.raises(InvalidRequest, match="Model is missing inputs \\['prompt'\\]"):
+        adapter.parse({"inputs": {"nope": ["a b"]}, "stream": True})
