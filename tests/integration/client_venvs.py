@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: databricks-sdk as shared/reference/databricks-clients.md pins it, for `.venv-databricks`.
+SDK_PACKAGES = ["databricks-sdk==0.156.0", "openai>=1.60,<4", "httpx>=0.27,<1"]
 
 
 def client_venv(name: str, packages: list[str], constraints: Path | None = None) -> Path:

@@ -12,7 +12,7 @@ import httpx
 import mlflow
 import pytest
 
-from tests.integration.platform_process import PlatformProcess
+from tests.integration.platform_process import PlatformProcess, wait_until
 
 AGENTS = Path(__file__).parent / "agents"
 _counter = itertools.count(1)
@@ -113,6 +113,30 @@ def ask(http: httpx.Client, path: str, text: str = "hi", **custom) -> httpx.Resp
     if custom:
         body["custom_inputs"] = custom
     return http.post(path, json=body)
+
+
+def sse_events(response: httpx.Response) -> list[str]:
+    """The ``data:`` payloads of a server-sent events answer, in order."""
+    lines = [line for line in response.text.split("\n") if line]
+    assert all(line.startswith("data: ") for line in lines), lines
+    return [line[len("data: "):] for line in lines]
+
+
+def rows_for(http: httpx.Client, endpoint: str, request_ids: set[str], **params) -> dict[str, dict]:
+    """The inference-table rows of ``request_ids`` (by the platform's request id), once written."""
+    def fetch():
+        rows = []
+        page = {"max_results": 1000, **params}
+        while True:
+            answer = http.get(f"/api/2.0/serving-endpoints/{endpoint}/inference-table", params=page).json()
+            rows += answer["rows"]
+            if "next_page_token" not in answer:
+                break
+            page["page_token"] = answer["next_page_token"]
+        found = {r["request_id"]: r for r in rows if r["request_id"] in request_ids}
+        return found if len(found) == len(request_ids) else None
+
+    return wait_until(fetch, timeout=30, message="inference rows to be written")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.client_venvs import client_venv
+from tests.integration.client_venvs import SDK_PACKAGES, client_venv
 from tests.integration.conftest import deployed_info_agent
-
-SDK_PACKAGES = ["databricks-sdk==0.156.0", "openai>=1.60,<4", "httpx>=0.27,<1"]
 
 
 @pytest.fixture(scope="module")

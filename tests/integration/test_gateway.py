@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import ask, deployed_info_agent
+from tests.integration.conftest import ask, deployed_info_agent, sse_events
 from tests.integration.platform_process import wait_until
 
 
@@ -19,12 +19,6 @@ from tests.integration.platform_process import wait_until
 def served(platform, logged):
     with deployed_info_agent(logged, "main.tests.gateway") as deployment:
         yield deployment
-
-
-def sse_events(response: httpx.Response) -> list[str]:
-    lines = [line for line in response.text.split("\n") if line]
-    assert all(line.startswith("data: ") for line in lines), lines
-    return [line[len("data: "):] for line in lines]
 
 
 def test_invocations_returns_a_responses_answer_with_a_request_id(http, served):
@@ -83,6 +77,8 @@ def test_openai_route_unknown_model_is_404(platform, served):
         ("/serving-endpoints/{ep}/invocations", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "INVALID_PARAMETER_VALUE", "Malformed JSON"),
         ("/serving-endpoints/{ep}/invocations", {"json": [1, 2]}, 400, "INVALID_PARAMETER_VALUE", "JSON object"),
         ("/serving-endpoints/{ep}/invocations", {"json": {"messages": []}}, 400, "INVALID_PARAMETER_VALUE", "'input'"),
+        ("/serving-endpoints/{ep}/invocations", {"json": {"messages": [{"role": "user", "content": "hi"}]}}, 400,
+         "INVALID_PARAMETER_VALUE", "send chat messages to POST /serving-endpoints/chat/completions"),
         ("/serving-endpoints/{ep}/invocations", {"json": {"input": "text"}}, 400, "INVALID_PARAMETER_VALUE", "input"),
         ("/serving-endpoints/{ep}/invocations", {"json": {"input": [{"content": "no role"}]}}, 400, "INVALID_PARAMETER_VALUE", "input.0.role"),
         ("/serving-endpoints/{ep}/invocations", {"content": b"input=x", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "UNSUPPORTED_MEDIA_TYPE", "application/json"),

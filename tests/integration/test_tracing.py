@@ -12,8 +12,7 @@ import mlflow
 import openai
 import pytest
 
-from tests.integration.conftest import deployed_info_agent
-from tests.integration.platform_process import wait_until
+from tests.integration.conftest import deployed_info_agent, rows_for
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +29,6 @@ def send(http, endpoint, body, **headers):
     request_id = answer.headers["x-agentwharf-request-id"]
     assert request_id != client_id
     return request_id, answer
-
-
-def rows_for(http, endpoint, request_ids, **params):
-    def fetch():
-        rows = []
-        page = {"max_results": 1000, **params}
-        while True:
-            answer = http.get(f"/api/2.0/serving-endpoints/{endpoint}/inference-table", params=page).json()
-            rows += answer["rows"]
-            if "next_page_token" not in answer:
-                break
-            page["page_token"] = answer["next_page_token"]
-        found = {r["request_id"]: r for r in rows if r["request_id"] in request_ids}
-        return found if len(found) == len(request_ids) else None
-
-    return wait_until(fetch, timeout=30, message="inference rows to be written")
 
 
 def trace_of(row):

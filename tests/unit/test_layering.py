@@ -76,3 +76,44 @@ def test_checker_catches_every_forbidden_import_form():
 def test_checker_allows_lookalikes():
     found = imported_modules("import richer\nimport typers\nfrom agentwharf import client", "agentwharf.agents")
     assert not any(is_forbidden(m) for m in found)
+
+
+#: What a worker may import besides the standard library and agentwharf: it runs inside each
+#: model's own environment, which holds the model's requirements, mlflow (and what mlflow
+#: depends on: pydantic, opentelemetry), and orjson (added); uvloop is optional.
+WORKER_THIRD_PARTY = {"mlflow", "opentelemetry", "orjson", "pydantic", "uvloop"}
+
+
+def _agentwharf_closure(start: str) -> dict[str, set[str]]:
+    """Every agentwharf module ``start`` imports, directly or not, with what each imports."""
+    import sys
+
+    seen: dict[str, set[str]] = {}
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = PACKAGE_DIR.parent / (module.replace(".", "/") + ".py")
+        is_package = not path.exists()
+        if is_package:
+            path = PACKAGE_DIR.parent / module.replace(".", "/") / "__init__.py"
+        if not path.exists():
+            continue  # a name imported from a module, not a module
+        seen[module] = imported_modules(path.read_text(), module, is_package)
+        todo += [m for m in seen[module] if m.startswith("agentwharf")]
+        # A module's parent packages run first on import.
+        todo += [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
+    return seen
+
+
+def test_the_worker_imports_nothing_a_model_environment_lacks():
+    import sys
+
+    closure = _agentwharf_closure("agentwharf.serving.worker")
+    assert "agentwharf.serving.interfaces.chat_agent" in closure or "agentwharf.serving.interfaces" in closure
+    third_party = {name.split(".")[0] for imports in closure.values() for name in imports
+                   if not name.startswith("agentwharf") and name.split(".")[0] not in sys.stdlib_module_names}
+    assert third_party <= WORKER_THIRD_PARTY, sorted(third_party - WORKER_THIRD_PARTY)
+    assert not any(m.startswith(("agentwharf.control", "agentwharf.platform", "agentwharf.auth", "agentwharf.store"))
+                   for m in closure)

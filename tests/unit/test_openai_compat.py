@@ -1,5 +1,7 @@
 """agentwharf.serving.openai_compat: the OpenAI Responses API dialect."""
 
+import pytest
+
 from agentwharf.serving.openai_compat import normalize_openai_request, to_openai_response, wrap_openai_stream
 
 META = {"request_id": "abc123", "model": "agents_main-default-echo"}
@@ -107,8 +109,18 @@ def test_chat_request_becomes_a_responses_request():
                     "max_output_tokens": 12, "temperature": 0.2}
 
 
-def test_chat_request_without_messages_has_no_input():
-    assert "input" not in normalize_chat_request({"model": "ep"})
+def test_chat_request_without_messages_is_refused_naming_them():
+    from agentwharf.serving.interfaces import InvalidRequest
+
+    for body in ({"model": "ep"}, {"model": "ep", "messages": "hi"}):
+        with pytest.raises(InvalidRequest, match="'messages' is required"):
+            normalize_chat_request(body)
+
+
+def test_chat_completion_carries_custom_outputs_and_usage():
+    output = {"output": [], "custom_outputs": {"k": 1}, "usage": {"total_tokens": 3}}
+    answer = to_chat_completion(output, {"request_id": "r1", "model": "ep"})
+    assert answer["custom_outputs"] == {"k": 1} and answer["usage"] == {"total_tokens": 3}
 
 
 def test_chat_completion_joins_the_message_text():

@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from agentwharf.serving.interfaces.base import close, require_messages
+
 
 def normalize_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     """Turn an OpenAI Responses request into a ResponsesAgent request."""
@@ -51,31 +53,32 @@ def wrap_openai_stream(events: Iterator[dict[str, Any]], meta: dict[str, Any]) -
                 items.append(event["item"])
             yield {**event, "sequence_number": sequence}
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        close(events)
     yield {"type": "response.completed", "sequence_number": sequence + 1, "response": {**_envelope(meta, "completed", created_at), "output": items}}
 
 
 # -- Chat Completions --------------------------------------------------------------------------
 
 
-def _text_of(content: Any) -> Any:
-    """Chat content may be a list of parts; a ResponsesAgent message takes text."""
+def text_of(content: Any) -> Any:
+    """Chat content may be a list of parts; a ResponsesAgent or ChatAgent message takes text."""
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return content
 
 
 def normalize_chat_request(body: dict[str, Any]) -> dict[str, Any]:
-    """Turn a Chat Completions request into a ResponsesAgent request."""
+    """Turn a Chat Completions request into a ResponsesAgent request.
+
+    Raises:
+        InvalidRequest: the request has no ``messages`` list.
+    """
+    messages = require_messages(body)
     body = dict(body)
     body.pop("model", None)
-    messages = body.pop("messages", None)
-    if not isinstance(messages, list):
-        return body  # the worker reports the missing 'input' by name
+    body.pop("messages")
     body["input"] = [
-        {"role": m.get("role"), "content": _text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages
+        {"role": m.get("role"), "content": text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages
     ]
     if "max_tokens" in body:
         body["max_output_tokens"] = body.pop("max_tokens")
@@ -101,8 +104,9 @@ def to_chat_completion(output: dict[str, Any], meta: dict[str, Any]) -> dict[str
         "choices": [{"index": 0, "message": {"role": "assistant", "content": _message_text(output.get("output", []))},
                      "finish_reason": "stop"}],
     }
-    if output.get("usage"):
-        answer["usage"] = output["usage"]
+    for extra in ("usage", "custom_outputs"):
+        if output.get(extra):
+            answer[extra] = output[extra]
     return answer
 
 
@@ -127,7 +131,5 @@ def wrap_chat_stream(events: Iterator[dict[str, Any]], meta: dict[str, Any]) -> 
                 if text := _message_text([event.get("item", {})]):
                     yield chunk({"content": text})
     finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()
+        close(events)
     yield chunk({}, "stop")

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,15 +29,7 @@ import orjson
 from agentwharf import credentials
 from agentwharf.errors import AgentwharfError, InvalidParameter, ModelError
 from agentwharf.serving import protocol
-from agentwharf.serving.model_adapter import InvalidRequest, ModelAdapter
-from agentwharf.serving.openai_compat import (
-    normalize_chat_request,
-    normalize_openai_request,
-    to_chat_completion,
-    to_openai_response,
-    wrap_chat_stream,
-    wrap_openai_stream,
-)
+from agentwharf.serving.interfaces import INVOCATIONS, Call, InvalidRequest, ModelInterface, adapter_for, close
 from agentwharf.tracing import capture
 from agentwharf.tracing import record as trace_record
 
@@ -55,7 +48,7 @@ class WorkerServer:
     an answer without a trace.
     """
 
-    def __init__(self, adapter: ModelAdapter, threads: int, max_field_chars: int = trace_record.DEFAULT_MAX_FIELD_CHARS):
+    def __init__(self, adapter: ModelInterface, threads: int, max_field_chars: int = trace_record.DEFAULT_MAX_FIELD_CHARS):
         self.adapter = adapter
         self.max_field_chars = max_field_chars
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
@@ -101,51 +94,58 @@ class WorkerServer:
 
     async def _handle(self, conn_id, stream_id, meta, raw, writer, start_ns) -> None:
         try:
-            body = self._decode_body(raw, meta)
+            body = self._decode_body(raw)
             options = body.pop("databricks_options", None) or {}
-            request = self.adapter.parse(body)
+            call = self.adapter.parse(body, meta.get("route", INVOCATIONS))
         except InvalidRequest as error:
             refused = InvalidParameter(str(error))
             self._send_record(writer, stream_id, meta, start_ns, _loads_or_text(raw), None, refused.message, [])
             writer.write(protocol.encode(stream_id, protocol.RESPONSE, refused.error_body(), refused.http_status))
             return
-        if body.get("stream") is True:
-            await self._stream(conn_id, stream_id, meta, body, request, writer, start_ns)
+        if call.stream:
+            await self._stream(conn_id, stream_id, meta, call, writer, start_ns)
             return
         loop = asyncio.get_running_loop()
-        status, answer, record = await loop.run_in_executor(self.pool, self._predict, meta, body, request, options, start_ns)
+        status, answer, record = await loop.run_in_executor(self.pool, self._predict, meta, call, options, start_ns)
         writer.write(protocol.encode(stream_id, protocol.RECORD, record) + protocol.encode(stream_id, protocol.RESPONSE, answer, status))
 
-    def _predict(self, meta, body, request, options, start_ns) -> tuple[int, bytes, bytes]:
+    def _predict(self, meta, call: Call, options, start_ns) -> tuple[int, bytes, bytes]:
         """Runs in a pool thread: the agent's answer, and the request's record with its trace."""
         with _user_credentials(meta):
-            return self._predict_as_caller(meta, body, request, options, start_ns)
+            return self._predict_as_caller(meta, call, options, start_ns)
 
-    def _predict_as_caller(self, meta, body, request, options, start_ns) -> tuple[int, bytes, bytes]:
+    def _predict_as_caller(self, meta, call: Call, options, start_ns) -> tuple[int, bytes, bytes]:
         capture.begin()
-        try:
-            output = self.adapter.predict(request)
-            error = None
-        except Exception as failure:  # the agent's own failure: report it, keep serving
-            log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
-            output, error = None, _agent_message(failure)
+        output, failure = self._answer(meta, call)
         traces = capture.take()
-        if error is None and meta.get("route") == "responses":
-            output = to_openai_response(output, meta)
-        elif error is None and meta.get("route") == "chat":
-            output = to_chat_completion(output, meta)
-        answer = None
-        if error is None:
+        answer = b""
+        if failure is None:
             answer, error = _encode_answer(output)
             if error is not None:
-                output = None
-        record = self._build_record(meta, start_ns, body, output, error, traces)
+                output, failure = None, ModelError(error)
+        record = self._build_record(meta, start_ns, call.recorded, output, failure.message if failure else None, traces)
         record_bytes = trace_record.encode(record)
-        if error is not None:
-            return 500, ModelError(error).error_body(), record_bytes
+        if failure is not None:
+            return failure.http_status, failure.error_body(), record_bytes
         if options.get("return_trace"):
-            answer, _ = _encode_answer({**output, "databricks_output": {"trace": _trace_json(record)}})
+            answer, _ = _encode_answer(_with_trace(output, record))
         return 200, answer, record_bytes
+
+    def _answer(self, meta, call: Call) -> tuple[Any, AgentwharfError | None]:
+        """The model's output in the route's shape, or why there is none."""
+        try:
+            output = self.adapter.predict(call.request)
+        except InvalidRequest as refused:  # the model's own signature refused the input (pyfunc)
+            return None, InvalidParameter(str(refused))
+        except Exception as failure:  # the agent's own failure: report it, keep serving
+            log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
+            return None, ModelError(_agent_message(failure))
+        try:
+            return call.dialect.answer(output, meta), None
+        except Exception as failure:  # an answer the route cannot carry (a malformed ChatAgent message, say)
+            log.error("request %s: the answer does not convert for route %s:\n%s", meta.get("request_id"),
+                      meta.get("route"), traceback.format_exc())
+            return None, ModelError(f"The model's answer cannot be given on this route: {_agent_message(failure)}")
 
     def _build_record(self, meta, start_ns, inputs, outputs, error, traces) -> dict:
         return trace_record.build(
@@ -159,7 +159,8 @@ class WorkerServer:
         record = self._build_record(meta, start_ns, inputs, outputs, error, traces)
         writer.write(protocol.encode(stream_id, protocol.RECORD, trace_record.encode(record)))
 
-    def _decode_body(self, raw: bytes, meta: dict) -> dict[str, Any]:
+    @staticmethod
+    def _decode_body(raw: bytes) -> dict[str, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
@@ -170,17 +171,9 @@ class WorkerServer:
             # Checked before the model runs: its trace and inference row could not hold it.
             raise InvalidRequest("Request body is nested too deeply to be recorded (at most 254 levels of arrays "
                                  "and objects)")
-        if meta.get("route") == "responses":
-            body = normalize_openai_request(body)
-        elif meta.get("route") == "chat":
-            body = normalize_chat_request(body)
-            if "input" not in body:
-                raise InvalidRequest("Invalid chat completion request: 'messages' is required (a list of messages)")
-        if "input" not in body:
-            raise InvalidRequest("Invalid Responses request: 'input' is required (a list of messages)")
         return body
 
-    async def _stream(self, conn_id, stream_id, meta, body, request, writer, start_ns) -> None:
+    async def _stream(self, conn_id, stream_id, meta, call: Call, writer, start_ns) -> None:
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         self.cancelled[(conn_id, stream_id)] = cancel
@@ -197,20 +190,14 @@ class WorkerServer:
             # Runs in a pool thread; checks the cancel flag between events so a client that
             # went away frees this thread at the agent's next yield.
             capture.begin()
-            events = self.adapter.predict_stream(request)
-            if meta.get("route") == "responses":
-                events = wrap_openai_stream(events, meta)
-            elif meta.get("route") == "chat":
-                events = wrap_chat_stream(events, meta)
-            items: list[Any] = []
+            seen: list[Any] = []  # the model's own events, before the route reshapes them
+            events = call.dialect.events(_observed(self.adapter.predict_stream(call.request), seen), meta)
             error = None
             try:
                 for event in events:
                     if cancel.is_set():
                         error = "The client disconnected before the stream ended"
                         break
-                    if event.get("type") == "response.output_item.done" and "item" in event:
-                        items.append(event["item"])
                     data, error = _encode_answer(event)
                     if error is not None:
                         break
@@ -219,11 +206,9 @@ class WorkerServer:
                 log.error("predict_stream failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
                 error = _agent_message(failure)
             finally:
-                close = getattr(events, "close", None)
-                if close is not None:
-                    close()
+                close(events)
             # The assembled final output is what the trace and the inference table keep.
-            record = self._build_record(meta, start_ns, body, {"output": items}, error, capture.take())
+            record = self._build_record(meta, start_ns, call.recorded, self._assembled(seen), error, capture.take())
             send(protocol.RECORD, trace_record.encode(record))
             failed = error is not None and not cancel.is_set()
             send(protocol.STREAM_END, ModelError(error).error_body() if failed else b"")
@@ -233,10 +218,33 @@ class WorkerServer:
         except Exception as failure:  # the stream was cut by a platform bug: end it, recorded
             log.error("stream %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
             message = f"The worker failed while streaming: {type(failure).__name__}"
-            send(protocol.RECORD, trace_record.encode(self._build_record(meta, start_ns, body, None, message, [])))
+            send(protocol.RECORD, trace_record.encode(self._build_record(meta, start_ns, call.recorded, None, message, [])))
             send(protocol.STREAM_END, AgentwharfError(message).error_body())
         finally:
             self.cancelled.pop((conn_id, stream_id), None)
+
+    def _assembled(self, events: list[Any]) -> Any:
+        try:
+            return self.adapter.assemble(events)
+        except Exception:  # events the model made up: keep them as they came
+            log.warning("could not assemble a stream's events:\n%s", traceback.format_exc())
+            return events
+
+
+def _observed(events: Iterator[Any], seen: list[Any]) -> Iterator[Any]:
+    """``events``, each also kept in ``seen``; closing this closes them."""
+    try:
+        for event in events:
+            seen.append(event)
+            yield event
+    finally:
+        close(events)
+
+
+def _with_trace(output: Any, record: dict) -> Any:
+    """The answer with ``databricks_output.trace``, as Databricks adds it for ``return_trace``."""
+    extra = {"databricks_output": {"trace": _trace_json(record)}}
+    return {**output, **extra} if isinstance(output, dict) else {"predictions": output, **extra}
 
 
 @contextlib.contextmanager
@@ -294,7 +302,7 @@ def _agent_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if str(error) else text
 
 
-def _load(model_uri: str, load_token: str, model_path: str | None = None) -> ModelAdapter:
+def _load(model_uri: str, load_token: str, model_path: str | None = None) -> ModelInterface:
     """Fetch the model with the load credential (unless its files are already here), forget the
     credential, and only then import the model's code: agent code never runs while the
     credential is in this process."""
@@ -313,13 +321,13 @@ def _load(model_uri: str, load_token: str, model_path: str | None = None) -> Mod
         capture.pin_experiment()
     finally:
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
-    adapter = ModelAdapter(mlflow.pyfunc.load_model(local))
+    adapter = adapter_for(mlflow.pyfunc.load_model(local))
     capture.install()
     log.info("loaded %s (%s) in %.1fs", model_uri, adapter.kind, time.monotonic() - started)
     return adapter
 
 
-async def _serve(socket_path: str, adapter: ModelAdapter, threads: int, max_field_chars: int) -> None:
+async def _serve(socket_path: str, adapter: ModelInterface, threads: int, max_field_chars: int) -> None:
     server = WorkerServer(adapter, threads, max_field_chars)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
