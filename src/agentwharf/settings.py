@@ -90,9 +90,18 @@ class PlatformSettings(BaseSettings):
     writer_drain_timeout: float = 120.0
     #: Workers of the MLflow server's own uvicorn.
     mlflow_workers: int = 1
+    #: MLflow's job runner (its huey consumers: ~2 GB and 8 processes at rest), for what runs
+    #: on it: MLflow's own scheduled online scoring, prompt optimization jobs. Off unless asked.
+    mlflow_job_execution: bool = False
     #: Benchmarks only (``make bench`` measures the cost of authentication with it): no token
     #: is checked and every request acts as the admin. Refused unless listening on loopback.
     benchmark_without_auth: bool = False
+    #: ``platform.log`` as text lines or JSON lines; rotated at this size, keeping this many.
+    log_format: Literal["text", "json"] = "text"
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 5
+    #: One line per answered request in ``platform.log`` (method, path, status, duration, ids).
+    access_log: bool = True
     #: Lifetime of the on-behalf-of-user token each request gets (models with api_scopes).
     obo_token_lifetime_seconds: float = 300.0
     #: Lifetime of the credential a starting worker uses to read its model from MLflow.

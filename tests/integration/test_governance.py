@@ -210,7 +210,7 @@ def _log_relay(model: str, *, endpoints: list[str], scopes: list[str] | None) ->
                         user_auth_policy=UserAuthPolicy(api_scopes=scopes) if scopes is not None else None)
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="relay", python_model=str(AGENTS / "relay_agent.py"), auth_policy=policy,
-                                      pip_requirements=["mlflow"]).model_uri
+                                      pip_requirements=["mlflow", "httpx"]).model_uri
     mlflow.register_model(uri, model)
 
 

@@ -60,7 +60,7 @@ def endpoints(platform, http) -> dict[str, str]:
     policy = AuthPolicy(user_auth_policy=UserAuthPolicy(api_scopes=["serving.serving-endpoints"]))
     with mlflow.start_run():
         relay = mlflow.pyfunc.log_model(name="relay", python_model=str(AGENTS / "chat_relay_model.py"),
-                                        pip_requirements=["mlflow"], auth_policy=policy)
+                                        pip_requirements=["mlflow", "httpx"], auth_policy=policy)
     model = f"main.interfaces.relay{suffix}"
     names["relay"] = _deploy(http, model, mlflow.register_model(relay.model_uri, model).version)
     for endpoint in names.values():

@@ -40,6 +40,7 @@ from agentwharf.control.reconciler import Reconciler
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
 from agentwharf.platform import metrics
+from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
@@ -78,7 +79,8 @@ class Platform:
         self.db = Database(settings.database_uri)
         self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_dir, settings.logs_dir / "mlflow.log",
                                    settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
-                                   secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY)
+                                   secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
+                                   job_execution=settings.mlflow_job_execution)
         self.signer: TokenSigner | None = None
         self.identities: IdentityService | None = None
         self.gatekeeper: Gatekeeper | None = None
@@ -110,6 +112,8 @@ class Platform:
                                start_wait=settings.cold_start_timeout)
         #: Requests in progress, for ``limit_concurrency``.
         self.in_flight = 0
+        self.metrics = metrics.PlatformMetrics(self)
+        self.gateway.metrics = self.metrics
         self.proxy: MlflowProxy | None = None
         self.control_app = None
         # A deploy waits for its environment to be built, then for its model to load.
@@ -216,6 +220,7 @@ class Platform:
             self.writer.ensure_running()
             pending, lag = await asyncio.to_thread(self.writer.backlog)
             self.recorder.observe(pending, lag, free_bytes(self.settings.spool_dir))
+            flush_access_log()
             await asyncio.sleep(0.25)
 
     async def stop(self) -> None:
@@ -268,11 +273,13 @@ class Platform:
         """Every HTTP request: a platform-made id, the concurrency limit, and a JSON answer
         whatever fails below (never a stack trace, never uvicorn's plain-text 500)."""
         request_id = scope["agentwharf.request_id"] = uuid.uuid4().hex
-        started = False
+        began = time.perf_counter()
+        status = 0
 
         async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             await send(message)
 
         if self.in_flight >= self.settings.limit_concurrency:
@@ -284,10 +291,14 @@ class Platform:
             await self._route(scope, receive, tracked_send)
         except Exception:
             log.exception("%s %s failed (request %s)", scope["method"], scope["path"], request_id)
-            if not started:
+            if not status:
+                status = 500
                 await send_error(send, AgentwharfError(f"Internal error (request {request_id}); see the platform log"))
         finally:
             self.in_flight -= 1
+            caller = scope.get("agentwharf.caller")
+            access_line(scope["method"], scope["path"], status, time.perf_counter() - began, request_id,
+                        caller.name if caller is not None else None)
 
     async def _route(self, scope, receive, send) -> None:
         path = scope["path"]
@@ -311,9 +322,8 @@ class Platform:
         elif path.startswith(_CONTROL_PREFIXES):
             await self.control_app(scope, receive, send)
         elif path == "/metrics":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
-            await send({"type": "http.response.body", "body": metrics.render(self).encode()})
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", metrics.CONTENT_TYPE.encode())]})
+            await send({"type": "http.response.body", "body": self.metrics.render()})
         else:
             await self.proxy(scope, receive, send)
 

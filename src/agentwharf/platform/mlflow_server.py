@@ -1,6 +1,8 @@
-"""MLflow's own tracking server (with its job runner) as a child process of the platform.
+"""MLflow's own tracking server as a child process of the platform.
 
-It is MLflow's real ``mlflow server``: its REST API, UI, AI Gateway and job runner unchanged.
+It is MLflow's real ``mlflow server``: its REST API, UI and AI Gateway unchanged, and its job
+runner when a setting asks for it (its consumers cost ~2 GB at rest; without it the server runs
+as one process, see ``mlflow_exec``).
 It listens on a private loopback port; the platform proxies everything that is not its own
 to it, so users see one base URL.
 """
@@ -47,7 +49,7 @@ authorization_function = agentwharf.auth.mlflow_plugin:authenticate
 
 class MlflowServer:
     def __init__(self, database_uri: str, artifacts_dir: Path, log_path: Path, workers: int, environ: dict[str, str],
-                 *, auth_database_uri: str, secrets_dir: Path, admin: str):
+                 *, auth_database_uri: str, secrets_dir: Path, admin: str, job_execution: bool = False):
         self.database_uri = database_uri
         self.auth_database_uri = auth_database_uri
         self.secrets_dir = secrets_dir
@@ -58,6 +60,7 @@ class MlflowServer:
         self.log_path = log_path
         self.workers = workers
         self.environ = environ
+        self.job_execution = job_execution
         self.port = 0
         self.process: subprocess.Popen | None = None
 
@@ -66,8 +69,9 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        launcher = ["-m", "mlflow", "server"] if self.job_execution else ["-m", "agentwharf.platform.mlflow_exec"]
         return [
-            sys.executable, "-m", "mlflow", "server",
+            sys.executable, *launcher,
             "--backend-store-uri", self.database_uri,
             "--artifacts-destination", str(self.artifacts_dir),
             "--serve-artifacts",
@@ -99,7 +103,8 @@ class MlflowServer:
         self.port = free_port()
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true", **self._auth_env()}
+        env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.job_execution else "false",
+               **self._auth_env()}
         with open(self.log_path, "ab") as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,

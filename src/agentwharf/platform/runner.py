@@ -62,15 +62,10 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _configure_logging(settings: PlatformSettings) -> None:
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.FileHandler(settings.logs_dir / "platform.log"), logging.StreamHandler(sys.stderr)]
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    root = logging.getLogger("agentwharf")
-    root.handlers[:] = handlers
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    from agentwharf.platform import logs
+
+    logs.configure(settings.logs_dir / "platform.log", json_lines=settings.log_format == "json",
+                   max_bytes=settings.log_max_bytes, backups=settings.log_backups, access=settings.access_log)
 
 
 def serve(settings: PlatformSettings) -> None:

@@ -126,6 +126,8 @@ class Gateway:
         #: Set by the platform once identities are loaded; None serves without checks (unit tests).
         self.gatekeeper: Gatekeeper | None = None
         self.user_token = user_token
+        #: Where request counts, latencies and in-flight requests go (``platform.metrics``).
+        self.metrics = None
 
     async def __call__(self, scope, receive, send) -> None:
         request = _Request(request_id=scope.get("agentwharf.request_id") or uuid.uuid4().hex,
@@ -187,6 +189,7 @@ class Gateway:
             await self._record_failure(request, error)
         except AgentwharfError as failure:  # the spool cannot take the record (disk full)
             error = failure
+        self._observe(request, error.http_status)
         if request.answering:
             log.error("request %s failed after its answer started: %s", request.request_id, error.message)
             return
@@ -298,11 +301,20 @@ class Gateway:
             record = self._gateway_record(request, error.message)
         await self.recorder.record(self._record_header(request, error.http_status), self._redacted(request, record))
 
+    def _observe(self, request: _Request, status: int) -> None:
+        if self.metrics is not None and request.endpoint is not None:
+            self.metrics.observe_request(request.endpoint.name, request.key and request.key.partition("/")[2], status,
+                                         time.perf_counter() - request.started)
+
     async def _forward(self, request: _Request, receive, send, meta_extra: dict) -> None:
         connection = await self.supervisor.acquire(request.key)
-        meta = {"route": request.route, "endpoint": request.endpoint.name, "entity": request.key.partition("/")[2],
+        entity = request.key.partition("/")[2]
+        meta = {"route": request.route, "endpoint": request.endpoint.name, "entity": entity,
                 "request_id": request.request_id, "model": request.endpoint.name, **meta_extra}
+        in_flight = self.metrics.in_flight_of(request.endpoint.name, entity) if self.metrics is not None else None
         connection.in_flight += 1
+        if in_flight is not None:
+            in_flight.inc()
         try:
             try:
                 reply = await connection.request(meta, request.body, self.request_timeout)
@@ -315,11 +327,14 @@ class Gateway:
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
                 await send_json(send, reply.status, reply.body, request.id_headers())
+                self._observe(request, reply.status)
                 return
             request.stream = True
             await self._stream(request, connection, reply, receive, send)
         finally:
             connection.in_flight -= 1
+            if in_flight is not None:
+                in_flight.dec()
 
     async def _stream(self, request: _Request, connection: WorkerConnection, reply: Reply, receive, send) -> None:
         """Relay events as server-sent events. If the client leaves, tell the worker to stop,
@@ -334,9 +349,14 @@ class Gateway:
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.id_headers()})
+        first = True
         try:
             async for event, error in reply.events():
                 if event:
+                    if first and self.metrics is not None:
+                        first = False
+                        self.metrics.observe_first_event(request.endpoint.name, request.key.partition("/")[2],
+                                                         time.perf_counter() - request.started)
                     if not gone.is_set():
                         with contextlib.suppress(OSError):
                             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
@@ -350,6 +370,7 @@ class Gateway:
                     error, tail = failure.error_body(), b""
                 else:
                     tail = _DONE
+                self._observe(request, status)
                 if not gone.is_set():
                     tail = (b"data: " + error + b"\n\n" if error else b"") + tail
                     await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -8,7 +8,6 @@ import errno
 import logging
 import os
 import time
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -48,7 +47,6 @@ class Recorder:
         #: ...plus what was appended since, so a burst cannot overshoot between two looks.
         self._appended_at_last_look = 0
         self.lag_seconds = 0.0
-        self.requests: Counter[tuple[str, int]] = Counter()
         self.rejected = 0
 
     def observe(self, pending_bytes: int, lag_seconds: float, free: int | None = None) -> None:
@@ -84,7 +82,6 @@ class Recorder:
             InsufficientStorage: the disk is full; the request must not be acknowledged.
             Unavailable: the spool could not be written for another reason.
         """
-        self.requests[(header["endpoint"], header["status_code"])] += 1
         try:
             await self.appender.append(encode_record(orjson.dumps(header), record))
         except OSError as error:

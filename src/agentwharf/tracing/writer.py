@@ -30,16 +30,16 @@ log = logging.getLogger("agentwharf.writer")
 PROGRESS_FILE = "progress.json"
 
 
-def _tables():
-    from mlflow.store.tracking.dbmodels.models import SqlSpan, SqlTraceInfo, SqlTraceMetadata, SqlTraceTag
-
-    return {
-        "trace_info": SqlTraceInfo.__table__,
-        "trace_tags": SqlTraceTag.__table__,
-        "trace_request_metadata": SqlTraceMetadata.__table__,
-        "spans": SqlSpan.__table__,
-        "inference": InferenceLog.__table__,
-    }
+#: Record part -> the table its rows go to. MLflow's trace tables by name (what MLflow's
+#: migrations created in this database; ``rows.py`` builds their rows): naming them costs this
+#: process nothing, where importing MLflow's table models would load MLflow (~130 MiB).
+TABLES = {
+    "trace_info": "trace_info",
+    "trace_tags": "trace_tags",
+    "trace_request_metadata": "trace_request_metadata",
+    "spans": "spans",
+    "inference": InferenceLog.__tablename__,
+}
 
 
 class SpoolWriter:
@@ -49,13 +49,13 @@ class SpoolWriter:
         self.reader = SpoolReader(spool_dir)
         self.batch_size = batch_size
         self.max_payload_chars = max_payload_chars
-        self.tables = _tables()
+        self.tables = TABLES
         self._artifact_locations: dict[str, str | None] = {}
         self._statements: dict[tuple, str] = {}
         self._checkpoint: tuple[int, int] | None = None
         self.written = 0
 
-    def _insert_sql(self, table, columns: list[str]) -> str:
+    def _insert_sql(self, table: str, columns: list[str]) -> str:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style.
 
         Rows go through the DBAPI's ``executemany`` rather than SQLAlchemy's per-row
@@ -66,12 +66,12 @@ class SpoolWriter:
         marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
         names = ", ".join(f'"{c}"' for c in columns)
         if dialect.name == "sqlite":
-            return f'INSERT OR IGNORE INTO "{table.name}" ({names}) VALUES ({marks})'
-        return f'INSERT INTO "{table.name}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
+            return f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({marks})'
+        return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
 
-    def _insert_rows(self, session, table, rows: list[dict]) -> None:
+    def _insert_rows(self, session, table: str, rows: list[dict]) -> None:
         columns = list(rows[0])
-        key = (table.name, tuple(columns))
+        key = (table, tuple(columns))
         sql = self._statements.get(key)
         if sql is None:
             sql = self._statements[key] = self._insert_sql(table, columns)
