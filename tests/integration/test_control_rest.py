@@ -117,3 +117,18 @@ def test_mlflow_is_reachable_under_the_base_url(http, platform):
     ui = http.get("/")
     assert ui.status_code == 200 and "<html" in ui.text.lower()
     assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_the_control_plane_describes_itself(platform, http):
+    spec = http.get("/api/2.0/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {"/api/2.0/serving-endpoints", "/api/2.0/serving-endpoints/{name}/config",
+            "/api/2.0/agents/deployments:deploy"} <= set(paths)
+    page = http.get("/api/2.0/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<code>/api/2.0/serving-endpoints/{name}/inference-table</code>" in page.text
+    assert "http://" not in page.text.replace(platform.base_url, "") and "https://" not in page.text  # nothing from elsewhere
+    import httpx
+
+    assert httpx.get(f"{platform.base_url}/api/2.0/openapi.json").status_code == 401

@@ -8,11 +8,13 @@ import io
 import json
 import uuid
 
+import httpx
 import mlflow
 import openai
 import pytest
 
 from tests.integration.conftest import deployed_info_agent, rows_for
+from tests.integration.platform_process import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +172,38 @@ def test_export_formats_round_trip(platform, http, traced, tmp_path):
     assert len(from_jsonl) == len(from_parquet) == len(from_csv)
 
 
-def test_metrics_expose_spool_depth_and_writer_lag(http, traced):
+def test_metrics_an_operator_can_use(platform, http, traced):
+    from prometheus_client.parser import text_string_to_metric_families
+
     send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "m"}]})
-    text = http.get("/metrics").text
-    for name in ("agentwharf_spool_pending_bytes", "agentwharf_spool_writer_lag_seconds", "agentwharf_spool_records_total"):
-        assert f"\n{name} " in text or text.startswith(f"{name} ")
-    assert f'agentwharf_requests_total{{endpoint="{traced.endpoint_name}",status="200"}}' in text
+    send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "m"}], "stream": True})
+    answer = http.get("/metrics")
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    ours = {"endpoint": traced.endpoint_name, "served_entity": traced.served_entity_name}
+
+    def value(name, **labels):
+        return sum(s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    assert value("agentwharf_requests_total", **ours, status="200") >= 2
+    assert value("agentwharf_request_duration_seconds_count", **ours) >= 2
+    assert value("agentwharf_stream_first_event_seconds_count", **ours) >= 1
+    assert any(s.labels == ours for s in samples["agentwharf_requests_in_flight"])
+    assert value("agentwharf_worker_resident_memory_bytes", **ours) > 10 * 1024 * 1024
+    assert value("agentwharf_environment_builds_total") >= 1
+    for name in ("agentwharf_spool_pending_bytes", "agentwharf_spool_writer_lag_seconds", "agentwharf_spool_records_total",
+                 "agentwharf_worker_restarts_total", "agentwharf_served_versions", "process_resident_memory_bytes"):
+        assert name in samples, name
+    assert httpx.get(f"{platform.base_url}/metrics").status_code == 401  # a token is needed (a scrape token: README)
+
+
+def test_every_request_has_an_access_line(platform, http, traced):
+    request_id, _ = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": "logged"}]})
+    path = f"/serving-endpoints/{traced.endpoint_name}/invocations"
+    log = platform.home / "logs" / "platform.log"
+    line = wait_until(lambda: next((ln for ln in log.read_text().splitlines() if f"request={request_id}" in ln), None),
+                      timeout=10, message="the access line")
+    assert f"agentwharf.access: POST {path} 200 " in line and "caller=admin" in line

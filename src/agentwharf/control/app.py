@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
-from agentwharf import databricks_compat
+from agentwharf import __version__, databricks_compat
+from agentwharf.control import api_docs
 from agentwharf.control.access_routes import router as access_router
 from agentwharf.control.routes import ControlState, router
 from agentwharf import errors
@@ -35,9 +36,12 @@ def request_id(request: Request) -> str:
 
 
 def create_control_app(state: ControlState) -> FastAPI:
-    app = FastAPI(title="agentwharf control plane", docs_url=None, redoc_url=None, openapi_url=None,
-                  default_response_class=ORJSONResponse)
+    app = FastAPI(title="agentwharf control plane", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=api_docs.OPENAPI_PATH, default_response_class=ORJSONResponse,
+                  description="Serving endpoints, agent deployments, identities, tokens and permissions, in the "
+                              "paths and shapes of Databricks' REST API.")
     app.state.control = state
+    app.include_router(api_docs.router)
     app.include_router(router)
     app.include_router(access_router)
     for compat_router in databricks_compat.ROUTERS:

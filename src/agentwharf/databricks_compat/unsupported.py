@@ -37,17 +37,17 @@ def unity_catalog_tables(what: str) -> NotImplementedByPlatform:
                            "GET /api/2.0/serving-endpoints/{name}/inference-table")
 
 
-@router.api_route("/api/2.1/unity-catalog/{rest:path}", methods=_ALL)
+@router.api_route("/api/2.1/unity-catalog/{rest:path}", methods=_ALL, include_in_schema=False)
 def unity_catalog(rest: str) -> None:
     raise unity_catalog_tables(rest)
 
 
-@router.api_route("/api/2.0/apps{rest:path}", methods=_ALL)
+@router.api_route("/api/2.0/apps{rest:path}", methods=_ALL, include_in_schema=False)
 def apps(rest: str) -> None:
     raise not_implemented("Databricks Apps", "deploy agents as serving endpoints (agents.deploy)")
 
 
-@router.api_route("/ml/review-v2/{rest:path}", methods=_ALL)
+@router.api_route("/ml/review-v2/{rest:path}", methods=_ALL, include_in_schema=False)
 def review_app(rest: str) -> None:
     raise not_implemented("The Databricks review app",
                           "query the endpoint and read its traces in the MLflow UI at the platform's base URL")

@@ -60,7 +60,8 @@ from agentwharf.tracing.writer_process import WriterProcess
 log = logging.getLogger("agentwharf.platform")
 
 _CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/", "/api/2.0/permissions/", "/api/2.0/token",
-                     "/api/2.0/preview/scim/", "/api/2.0/agentwharf/", *databricks_compat.ROUTE_PREFIXES)
+                     "/api/2.0/preview/scim/", "/api/2.0/agentwharf/", "/api/2.0/openapi.json", "/api/2.0/docs",
+                     *databricks_compat.ROUTE_PREFIXES)
 #: Paths the platform answers itself (everything else is MLflow's).
 _OWN_PREFIXES = (GATEWAY_PREFIX, *_CONTROL_PREFIXES, "/metrics")
 #: The platform's own identity towards MLflow (MLflow's admin), used only from inside.

@@ -84,8 +84,10 @@ def serve(settings: PlatformSettings) -> None:
     os.umask(0o077)
     _configure_logging(settings)
     app = create_app(settings)
+    # log_config=None: uvicorn's own dictConfig would close every handler already configured
+    # (the platform's log and its access-log buffer among them).
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=10,
+                            log_config=None, access_log=False, timeout_graceful_shutdown=10,
                             http=protocol_class(settings.header_timeout, settings.max_connections),
                             timeout_keep_alive=max(1, round(settings.keep_alive_timeout)))
     server = uvicorn.Server(config)
