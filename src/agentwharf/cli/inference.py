@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from agentwharf.cli.connection import HomeOption, HostOption, connect
-from agentwharf.cli.output import errors, handle_errors
+from agentwharf.cli.output import errors, fail, handle_errors
 
 app = typer.Typer(help="The inference table: one row per served request.", no_args_is_help=True)
 
@@ -95,8 +95,11 @@ def _write_csv(pages, output: Path | None) -> None:
 
 
 def _write_parquet(pages, output: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        fail("Parquet export needs pyarrow: pip install pyarrow (or 'agentwharf[server]')")
 
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in COLUMN_TYPES.items()])
     # Written page by page, so a large export never holds the whole table in memory.

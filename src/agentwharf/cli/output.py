@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +20,8 @@ errors = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    errors.print(f"[bold red]Error:[/] {message}", highlight=False)
+    # Escaped: messages name things like served_entities[0] or 'agentwharf[server]'.
+    errors.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

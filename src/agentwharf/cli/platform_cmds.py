@@ -27,6 +27,9 @@ def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background and return once it answers."),
 ) -> None:
     """Start the platform: MLflow server, control plane and serving gateway on one base URL."""
+    if missing := runner.missing_server_packages():
+        fail(f"`agentwharf up` runs the platform, which needs the server packages ({', '.join(missing)} missing): "
+             "pip install 'agentwharf[server]'")
     settings = _settings(home, host, port)
     try:
         if not detach:

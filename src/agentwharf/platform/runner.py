@@ -61,6 +61,22 @@ def _check_port_free(host: str, port: int) -> None:
             raise PlatformError(f"Port {port} on {host} is in use; stop whatever listens there or pick another with --port") from None
 
 
+#: What running the platform needs beyond a client install (the ``server`` extra).
+SERVER_PACKAGES = ("mlflow", "fastapi", "uvicorn", "sqlalchemy", "alembic", "prometheus_client", "uv")
+
+
+def missing_server_packages() -> list[str]:
+    import importlib.util
+
+    def missing(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except ImportError:
+            return True
+
+    return [name for name in SERVER_PACKAGES if missing(name)]
+
+
 def _configure_logging(settings: PlatformSettings) -> None:
     from agentwharf.platform import logs
 
