@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 
+import platform_costs  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
 import auth_check  # noqa: E402
@@ -91,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(systems.SYSTEMS)}")
     parser.add_argument("--json", type=Path, help="also save the results here")
     parser.add_argument("--keep-temp", action="store_true", help="keep each system's temp dir (logs, databases)")
+    parser.add_argument("--no-costs", action="store_true",
+                        help="skip agentwharf's idle footprint and model-environment measurements")
     args = parser.parse_args()
     args.names = list(systems.SYSTEMS)
     if args.only:
@@ -133,15 +136,26 @@ def main() -> int:
                 rows.append({"system": name, "wrk": None, "traces": None, "notes": {}, "error": str(e).splitlines()[0]})
             err.print(f"  {name}: done in {time.monotonic() - started:.0f}s")
 
+    costs = None
+    if not args.no_costs and "agentwharf" in args.names:
+        err.print("[bold]agentwharf costs[/]: idle footprint, model environment cold and warm")
+        with tempfile.TemporaryDirectory(prefix="awbench-costs-") as scratch:
+            try:
+                costs = platform_costs.measure(Path(scratch))
+            except Exception:
+                err.print(traceback.format_exc(), markup=False, highlight=False)
+
     console.print()
     console.print(report.table(rows))
     report.agentwharf_details(rows, console)
     micro = auth_check.measure() if any(n.startswith("agentwharf") for n in args.names) else None
     report.auth_cost(rows, micro, console)
+    if costs is not None:
+        platform_costs.report(costs, console)
     report.warnings(rows, console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows}, indent=2))
+        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs}, indent=2))
         console.print(f"results saved to {args.json}")
     return 1 if any(r.get("error") for r in rows) else 0
 
