@@ -11,7 +11,7 @@ import pytest
 from mlflow.pyfunc import ChatAgent, ChatModel, ResponsesAgent
 from mlflow.types.agent import ChatAgentMessage, ChatAgentResponse
 from mlflow.types.llm import ChatChoice, ChatCompletionResponse, ChatMessage
-from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 
 from agentwharf.serving.interfaces import InvalidRequest, adapter_for
 from agentwharf.serving.interfaces.base import describe_validation_error

@@ -86,7 +86,6 @@ WORKER_THIRD_PARTY = {"mlflow", "opentelemetry", "orjson", "pydantic", "uvloop"}
 
 def _agentwharf_closure(start: str) -> dict[str, set[str]]:
     """Every agentwharf module ``start`` imports, directly or not, with what each imports."""
-    import sys
 
     seen: dict[str, set[str]] = {}
     todo = [start]

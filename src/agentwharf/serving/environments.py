@@ -23,7 +23,7 @@ import orjson
 
 import agentwharf
 from agentwharf.errors import DeploymentFailed
-from agentwharf.serving.env_build import ENVIRONMENT_FILES, RESULT_PREFIX, environment_name, ready_python
+from agentwharf.serving.env_build import RESULT_PREFIX, environment_name, ready_python
 
 log = logging.getLogger("agentwharf.environments")
 

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -165,6 +165,18 @@ class ModelInterface:
             message += f". This body looks like {seen}{self.elsewhere(seen)}"
         return InvalidRequest(message)
 
+    def build(self, request_type: type, body: dict[str, Any], required: str) -> Any:
+        """``request_type(**body)`` (one of MLflow's pydantic request types), or the 400 that
+        names the field that does not fit."""
+        if required not in body:
+            raise self.invalid(f"'{required}' is required (a list of messages)", body)
+        try:
+            return request_type(**body)
+        except pydantic.ValidationError as error:
+            raise self.invalid(describe_validation_error(error), body) from None
+        except TypeError as error:
+            raise self.invalid(str(error), body) from None
+
     def elsewhere(self, seen: str) -> str:
         """Where a request of another shape would be understood, if anywhere."""
         return ", which this model does not take"

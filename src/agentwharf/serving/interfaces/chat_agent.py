@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import pydantic
 
 from agentwharf.serving.interfaces import chat_agent_openai as openai
 from agentwharf.serving.interfaces.base import (
@@ -27,7 +26,6 @@ from agentwharf.serving.interfaces.base import (
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
-    describe_validation_error,
     overrides,
 )
 from agentwharf.serving.openai_compat import to_openai_response, wrap_chat_stream, wrap_openai_stream
@@ -74,14 +72,7 @@ class ChatAgentInterface(ModelInterface):
     def validate(self, body: dict[str, Any]) -> Any:
         from mlflow.types.agent import ChatAgentRequest
 
-        if "messages" not in body:
-            raise self.invalid("'messages' is required (a list of messages)", body)
-        try:
-            return ChatAgentRequest(**body)
-        except pydantic.ValidationError as error:
-            raise self.invalid(describe_validation_error(error), body) from None
-        except TypeError as error:
-            raise self.invalid(str(error), body) from None
+        return self.build(ChatAgentRequest, body, "messages")
 
     def predict(self, request: Any) -> dict[str, Any]:
         from mlflow.types.agent import ChatAgentResponse

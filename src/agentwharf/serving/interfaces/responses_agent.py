@@ -23,7 +23,6 @@ from agentwharf.serving.interfaces.base import (
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
-    describe_validation_error,
     overrides,
 )
 from agentwharf.serving.openai_compat import (
@@ -68,14 +67,7 @@ class ResponsesAgentInterface(ModelInterface):
     def validate(self, body: dict[str, Any]) -> Any:
         from mlflow.types.responses import ResponsesAgentRequest
 
-        if "input" not in body:
-            raise self.invalid("'input' is required (a list of messages)", body)
-        try:
-            return ResponsesAgentRequest(**body)
-        except pydantic.ValidationError as error:
-            raise self.invalid(describe_validation_error(error), body) from None
-        except TypeError as error:
-            raise self.invalid(str(error), body) from None
+        return self.build(ResponsesAgentRequest, body, "input")
 
     def predict(self, request: Any) -> dict[str, Any]:
         return _dump(self.agent.predict(request))
