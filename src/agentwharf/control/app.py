@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from agentwharf import databricks_compat
 from agentwharf.control.access_routes import router as access_router
+from agentwharf.control.review_instructions import router as review_instructions_router
 from agentwharf.control.routes import ControlState, router
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
@@ -40,6 +41,7 @@ def create_control_app(state: ControlState) -> FastAPI:
     app.state.control = state
     app.include_router(router)
     app.include_router(access_router)
+    app.include_router(review_instructions_router)
     for compat_router in databricks_compat.ROUTERS:
         app.include_router(compat_router)
 
