@@ -96,13 +96,28 @@ async def request_info(request: Request) -> Response:
     tokens = None
     if row.trace_id:
         try:
-            usage = (await mlflow_rest.trace_metadata(context.mlflow, None, row.trace_id)).get("mlflow.trace.tokenUsage")
-            tokens = orjson.loads(usage) if usage else None
+            tokens = await _token_usage(context, row.trace_id)
         except (AgentwharfError, orjson.JSONDecodeError):
             tokens = None
     return JSONResponse({"request_id": row.request_id, "trace_id": row.trace_id, "status_code": row.status_code,
                          "latency_ms": row.latency_ms, "served_entity": row.served_entity, "tokens": tokens,
                          "trace_url": trace_url(endpoint.experiment_id, row.trace_id) if row.trace_id else None})
+
+
+async def _token_usage(context: WebContext, trace_id: str) -> dict | None:
+    """MLflow's ``mlflow.trace.tokenUsage`` when the trace has it, else the sum of its LLM
+    spans' ``mlflow.chat.tokenUsage`` (what MLflow's own exporter would have added up)."""
+    usage = (await mlflow_rest.trace_metadata(context.mlflow, None, trace_id)).get("mlflow.trace.tokenUsage")
+    if usage:
+        return orjson.loads(usage)
+    trace = await mlflow_rest.get_trace(context.mlflow, None, trace_id)
+    total: dict[str, int] = {}
+    for span in trace.data.spans:
+        found = span.get_attribute("mlflow.chat.tokenUsage")
+        if isinstance(found, dict):
+            for key in ("input_tokens", "output_tokens", "total_tokens"):
+                total[key] = total.get(key, 0) + int(found.get(key) or 0)
+    return total or None
 
 
 async def _json(request: Request) -> dict:
