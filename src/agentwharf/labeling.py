@@ -131,14 +131,12 @@ class AgentwharfLabelingStore(AbstractLabelingStore):
         auth = AuthServiceClient(self.tracking_uri)
         for user in users:
             try:
-                current = auth.get_experiment_permission(experiment_id, user).permission
+                current = auth.get_user_permission(user, "experiment", experiment_id).permission
             except MlflowException:
                 current = None
             try:
-                if current is None:
-                    auth.create_experiment_permission(experiment_id, user, "EDIT")
-                elif current == "READ":
-                    auth.update_experiment_permission(experiment_id, user, "EDIT")
+                if current not in ("EDIT", "MANAGE"):
+                    auth.grant_user_permission(user, "experiment", experiment_id, "EDIT")
             except MlflowException as error:
                 warnings.warn(f"Could not give {user!r} EDIT on experiment {experiment_id} ({error.message}); "
                               "they need it to label this session's items", stacklevel=3)

@@ -226,7 +226,8 @@ def test_a_reviewer_completes_a_labeling_session_created_with_the_guides_api(pla
     page.get_by_role("link", name=session.name).click()
     expect(page.locator("#progress")).to_contain_text("0 of 2 reviewed")
     expect(page.locator("#conversation .turn.user")).to_contain_text("weather in")
-    expect(page.locator("#conversation .turn.tool").first).to_contain_text("Tool call: get_weather")
+    expect(page.locator("#conversation .tool_call").first).to_contain_text("Tool call: get_weather")
+    expect(page.locator("#conversation .tool_output").first).to_contain_text("sunny in")
     _accessible(page, "10-labeling-session")
     for _ in range(2):
         city = "Rome" if "Rome" in page.locator("#conversation").inner_text() else "Lima"
