@@ -80,7 +80,7 @@ def _wants_html(scope: dict) -> bool:
 
 def _current_path(scope: dict) -> str:
     query = scope.get("query_string") or b""
-    return scope["path"] + ("?" + query.decode("latin-1") if query else "")
+    return scope.get("path", "/") + ("?" + query.decode("latin-1") if query else "")
 
 
 async def send_unauthenticated(scope, send, error, message: str | None = None) -> None:
