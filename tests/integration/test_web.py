@@ -18,8 +18,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from agentwharf import agents
 from agentwharf.errors import DeploymentFailed
-from tests.integration.conftest import AGENTS
-from tests.integration.platform_process import wait_until
+from tests.integration.conftest import AGENTS, rows_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -133,7 +132,7 @@ def test_console_lists_endpoints_shows_a_failed_one_and_an_endpoints_workers(pla
     _sign_in(page, platform.base_url, platform.token)
     expect(page.locator(f"tr[data-endpoint='{ENDPOINT}'] .badge")).to_have_text("Ready")
     expect(page.locator("tr[data-endpoint='agents_main-web-broken'].state-failed .badge")).to_have_text("Failed")
-    expect(page.get_by_role("alert")).to_contain_text("endpoint failed")
+    expect(page.get_by_role("alert")).to_contain_text("failed: see the highlighted rows")
     _accessible(page, "03-console")
     page.get_by_role("link", name="agents_main-web-broken").click()
     # The admin manages it, so the load error (the worker's own log) is on the page.
@@ -185,14 +184,6 @@ def test_playground_streams_tool_calls_and_feedback_lands_on_the_trace(platform,
     page.close()
 
 
-def _traces(experiment_id: str, count: int) -> list:
-    def found():
-        traces = mlflow.search_traces(locations=[experiment_id], return_type="list")
-        return traces if len(traces) >= count else None
-
-    return wait_until(found, timeout=30, message="traces")
-
-
 def test_a_reviewer_completes_a_labeling_session_created_with_the_guides_api(platform, browser, deployed, http):
     from mlflow.genai import label_schemas, labeling
 
@@ -201,11 +192,14 @@ def test_a_reviewer_completes_a_labeling_session_created_with_the_guides_api(pla
     agents.set_review_instructions(MODEL, "# How to review\n\nCheck the **weather** facts.")
     assert agents.get_review_instructions(MODEL).startswith("# How to review")
     experiment_id = http.get(f"/api/2.0/serving-endpoints/{ENDPOINT}").json()["experiment_id"]
+    request_ids = []
     for city in ("Rome", "Lima"):
         answer = http.post(f"/serving-endpoints/{ENDPOINT}/invocations",
                            json={"input": [{"role": "user", "content": f"weather in {city}?"}], "custom_inputs": {"city": city}})
         assert answer.status_code == 200
-    traces = _traces(experiment_id, 2)
+        request_ids.append(answer.headers["x-agentwharf-request-id"])
+    rows = rows_for(http, ENDPOINT, set(request_ids))
+    traces = [mlflow.get_trace(rows[request_id]["trace_id"]) for request_id in request_ids]
 
     # The guide's labeling API, unchanged, as the endpoint's manager.
     mlflow.set_experiment(experiment_id=experiment_id)
