@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import quote
 
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.client import PlatformClient
@@ -21,7 +22,7 @@ from agentwharf.errors import NotFound
 from agentwharf.settings import ClientSettings
 
 __all__ = ["Deployment", "PermissionLevel", "deploy", "delete_deployment", "get_deployments", "get_permissions",
-           "list_deployments", "set_permissions"]
+           "get_review_instructions", "list_deployments", "set_permissions", "set_review_instructions"]
 
 #: How long ``deploy`` waits for the new version to answer (building a model's environment
 #: the first time can take minutes).
@@ -193,3 +194,18 @@ def get_permissions(model_name: str) -> dict[str, dict[str, PermissionLevel]]:
             answer[endpoint] = {(e.get("user_name") or e.get("service_principal_name")):
                                 PermissionLevel(e["all_permissions"][0]["permission_level"]) for e in acl}
     return answer
+
+
+def set_review_instructions(model_name: str, instructions: str) -> None:
+    """Set the Markdown its reviewers read first in the review app (``review_app_url``), as
+    ``databricks.agents.set_review_instructions`` does. Needs CAN_MANAGE on an endpoint serving
+    the model."""
+    with _client() as client:
+        client.request("PUT", f"/api/2.0/agents/review-instructions/{quote(model_name, safe='')}",
+                       json={"instructions": instructions})
+
+
+def get_review_instructions(model_name: str) -> str:
+    """The review instructions of a deployed model ('' when none were set)."""
+    with _client() as client:
+        return client.request("GET", f"/api/2.0/agents/review-instructions/{quote(model_name, safe='')}")["instructions"]

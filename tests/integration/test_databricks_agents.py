@@ -245,7 +245,6 @@ def test_deploy_time_records_and_probes(deployed, http):
     ("GET", "/api/2.1/unity-catalog/volumes", None, "Unity Catalog"),
     ("GET", "/api/2.0/apps", None, "Databricks Apps"),
     ("POST", "/serving-endpoints/responses", {"model": "apps/my-agent", "input": "hi"}, "Databricks Apps"),
-    ("GET", "/ml/review-v2/chat?endpoint=x", None, "review app"),
     ("POST", "/api/2.0/mlflow/unity-catalog/model-versions/generate-temporary-credentials", {}, "credentials"),
     ("GET", "/api/2.0/fs/files/Volumes/main/default/vol/x.txt", None, "volumes"),
     ("POST", "/api/2.0/serving-endpoints", {"name": "ro", "route_optimized": True, "config": {}}, "route_optimized"),

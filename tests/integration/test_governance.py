@@ -73,14 +73,22 @@ def test_every_route_answers_401_without_a_token(platform):
     document."""
     from mlflow.server import app as mlflow_flask
 
+    from starlette.routing import Route
+
+    from agentwharf import web
     from agentwharf.control.access_routes import router as access_router
+    from agentwharf.control.review_instructions import router as review_router
     from agentwharf.control.routes import router as control_router
 
     routes: set[tuple[str, str]] = set()
-    for router in (control_router, access_router):
+    for router in (control_router, access_router, review_router):
         for route in router.routes:
             for method in route.methods:
                 routes.add((method, route.path))
+    # The pages (console, playground, review app); only signing in and its files are public.
+    for route in web._routes():
+        if isinstance(route, Route) and route.path not in web.PUBLIC_PATHS:
+            routes |= {(method, route.path) for method in route.methods - {"HEAD"}}
     for rule in mlflow_flask.url_map.iter_rules():
         for method in rule.methods - {"OPTIONS", "HEAD"}:
             routes.add((method, rule.rule))

@@ -9,7 +9,7 @@ import agentwharf
 
 EXPECTED_TOP_LEVEL = ["AgentwharfError", "DeploymentFailed", "__version__", "agents"]
 EXPECTED_AGENTS = ["Deployment", "PermissionLevel", "delete_deployment", "deploy", "get_deployments", "get_permissions",
-                   "list_deployments", "set_permissions"]
+                   "get_review_instructions", "list_deployments", "set_permissions", "set_review_instructions"]
 
 
 def test_top_level_all_is_pinned_and_sorted():

@@ -57,6 +57,34 @@ def test_core_does_not_import_cli_or_ui_libraries():
     assert offenders == {}
 
 
+WEB_DIR = PACKAGE_DIR / "web"
+PLATFORM_DIR = PACKAGE_DIR / "platform"
+WEB_ONLY = ("agentwharf.web", "jinja2", "markdown_it")
+
+
+def test_only_the_platform_composes_the_web_layer():
+    """The pages are an outer layer like the CLI: the core (control, serving, auth, tracing,
+    store, ...) never imports them nor their template libraries; the platform (the composition
+    root) mounts them."""
+    files = [p for p in core_files() if WEB_DIR not in p.parents and PLATFORM_DIR not in p.parents]
+    assert len(files) > 20
+    offenders = {}
+    for path in files:
+        found = imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+        bad = sorted(m for m in found if any(m == f or m.startswith(f + ".") for f in WEB_ONLY))
+        if bad:
+            offenders[str(path.relative_to(PACKAGE_DIR))] = bad
+    assert offenders == {}
+
+
+def test_the_web_layer_does_not_reach_into_the_cli():
+    files = sorted(WEB_DIR.rglob("*.py"))
+    assert files
+    for path in files:
+        found = imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+        assert not any(is_forbidden(m) for m in found), path
+
+
 def test_checker_catches_every_forbidden_import_form():
     samples = {
         "import typer": "typer",

@@ -5,9 +5,8 @@ import asyncio
 import orjson
 import pytest
 
-from agentwharf.auth.gatekeeper import COOKIE
 from agentwharf.errors import Unauthenticated
-from agentwharf.platform.login_page import send_unauthenticated
+from agentwharf.platform.login_page import MESSAGES, safe_next, send_unauthenticated, sign_in_page
 
 
 def answer(method="GET", accept=None, message="Authentication required"):
@@ -48,25 +47,45 @@ def test_a_browser_opening_a_page_gets_the_sign_in_form(accept):
     assert headers[b"www-authenticate"] == b'Bearer realm="agentwharf"'
     page = body.decode()
     assert "<form" in page and 'type="password"' in page
+    assert '<label for="token">Personal access token</label>' in page
 
 
-def test_the_form_keeps_the_token_out_of_urls_and_posts():
+def test_the_form_posts_the_token_to_signin_never_in_a_url():
     page = answer("GET", "text/html")[2].decode()
     form = page[page.index("<form"):page.index("</form>")]
-    # No action, no method: the script handles submit and nothing is sent with the token in it.
-    assert "action=" not in form and "method=" not in form
-    assert 'name="' not in form  # a named input would be serialised into a query string
-    assert "event.preventDefault()" in page
+    assert 'method="post"' in form and 'action="/signin"' in form
     assert 'autocomplete="off"' in form
+    assert "<script>" not in page  # the page's script is a file: the pages' CSP allows no inline script
 
 
-def test_the_cookie_is_the_gatekeepers_same_site_strict_and_page_wide():
-    page = answer("GET", "text/html")[2].decode()
-    assert f'"{COOKIE}=" + encodeURIComponent(token)' in page
-    assert "SameSite=Strict" in page and "path=/" in page
+def test_the_page_returns_to_the_page_that_asked():
+    sent = []
+
+    async def send(event):
+        sent.append(event)
+
+    scope = {"type": "http", "method": "GET", "path": "/serving/endpoints/x", "query_string": b"a=1",
+             "headers": [(b"accept", b"text/html")]}
+    asyncio.run(send_unauthenticated(scope, send, Unauthenticated("no")))
+    assert 'name="next" id="next" value="/serving/endpoints/x?a=1"' in sent[1]["body"].decode()
 
 
-def test_the_page_does_not_reflect_the_error_message():
-    # The message can carry request-derived text; the HTML page is static.
+@pytest.mark.parametrize("bad", ["https://evil.example/", "//evil.example/x", "javascript:alert(1)", "/\\evil", "", None,
+                                 "/signin?m=x", "/ok\nSet-Cookie: x"])
+def test_the_next_page_is_always_a_path_on_this_platform(bad):
+    assert safe_next(bad) == "/serving/"
+
+
+def test_next_is_escaped_in_the_page():
+    page = sign_in_page(None, '/x"><script>alert(1)</script>').decode()
+    assert "<script>alert(1)" not in page and "&quot;&gt;&lt;script&gt;" in page
+
+
+def test_the_page_says_what_went_wrong_in_its_own_words_only():
+    # The message can carry request-derived text; the HTML page shows only its own messages.
     _, _, body = answer("GET", "text/html", "<script>alert(1)</script>")
     assert b"alert(1)" not in body
+    invalid = sign_in_page("invalid").decode()
+    assert 'role="alert"' in invalid and MESSAGES["invalid"] in invalid and 'aria-invalid="true"' in invalid
+    assert 'role="status"' in sign_in_page("signed-out").decode()
+    assert "role=" not in sign_in_page("<b>made up</b>").decode().split("<form")[0].split("</p>", 1)[1]

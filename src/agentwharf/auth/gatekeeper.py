@@ -17,6 +17,8 @@ from agentwharf.errors import PermissionDenied, Unauthenticated
 
 COOKIE = "agentwharf_token"
 LOADER = "agentwharf-loader"
+#: Methods that cannot change anything (RFC 9110 9.2.1); every other one is checked for CSRF.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def bearer_token(scope: dict) -> str | None:
@@ -36,6 +38,38 @@ def bearer_token(scope: dict) -> str | None:
             if name == COOKIE and value:
                 return value
     return None
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def signed_in_by_cookie(scope: dict) -> bool:
+    """The request's token is the browser's cookie (no ``Authorization`` header)."""
+    return _header(scope, b"authorization") is None and bearer_token(scope) is not None
+
+
+def same_origin(scope: dict) -> bool:
+    """Whether a browser request comes from the platform's own pages: its ``Origin`` (or, when
+    a browser sent none, its ``Referer``) names the host the request was sent to. Browsers send
+    ``Origin`` on every POST, PUT, PATCH and DELETE, and no page can forge it."""
+    host = _header(scope, b"host")
+    source = _header(scope, b"origin") or _header(scope, b"referer")
+    if not host or not source or source == "null":
+        return False
+    scheme, _, rest = source.partition("://")
+    return scheme in ("http", "https") and rest.split("/", 1)[0].lower() == host.lower()
+
+
+def cross_site_cookie_request(scope: dict) -> bool:
+    """A state-changing request carried by the sign-in cookie that did not come from the
+    platform's own pages: refused, whatever route it is for (CSRF). The cookie is
+    ``SameSite=Strict`` too, so browsers do not send it from other sites at all; this check
+    also covers same-site neighbours (other ports on the host) and old browsers."""
+    return scope["method"] not in SAFE_METHODS and signed_in_by_cookie(scope) and not same_origin(scope)
 
 
 class Gatekeeper:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from agentwharf import __version__, databricks_compat
 from agentwharf.control import api_docs
 from agentwharf.control.access_routes import router as access_router
+from agentwharf.control.review_instructions import router as review_instructions_router
 from agentwharf.control.routes import ControlState, router
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
@@ -44,6 +45,7 @@ def create_control_app(state: ControlState) -> FastAPI:
     app.include_router(api_docs.router)
     app.include_router(router)
     app.include_router(access_router)
+    app.include_router(review_instructions_router)
     for compat_router in databricks_compat.ROUTERS:
         app.include_router(compat_router)
 

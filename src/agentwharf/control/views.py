@@ -122,7 +122,7 @@ def deployment_view(endpoint: Endpoint, entity: ServedEntity, base_url: str) -> 
         "endpoint_url": f"{base_url}/serving-endpoints/{endpoint.name}/invocations",
         "workspace_url": base_url,
         # databricks-agents looks for "/review-v2/" and otherwise goes looking for a review app;
-        # the URL is where Databricks' would be, and answers 501 here (databricks_compat.unsupported).
+        # the URL is where Databricks' would be, and the platform's review app answers it (agentwharf.web.review).
         "review_app_url": f"{base_url}/ml/review-v2/chat?endpoint={endpoint.name}",
         "creation_timestamp": entity.created_at,
     }

@@ -25,6 +25,6 @@ ROUTERS = (uc_registry.router, files_api.router, agents_records.router, unsuppor
 #: Path prefixes of those routers that the platform must send to the control app (the agents and
 #: serving-endpoint paths are the control plane's already).
 ROUTE_PREFIXES = ("/api/2.0/mlflow/unity-catalog/", "/api/2.0/fs/", "/api/2.1/unity-catalog/", "/api/2.0/managed-evals/",
-                  "/api/2.0/apps", "/ml/review-v2/")
+                  "/api/2.0/apps")
 
 __all__ = ["OAUTH_NOT_IMPLEMENTED", "OAUTH_PREFIX", "ROUTERS", "ROUTE_PREFIXES", "DatabricksTrackingView"]

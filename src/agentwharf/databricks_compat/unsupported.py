@@ -4,7 +4,6 @@
     /api/2.1/unity-catalog/...   Unity Catalog tables, volumes, functions, catalogs, native UC models
                                  (the inference-table probe excepted, see agents_records)
     /api/2.0/apps...             Databricks Apps (and ``model="apps/..."`` on the OpenAI route, in the gateway)
-    /ml/review-v2/...            the review app (deployments show its URL, as Databricks' do)
     /oidc/...                    OAuth: answered before authentication, since an OAuth client has
                                  no bearer token yet (see ``OAUTH_PREFIX``)
 
@@ -45,9 +44,3 @@ def unity_catalog(rest: str) -> None:
 @router.api_route("/api/2.0/apps{rest:path}", methods=_ALL, include_in_schema=False)
 def apps(rest: str) -> None:
     raise not_implemented("Databricks Apps", "deploy agents as serving endpoints (agents.deploy)")
-
-
-@router.api_route("/ml/review-v2/{rest:path}", methods=_ALL, include_in_schema=False)
-def review_app(rest: str) -> None:
-    raise not_implemented("The Databricks review app",
-                          "query the endpoint and read its traces in the MLflow UI at the platform's base URL")

@@ -24,10 +24,10 @@ import uuid
 
 import orjson
 
-from agentwharf import credentials, databricks_compat
+from agentwharf import credentials, databricks_compat, web
 from agentwharf.asgi import send_error, send_json
 from agentwharf.auth.caller import Caller
-from agentwharf.auth.gatekeeper import Gatekeeper
+from agentwharf.auth.gatekeeper import Gatekeeper, bearer_token, cross_site_cookie_request
 from agentwharf.auth.home_secrets import ADMIN_NAME, close_to_others, private_key, write_private
 from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
@@ -39,6 +39,7 @@ from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.reconciler import Reconciler
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
+from agentwharf.databricks_compat.mlflow_calls import MlflowCalls
 from agentwharf.platform import metrics
 from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.platform.mlflow_proxy import MlflowProxy
@@ -115,8 +116,12 @@ class Platform:
         self.in_flight = 0
         self.metrics = metrics.PlatformMetrics(self)
         self.gateway.metrics = self.metrics
-        self.proxy: MlflowProxy | None = None
+        self.mlflow_proxy: databricks_compat.DatabricksTrackingView | None = None
+        #: ``mlflow_proxy`` with the console link added to MLflow's UI page.
+        self.proxy = None
         self.control_app = None
+        #: The pages (serving console, playground, review app); see ``agentwharf.web``.
+        self.web_app = None
         # A deploy waits for its environment to be built, then for its model to load.
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
                                      settings.worker_start_timeout + settings.environment_build_timeout,
@@ -199,12 +204,16 @@ class Platform:
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         await asyncio.to_thread(self._open_identities)
         self.registry = MlflowRegistry(self.mlflow.url, self.mlflow.secret)
-        self.proxy = databricks_compat.DatabricksTrackingView(MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities,
-                                                                             self.settings.mlflow_proxy_timeout))
+        self.mlflow_proxy = databricks_compat.DatabricksTrackingView(
+            MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities, self.settings.mlflow_proxy_timeout))
+        self.proxy = web.with_console_link(self.mlflow_proxy)
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
-        self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db,
-                                                           self.identities, self.gatekeeper, self.registry))
+        control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
+                               self.gatekeeper, self.registry)
+        self.control_app = create_control_app(control)
+        self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
+                                                         self.settings.logs_dir))
         self.supervisor.start_background()
         await self.reconciler.restore()
         self.started_at = time.time()
@@ -234,8 +243,10 @@ class Platform:
         self.recorder.appender.close()
         await self.writer.stop(self.settings.writer_drain_timeout)
         await self.mlflow.stop()
-        if self.proxy is not None:
-            await self.proxy.close()
+        if self.web_app is not None:
+            await self.web_app.state.web.mlflow.close()
+        if self.mlflow_proxy is not None:
+            await self.mlflow_proxy.close()
         if self.registry is not None:
             self.registry.close()
         if self.bridge is not None:
@@ -316,17 +327,28 @@ class Platform:
             # OAuth clients have no bearer token yet: they get the reason, not a 401.
             await send_error(send, databricks_compat.OAUTH_NOT_IMPLEMENTED)
             return
+        if path in web.PUBLIC_PATHS or path.startswith(web.PUBLIC_PREFIXES):
+            await self._web(scope, receive, send)  # signing in, and the sign-in page's files
+            return
         if not await self._admit(scope, send):
             return
         if path.startswith(GATEWAY_PREFIX):
             await self.gateway(scope, receive, send)
         elif path.startswith(_CONTROL_PREFIXES):
             await self.control_app(scope, receive, send)
+        elif path.startswith(web.PREFIXES) or path == "/serving":
+            await self._web(scope, receive, send)
         elif path == "/metrics":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", metrics.CONTENT_TYPE.encode())]})
             await send({"type": "http.response.body", "body": self.metrics.render()})
         else:
             await self.proxy(scope, receive, send)
+
+    async def _web(self, scope, receive, send) -> None:
+        if self.web_app is None:
+            await send_error(send, Unavailable("The platform is starting"))
+            return
+        await self.web_app(scope, receive, send)
 
     async def _admit(self, scope, send) -> bool:
         """Authenticate the request and keep worker-minted credentials to their one purpose.
@@ -340,10 +362,15 @@ class Platform:
         try:
             caller = self.gatekeeper.authenticate(scope)
         except Unauthenticated as error:
-            await send_unauthenticated(scope, send, error)
+            # A browser whose cookie no longer works is told so on the sign-in page.
+            await send_unauthenticated(scope, send, error, "invalid" if bearer_token(scope) else None)
             return False
         scope["agentwharf.caller"] = caller
         path = scope["path"]
+        if cross_site_cookie_request(scope):
+            await send_error(send, PermissionDenied("A request signed in with the browser's cookie that changes something "
+                                                    "must come from the platform's own pages (Origin check)"))
+            return False
         if caller.via in ("system", "obo") and not path.startswith(GATEWAY_PREFIX):
             await send_error(send, PermissionDenied(f"A {caller.via} credential may only query serving endpoints"))
             return False

@@ -171,3 +171,15 @@ class ModelPrefixGrant(Base):
     prefix: Mapped[str] = mapped_column(String(512), primary_key=True)
     principal_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True)
     permission: Mapped[str] = mapped_column(String(32))
+
+
+class ReviewInstructions(Base):
+    """What a registered model's reviewers read first in the review app (Markdown), as
+    ``agents.set_review_instructions`` sets it."""
+
+    __tablename__ = "aw_review_instructions"
+
+    model_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    instructions: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
