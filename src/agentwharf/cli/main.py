@@ -17,6 +17,7 @@ app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(inference.app, name="inference")
 app.add_typer(access_cmds.users, name="users")
 app.add_typer(access_cmds.service_principals, name="service-principals")
+app.add_typer(access_cmds.groups, name="groups")
 app.add_typer(access_cmds.tokens, name="tokens")
 app.add_typer(access_cmds.permissions, name="permissions")
 

@@ -10,12 +10,15 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from agentwharf import databricks_compat
-from agentwharf.control.access_routes import router as access_router
-from agentwharf.control.routes import ControlState, router
+from agentwharf.control import access_routes, diagnostics_routes, routes, scim_routes, token_routes
+from agentwharf.control.routes import ControlState
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
 
 log = logging.getLogger("agentwharf.control")
+
+#: The control plane's own routers (the Databricks facades follow them, see create_control_app).
+ROUTERS = (routes.router, diagnostics_routes.router, access_routes.router, token_routes.router, scim_routes.router)
 
 #: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
 _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
@@ -38,8 +41,8 @@ def create_control_app(state: ControlState) -> FastAPI:
     app = FastAPI(title="agentwharf control plane", docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=ORJSONResponse)
     app.state.control = state
-    app.include_router(router)
-    app.include_router(access_router)
+    for own_router in ROUTERS:
+        app.include_router(own_router)
     for compat_router in databricks_compat.ROUTERS:
         app.include_router(compat_router)
 
