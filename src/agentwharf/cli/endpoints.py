@@ -1,4 +1,4 @@
-"""`agentwharf endpoints list|get|delete`."""
+"""`agentwharf endpoints list|get|delete|logs|metrics`."""
 
 from __future__ import annotations
 
@@ -44,3 +44,20 @@ def delete(name: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do no
         typer.confirm(f"Delete endpoint {name} and stop its workers?", abort=True)
     PlatformClient().delete_endpoint(name)
     console.print(f"Deleted endpoint {name}.")
+
+
+@app.command()
+@handle_errors
+def logs(name: str, entity: str = typer.Argument(..., help="The served entity (e.g. main-default-echo_3)."),
+         build: bool = typer.Option(False, "--build", help="Only how the model was fetched and loaded.")) -> None:
+    """Print a served version's worker log (needs CAN_MANAGE)."""
+    kind = "build-logs" if build else "logs"
+    print(PlatformClient().request("GET", f"/api/2.0/serving-endpoints/{name}/served-models/{entity}/{kind}")["logs"])
+
+
+@app.command()
+@handle_errors
+def metrics(name: str) -> None:
+    """Print an endpoint's metrics (Prometheus text: the last minute's requests, latency, in flight)."""
+    client = PlatformClient()
+    print(client.raw("GET", f"/api/2.0/serving-endpoints/{name}/metrics"), end="")

@@ -44,6 +44,7 @@ from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.platform.login_page import send_unauthenticated
+from agentwharf.serving.endpoint_metrics import EndpointMetrics
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
@@ -93,8 +94,9 @@ class Platform:
             cold_start_timeout=settings.cold_start_timeout,
         )
         self.routes = RouteTable()
+        self.endpoint_metrics = EndpointMetrics()
         self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes,
-                                 settings.min_free_disk_bytes)
+                                 settings.min_free_disk_bytes, on_record=self.endpoint_metrics.observe)
         self.writer = WriterProcess(settings.database_uri, settings.spool_dir, settings.logs_dir / "writer.log",
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
@@ -158,8 +160,7 @@ class Platform:
         self.identities = IdentityService(self.db, self.bridge)
         self.gatekeeper = Gatekeeper(self.identities, self.signer, self._entity_live)
         self.gateway.gatekeeper = self.gatekeeper
-        for principal in self.identities.list_principals():
-            self.bridge.ensure_user(principal.name, principal.is_admin)
+        self.identities.sync_mlflow()
         if not self.identities.list_principals():
             admin = self.identities.create_principal(ADMIN_NAME, "user", is_admin=True, created_by="agentwharf up")
             token, _ = self.identities.create_token(admin.name, None, "created by the first start of this home")
@@ -187,7 +188,8 @@ class Platform:
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
         self.control_app = create_control_app(ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db,
-                                                           self.identities, self.gatekeeper, self.registry))
+                                                           self.identities, self.gatekeeper, self.registry,
+                                                           self.endpoint_metrics, self.settings.worker_threads))
         self.supervisor.start_background()
         await self.reconciler.restore()
         self.started_at = time.time()

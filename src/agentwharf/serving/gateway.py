@@ -74,7 +74,23 @@ def client_request_id(scope: dict) -> str | None:
     raw = header(scope, b"x-request-id")
     if not raw:
         return None
-    value = raw.decode("latin-1")[:CLIENT_ID_CHARS]
+    return _kept_client_id(raw.decode("latin-1"))
+
+
+def body_client_request_id(body: bytes) -> str | None:
+    """``client_request_id`` in the body, where databricks-sdk's ``query(client_request_id=...)``
+    puts it. Only a body that mentions it is parsed, so other requests pay one substring scan."""
+    if b'"client_request_id"' not in body:
+        return None
+    try:
+        value = orjson.loads(body).get("client_request_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None  # the worker reports a malformed body
+    return _kept_client_id(value) if isinstance(value, str) and value else None
+
+
+def _kept_client_id(value: str) -> str:
+    value = value[:CLIENT_ID_CHARS]
     # Someone will send a token here by mistake; it must not reach the spool, trace or row.
     if any(prefix in value for prefix in (tokens.PAT_PREFIX, *tokens.SIGNED_PREFIXES)):
         return "[REDACTED]"
@@ -171,6 +187,8 @@ class Gateway:
             request.key = await self._pick(request.endpoint)
         if media_error is not None:
             raise media_error
+        if request.client_request_id is None:
+            request.client_request_id = body_client_request_id(request.body)
         self.recorder.check_capacity()
         await self._forward(request, receive, send, self._credentials(scope, caller, request))
 

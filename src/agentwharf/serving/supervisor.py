@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
+from agentwharf.serving import worker_logs
 from agentwharf.errors import DeploymentFailed, Unavailable
 from agentwharf.serving.protocol import ProtocolError
 from agentwharf.serving.worker_client import WorkerConnection
@@ -92,7 +93,9 @@ class WorkerLauncher:
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.base_env, **dict(spec.env)}
         with open(replica.log_path, "ab") as log_file:
-            log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            # worker_logs finds the current run by this marker (the logs and build-logs APIs).
+            log_file.write(b"\n" + worker_logs.START_MARKER
+                           + f"{spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log_file.flush()
             bound = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
             process = await asyncio.create_subprocess_exec(

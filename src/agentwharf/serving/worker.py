@@ -174,6 +174,8 @@ class WorkerServer:
             body = normalize_chat_request(body)
             if "input" not in body:
                 raise InvalidRequest("Invalid chat completion request: 'messages' is required (a list of messages)")
+        elif self.adapter.agent is not None:
+            body = _agent_invocation(body)
         if "input" not in body:
             raise InvalidRequest("Invalid Responses request: 'input' is required (a list of messages)")
         return body
@@ -238,6 +240,18 @@ class WorkerServer:
 
 
 @contextlib.contextmanager
+def _agent_invocation(body: dict[str, Any]) -> dict[str, Any]:
+    """The shapes an agent endpoint's invocations route takes besides a Responses ``input``
+    list: ``input`` as one string (as OpenAI's Responses API takes it), and a chat-shaped
+    ``messages`` list (databricks-sdk's ``query(messages=[ChatMessage(...)])``). The answer
+    is the agent's Responses answer either way."""
+    if "input" not in body and isinstance(body.get("messages"), list):
+        body = normalize_chat_request(body)
+    if isinstance(body.get("input"), str):
+        body = {**body, "input": [{"role": "user", "content": body["input"]}]}
+    return body
+
+
 def _user_credentials(meta: dict):
     """The caller's on-behalf-of token, readable through ``agentwharf.credentials`` while the
     model handles this request (and only then)."""

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,8 +36,11 @@ def free_bytes(folder) -> int:
 
 
 class Recorder:
-    def __init__(self, appender: SpoolAppender, max_pending_bytes: int, min_free_bytes: int = 0):
+    def __init__(self, appender: SpoolAppender, max_pending_bytes: int, min_free_bytes: int = 0,
+                 on_record: Callable[[dict[str, Any]], None] | None = None):
         self.appender = appender
+        #: Told of every request's header as it is recorded (the per-endpoint metrics).
+        self.on_record = on_record
         self.max_pending_bytes = max_pending_bytes
         #: Requests are refused while less than this is free on the spool's disk, so the spool,
         #: the database and MLflow never meet a full disk mid-write.
@@ -85,6 +89,8 @@ class Recorder:
             Unavailable: the spool could not be written for another reason.
         """
         self.requests[(header["endpoint"], header["status_code"])] += 1
+        if self.on_record is not None:
+            self.on_record(header)
         try:
             await self.appender.append(encode_record(orjson.dumps(header), record))
         except OSError as error:
