@@ -134,3 +134,19 @@ def test_chat_stream_relays_deltas_and_skips_items_already_streamed():
     assert "".join(d.get("content", "") for d in deltas) == "Hi there!"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_an_agents_invocations_route_takes_a_string_and_chat_messages_too():
+    from agentwharf.serving.worker import _agent_invocation
+
+    listed = {"input": [{"role": "user", "content": "hi"}], "custom_inputs": {"a": 1}}
+    assert _agent_invocation(listed) == listed
+    assert _agent_invocation({"input": "hi", "context": {"user_id": "u"}}) == {
+        "input": [{"role": "user", "content": "hi"}], "context": {"user_id": "u"}}
+    chat = _agent_invocation({"messages": [{"role": "system", "content": "brief"}, {"role": "user", "content": "hi"}],
+                              "client_request_id": "r1"})
+    assert chat["input"] == [{"role": "system", "content": "brief"}, {"role": "user", "content": "hi"}]
+    assert "messages" not in chat and chat["client_request_id"] == "r1"
+    # input wins over messages; a body with neither is left for the worker to refuse by name.
+    assert _agent_invocation({"input": [], "messages": [{"role": "user", "content": "x"}]})["input"] == []
+    assert _agent_invocation({"inputs": {"x": 1}}) == {"inputs": {"x": 1}}

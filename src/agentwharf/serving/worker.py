@@ -239,7 +239,6 @@ class WorkerServer:
             self.cancelled.pop((conn_id, stream_id), None)
 
 
-@contextlib.contextmanager
 def _agent_invocation(body: dict[str, Any]) -> dict[str, Any]:
     """The shapes an agent endpoint's invocations route takes besides a Responses ``input``
     list: ``input`` as one string (as OpenAI's Responses API takes it), and a chat-shaped
@@ -252,6 +251,7 @@ def _agent_invocation(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+@contextlib.contextmanager
 def _user_credentials(meta: dict):
     """The caller's on-behalf-of token, readable through ``agentwharf.credentials`` while the
     model handles this request (and only then)."""
