@@ -75,7 +75,8 @@ class PrincipalInfo:
         return Caller(name=self.name, kind=self.kind, is_admin=self.is_admin, **extra)
 
 
-def _info(row: Principal, member_of: frozenset[str]) -> PrincipalInfo:
+def _info(row, member_of: frozenset[str]) -> PrincipalInfo:
+    """From a row of aw_principals' columns."""
     return PrincipalInfo(row.id, row.name, row.kind, row.display_name,
                          row.kind in KINDS and groups.ADMINS in member_of, row.active, row.created_at,
                          row.external_id, dict(row.attributes or {}), member_of)
@@ -99,18 +100,24 @@ class IdentityService:
     # ---- in-memory view -------------------------------------------------------------------
 
     def reload(self) -> None:
+        # Plain column rows, not ORM objects: this runs after every change, and building ORM
+        # instances for every principal and token was most of a user's creation time.
         with self._reload_lock, self.db.session() as session:
-            rows = list(session.scalars(select(Principal)))
+            rows = session.execute(select(Principal.id, Principal.name, Principal.kind, Principal.display_name,
+                                          Principal.active, Principal.created_at, Principal.external_id,
+                                          Principal.attributes)).all()
             by_id = {row.id: row.name for row in rows}
             direct: dict[str, list[str]] = {}
-            for link in session.scalars(select(GroupMember)):
-                direct.setdefault(by_id[link.group_id], []).append(by_id[link.member_id])
-            live_tokens = {}
-            for token in session.scalars(select(AccessToken).where(AccessToken.revoked_at.is_(None))):
-                live_tokens[token.token_hash] = (by_id[token.principal_id], token.id, token.expires_at)
+            for group_id, member_id in session.execute(select(GroupMember.group_id, GroupMember.member_id)):
+                direct.setdefault(by_id[group_id], []).append(by_id[member_id])
+            live_tokens = {token_hash: (by_id[principal_id], token_id, expires_at)
+                           for token_hash, principal_id, token_id, expires_at in session.execute(
+                               select(AccessToken.token_hash, AccessToken.principal_id, AccessToken.id, AccessToken.expires_at)
+                               .where(AccessToken.revoked_at.is_(None)))}
             grants: dict[str, dict[str, PermissionLevel]] = {}
-            for grant in session.scalars(select(EndpointGrant)):
-                grants.setdefault(grant.endpoint_name, {})[by_id[grant.principal_id]] = PermissionLevel(grant.level)
+            for endpoint, principal_id, level in session.execute(
+                    select(EndpointGrant.endpoint_name, EndpointGrant.principal_id, EndpointGrant.level)):
+                grants.setdefault(endpoint, {})[by_id[principal_id]] = PermissionLevel(level)
             closure = groups.memberships(direct, [row.name for row in rows if row.kind in KINDS])
             principals = {row.name: _info(row, closure.get(row.name, frozenset())) for row in rows}
             # Swapped whole, never mutated: the gateway reads these without a lock.
@@ -182,18 +189,32 @@ class IdentityService:
         _check_name(name, kind)
         if name in self._principals:
             raise AlreadyExists(f"A user, service principal or group named {name!r} already exists")
+        is_admin = is_admin and kind in KINDS
         if self.bridge is not None and kind in KINDS:
             self.bridge.ensure_user(name, is_admin)
-        with self.db.session() as session:
-            row = Principal(name=name, kind=kind, display_name=display_name, active=active, created_by=created_by,
-                            external_id=external_id, attributes=attributes or None)
-            session.add(row)
-            session.flush()
-            if is_admin and kind in KINDS:
-                admins = session.scalar(select(Principal.id).where(Principal.name == groups.ADMINS))
-                session.add(GroupMember(group_id=admins, member_id=row.id))
-        self._reload_and_sync()
-        return self._principals[name]
+        # A new principal changes nobody else's memberships, so the maps gain one entry instead
+        # of being rebuilt (a rebuild reads every principal and token: creating 150 users in a
+        # row spent most of its time there). Under the rebuild lock, so no rebuild that read
+        # before this commit can swap in maps without it.
+        with self._reload_lock:
+            with self.db.session() as session:
+                row = Principal(name=name, kind=kind, display_name=display_name, active=active, created_by=created_by,
+                                external_id=external_id, attributes=attributes or None, created_at=now_ms())
+                session.add(row)
+                session.flush()
+                if is_admin:
+                    session.add(GroupMember(group_id=self._principals[groups.ADMINS].id, member_id=row.id))
+            parents = ({groups.USERS} if kind in KINDS else set()) | ({groups.ADMINS} if is_admin else set())
+            member_of = frozenset(parents.union(*(self._principals[p].groups for p in parents)))
+            info = _info(row, member_of)
+            self._principals = {**self._principals, name: info}
+            self._by_id = {**self._by_id, info.id: name}
+            if is_admin:
+                self._members = {**self._members, groups.ADMINS: tuple(sorted((*self._members.get(groups.ADMINS, ()), name)))}
+        if self.bridge is not None:
+            for group in set(self.bridge.groups_with_roles()) & member_of:
+                self.bridge.sync_group(group, self.group_members(group))
+        return info
 
     def update_principal(self, name: str, *, new_name: Any = UNCHANGED, display_name: Any = UNCHANGED,
                          active: Any = UNCHANGED, external_id: Any = UNCHANGED, attributes: Any = UNCHANGED) -> PrincipalInfo:
@@ -361,10 +382,11 @@ class IdentityService:
         created = now_ms()
         expires = created + lifetime_seconds * 1000 if lifetime_seconds is not None else None
         token_id = tokens.new_token_id()
-        with self.db.session() as session:
-            session.add(AccessToken(id=token_id, principal_id=info.id, token_hash=tokens.hash_token(value),
-                                    comment=comment, created_at=created, expires_at=expires))
-        self.reload()
+        with self._reload_lock:  # one entry more, not a rebuild (see create_principal)
+            with self.db.session() as session:
+                session.add(AccessToken(id=token_id, principal_id=info.id, token_hash=tokens.hash_token(value),
+                                        comment=comment, created_at=created, expires_at=expires))
+            self._tokens = {**self._tokens, tokens.hash_token(value): (principal, token_id, expires)}
         return value, TokenInfo(token_id, principal, comment, created, expires, False, info.id)
 
     def list_tokens(self, principal: str | None = None) -> list[TokenInfo]:

@@ -126,6 +126,12 @@ class _Request:
         echoed = self.client_request_id.encode("latin-1") if self.client_request_id else own
         return [(b"x-request-id", echoed), (b"x-agentwharf-request-id", own)]
 
+    def answer_headers(self) -> list[tuple[bytes, bytes]]:
+        """An answer's headers: the ids, and which served entity answered (Databricks'
+        ``served-model-name``, which databricks-sdk's ``query`` reads)."""
+        entity = self.key.partition("/")[2] if self.key else ""
+        return [*self.id_headers(), (b"served-model-name", entity.encode())] if entity else self.id_headers()
+
 
 class Gateway:
     def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float,
@@ -332,7 +338,7 @@ class Gateway:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
-                await send_json(send, reply.status, reply.body, request.id_headers())
+                await send_json(send, reply.status, reply.body, request.answer_headers())
                 return
             request.stream = True
             await self._stream(request, connection, reply, receive, send)
@@ -351,7 +357,7 @@ class Gateway:
             connection.cancel(reply.stream_id)
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.id_headers()})
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.answer_headers()})
         try:
             async for event, error in reply.events():
                 if event:
