@@ -158,7 +158,7 @@ def test_serving_endpoints_through_the_sdk(admin_script, http):
     assert seen["served_after_update"] == e2
     assert seen["external_model"] == "NotImplemented"
     # Logs: the worker's current run; build logs: the model load, ending when it was ready.
-    assert "ready on" in seen["logs"] and f"models:/" in seen["logs"]
+    assert "ready on" in seen["logs"] and "models:/" in seen["logs"]
     assert "loading models:/" in seen["build_logs"] and seen["build_logs"].rstrip().splitlines()[-1].endswith(".sock")
     assert seen["unknown_entity_logs"] == "ResourceDoesNotExist"
     metrics = seen["metrics"]

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 
 from agentwharf.errors import InvalidParameter
 
+#: The ``kind`` of a group among principals (aw_principals holds all three kinds).
+KIND = "group"
 ADMINS = "admins"
 USERS = "users"
 BUILT_IN = (ADMINS, USERS)

@@ -19,20 +19,19 @@ from sqlalchemy import delete, or_, select
 
 from agentwharf.auth import groups, tokens
 from agentwharf.auth.caller import Caller
-from agentwharf.auth.levels import PermissionLevel, parse_model_permission
+from agentwharf.auth.levels import PermissionLevel
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
+from agentwharf.auth.model_grants import ModelGrants
 from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound
 from agentwharf.store.database import Database
 from agentwharf.store.models import AccessToken, EndpointGrant, GroupMember, ModelPrefixGrant, Principal, now_ms
 
 #: Who signs in (and holds tokens); groups only hold grants and members.
 KINDS = ("user", "service_principal")
-GROUP = "group"
+GROUP = groups.KIND
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 #: Group names are display names (Databricks' "Data Engineers"): inner spaces allowed.
 _GROUP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._@+ -]{0,126}[A-Za-z0-9._@+-])?")
-#: A prefix grant covers ``catalog`` or ``catalog.schema``.
-_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?")
 MAX_TOKEN_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
 #: "Leave this field as it is" for ``update_principal``.
 UNCHANGED: Any = object()
@@ -82,7 +81,7 @@ def _info(row, member_of: frozenset[str]) -> PrincipalInfo:
                          row.external_id, dict(row.attributes or {}), member_of)
 
 
-class IdentityService:
+class IdentityService(ModelGrants):
     def __init__(self, db: Database, bridge: MlflowAuthBridge | None):
         self.db = db
         self.bridge = bridge
@@ -449,65 +448,6 @@ class IdentityService:
         with self.db.session() as session:
             session.execute(delete(EndpointGrant).where(EndpointGrant.endpoint_name == endpoint))
         self.reload()
-
-    # ---- registered-model grants (MLflow decides; prefixes are copied onto each model) -------
-
-    def grant_model(self, model_or_prefix: str, principal: str, permission: str | None, model_names: list[str]) -> None:
-        """Per model when ``model_or_prefix`` is a full ``catalog.schema.model`` or MLflow name,
-        else a prefix grant (``catalog`` or ``catalog.schema``), applied to ``model_names`` now
-        and to matching models created later. ``principal`` may be a group. ``permission`` None revokes."""
-        info = self.principal(principal)
-        if permission is not None:
-            permission = parse_model_permission(permission)
-        if self.is_prefix(model_or_prefix):
-            with self.db.session() as session:
-                session.execute(delete(ModelPrefixGrant).where(ModelPrefixGrant.prefix == model_or_prefix,
-                                                               ModelPrefixGrant.principal_id == info.id))
-                if permission is not None:
-                    session.add(ModelPrefixGrant(prefix=model_or_prefix, principal_id=info.id, permission=permission))
-            targets = [name for name in model_names if name.startswith(model_or_prefix + ".")]
-        else:
-            targets = [model_or_prefix]
-        for name in targets:
-            self._mirror_model_grant(name, info, permission)
-
-    def _mirror_model_grant(self, model_name: str, info: PrincipalInfo, permission: str | None) -> None:
-        if self.bridge is None:
-            return
-        if info.kind == GROUP:
-            self.bridge.set_group_model_permission(model_name, info.name, permission, self.group_members(info.name))
-        else:
-            self.bridge.set_model_permission(model_name, info.name, permission)
-
-    @staticmethod
-    def is_prefix(name: str) -> bool:
-        return bool(_PREFIX.fullmatch(name)) and name.count(".") <= 1
-
-    def prefix_grants(self) -> list[tuple[str, str, str]]:
-        with self.db.session() as session:
-            rows = session.execute(select(ModelPrefixGrant.prefix, Principal.name, ModelPrefixGrant.permission)
-                                   .join(Principal, Principal.id == ModelPrefixGrant.principal_id)).all()
-        return [tuple(row) for row in rows]
-
-    def apply_prefix_grants(self, model_name: str) -> None:
-        """A registered model was just created: give it the grants of every prefix it is under."""
-        for prefix, principal, permission in self.prefix_grants():
-            if model_name.startswith(prefix + ".") and principal in self._principals:
-                self._mirror_model_grant(model_name, self._principals[principal], permission)
-
-    def model_grant(self, model_name: str, principal: str) -> str | None:
-        """The permission granted on the model to exactly this principal or group."""
-        if self.bridge is None:
-            return None
-        if self.principal(principal).kind == GROUP:
-            return self.bridge.group_model_permission(model_name, principal)
-        return self.bridge.model_permission(model_name, principal)
-
-    def model_permission(self, model_name: str, principal: str) -> str | None:
-        """What the principal may do with the model: the strongest of its own grant and its groups'."""
-        if self.bridge is None:
-            return None
-        return self.bridge.effective_model_permission(model_name, principal)
 
 
 def _check_name(name: Any, kind: str) -> None:
