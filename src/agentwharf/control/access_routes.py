@@ -105,7 +105,9 @@ def _grantee(control: ControlState, entry: dict) -> PrincipalInfo:
 
 
 def _parse_acl(control: ControlState, body: dict) -> list[tuple[PrincipalInfo, PermissionLevel]]:
-    acl = body.get("access_control_list")
+    # Absent is empty: the SDK sends {} for set_permissions() without a list, which Databricks
+    # reads as "no direct grants" (PUT) and "nothing to add" (PATCH).
+    acl = body.get("access_control_list", [])
     if not isinstance(acl, list):
         raise InvalidParameter("'access_control_list' must be a list of "
                                "{user_name | service_principal_name | group_name, permission_level}")
