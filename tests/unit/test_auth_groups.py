@@ -293,3 +293,30 @@ def test_a_restart_brings_roles_in_step(db, real):
     assert real.model_permission("main.default.bot", "alice") is None
     IdentityService(db, real.bridge).sync_mlflow()
     assert real.model_permission("main.default.bot", "alice") == "USE"
+
+
+def test_concurrent_changes_neither_fail_nor_lose_members(ids):
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"p{i}" for i in range(12)]
+    for name in names:
+        ids.create_principal(name, "user")
+    with ThreadPoolExecutor(6) as pool:
+        # The same member added twice at once, and many members at once: all land, no error.
+        list(pool.map(lambda n: ids.change_members("data-team", add=[n, "alice"]), names))
+    assert {m.name for m in ids.direct_members("data-team")} == {"alice", *names}
+
+
+def test_the_same_name_created_twice_at_once_is_one_principal_and_one_409(ids):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_):
+        try:
+            ids.create_principal("twin", "user")
+            return "created"
+        except AlreadyExists:
+            return "exists"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(create, range(4)))
+    assert outcomes == ["created", "exists", "exists", "exists"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from agentwharf.auth import groups, tokens
 from agentwharf.auth.caller import Caller
@@ -86,6 +87,8 @@ class IdentityService(ModelGrants):
         self.db = db
         self.bridge = bridge
         self._reload_lock = threading.Lock()
+        #: Serialises membership changes (each reads the members it changes).
+        self._change_lock = threading.Lock()
         self._principals: dict[str, PrincipalInfo] = {}
         self._by_id: dict[int, str] = {}
         #: group name -> names of its direct members (``users`` has none stored).
@@ -196,13 +199,16 @@ class IdentityService(ModelGrants):
         # row spent most of its time there). Under the rebuild lock, so no rebuild that read
         # before this commit can swap in maps without it.
         with self._reload_lock:
-            with self.db.session() as session:
-                row = Principal(name=name, kind=kind, display_name=display_name, active=active, created_by=created_by,
-                                external_id=external_id, attributes=attributes or None, created_at=now_ms())
-                session.add(row)
-                session.flush()
-                if is_admin:
-                    session.add(GroupMember(group_id=self._principals[groups.ADMINS].id, member_id=row.id))
+            try:
+                with self.db.session() as session:
+                    row = Principal(name=name, kind=kind, display_name=display_name, active=active, created_by=created_by,
+                                    external_id=external_id, attributes=attributes or None, created_at=now_ms())
+                    session.add(row)
+                    session.flush()
+                    if is_admin:
+                        session.add(GroupMember(group_id=self._principals[groups.ADMINS].id, member_id=row.id))
+            except IntegrityError:  # the same name created concurrently, after the check above
+                raise AlreadyExists(f"A user, service principal or group named {name!r} already exists") from None
             parents = ({groups.USERS} if kind in KINDS else set()) | ({groups.ADMINS} if is_admin else set())
             member_of = frozenset(parents.union(*(self._principals[p].groups for p in parents)))
             info = _info(row, member_of)
@@ -295,6 +301,13 @@ class IdentityService(ModelGrants):
             NotFound: the group or a member does not exist.
             InvalidParameter: a built-in ``users`` change, a cycle, or ``keep_admin`` losing admin.
         """
+        before = self._admin_flags()
+        with self._change_lock:  # read, check and write as one: two concurrent adds must not both insert
+            self._change_members(group, list(add), list(remove), replace_all, keep_admin)
+        self._sync_mlflow_since(before)
+
+    def _change_members(self, group: str, add: list[str], remove: list[str], replace_all: bool,
+                        keep_admin: str | None) -> None:
         info = self._group(group)
         if info.name == groups.USERS:
             raise InvalidParameter("The built-in group 'users' always holds every user and service principal; "
@@ -316,7 +329,7 @@ class IdentityService(ModelGrants):
                                                           GroupMember.member_id == ids[name]))
             for name in wanted - current:
                 session.add(GroupMember(group_id=info.id, member_id=ids[name]))
-        self._reload_and_sync()
+        self.reload()  # before the lock is released: the next change reads this one's members
 
     def _check_keeps_admin(self, group: str, wanted: set[str], admin: str) -> None:
         direct = {name: set(members) for name, members in self._members.items()}
@@ -352,8 +365,15 @@ class IdentityService(ModelGrants):
 
     def _reload_and_sync(self) -> None:
         """Rebuild the maps and bring MLflow's admin flags and group roles in step with them."""
-        before = {name: info.is_admin for name, info in self._principals.items()}
+        before = self._admin_flags()
         self.reload()
+        self._sync_mlflow_since(before)
+
+    def _admin_flags(self) -> dict[str, bool]:
+        return {name: info.is_admin for name, info in self._principals.items()}
+
+    def _sync_mlflow_since(self, before: dict[str, bool]) -> None:
+        """MLflow's admin flags that changed since ``before``, and every group role's members."""
         if self.bridge is None:
             return
         for name, info in self._principals.items():
