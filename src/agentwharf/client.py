@@ -47,6 +47,14 @@ class PlatformClient:
         self.http.close()
 
     def request(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
+        response = self._send(method, path, json, **kwargs)
+        return response.json() if response.content else {}
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> str:
+        """A route that answers text (Prometheus metrics), not JSON."""
+        return self._send(method, path, None, **kwargs).text
+
+    def _send(self, method: str, path: str, json: Any, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, json=json, **kwargs)
         except httpx.ConnectError:
@@ -55,7 +63,7 @@ class PlatformClient:
                 "or name it with --host or AGENTWHARF_HOST"
             ) from None
         _raise_for(response)
-        return response.json() if response.content else {}
+        return response
 
     # -- platform --------------------------------------------------------------------------
 

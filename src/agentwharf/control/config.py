@@ -49,9 +49,14 @@ def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> Entity
     if not isinstance(raw, dict):
         raise InvalidParameter(f"{where} must be an object")
     entity_name = raw.get("entity_name") or raw.get("model_name")
+    if raw.get("external_model") or raw.get("foundation_model"):
+        # Checked first: an external model entity has no entity_name, and is refused by what it is.
+        kind = "external_model" if raw.get("external_model") else "foundation_model"
+        raise NotImplementedByPlatform(f"{where}: {kind} entities (LLM endpoints) are not served by agentwharf yet; "
+                                       "only registered MLflow models can be served")
     if not isinstance(entity_name, str) or not entity_name:
         raise InvalidParameter(f"{where}.entity_name is required: the registered model's name")
-    if entity_name.startswith("apps/") or raw.get("external_model") or raw.get("foundation_model"):
+    if entity_name.startswith("apps/"):
         raise NotImplementedByPlatform(f"{where}: only registered MLflow models can be served here (entity_name={entity_name!r})")
     version_raw = raw.get("entity_version", raw.get("model_version"))
     if version_raw is None:

@@ -23,6 +23,7 @@ from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
 from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, UnsupportedMediaType
+from agentwharf.serving.endpoint_metrics import EndpointMetrics
 from agentwharf.serving.routing import worker_key
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.store.database import Database
@@ -32,8 +33,12 @@ class ControlState:
     """What the routes need, hung on ``app.state.control`` by the platform."""
 
     def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
-                 identities=None, gatekeeper=None, registry=None):
+                 identities=None, gatekeeper=None, registry=None, metrics: EndpointMetrics | None = None,
+                 worker_threads: int = 1):
         self.identities = identities
+        #: Per-endpoint request metrics (export_metrics) and the threads of each worker process.
+        self.metrics = metrics or EndpointMetrics()
+        self.worker_threads = worker_threads
         self.gatekeeper = gatekeeper
         self.registry = registry
         self.db = db

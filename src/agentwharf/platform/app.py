@@ -180,8 +180,7 @@ class Platform:
         self.identities = IdentityService(self.db, self.bridge)
         self.gatekeeper = Gatekeeper(self.identities, self.signer, self._entity_live)
         self.gateway.gatekeeper = self.gatekeeper
-        for principal in self.identities.list_principals():
-            self.bridge.ensure_user(principal.name, principal.is_admin)
+        self.identities.sync_mlflow()
         if not self.identities.list_principals():
             admin = self.identities.create_principal(ADMIN_NAME, "user", is_admin=True, created_by="agentwharf up")
             token, _ = self.identities.create_token(admin.name, None, "created by the first start of this home")
@@ -210,7 +209,7 @@ class Platform:
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
         control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
-                               self.gatekeeper, self.registry)
+                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads)
         self.control_app = create_control_app(control)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))

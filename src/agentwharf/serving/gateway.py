@@ -74,7 +74,23 @@ def client_request_id(scope: dict) -> str | None:
     raw = header(scope, b"x-request-id")
     if not raw:
         return None
-    value = raw.decode("latin-1")[:CLIENT_ID_CHARS]
+    return _kept_client_id(raw.decode("latin-1"))
+
+
+def body_client_request_id(body: bytes) -> str | None:
+    """``client_request_id`` in the body, where databricks-sdk's ``query(client_request_id=...)``
+    puts it. Only a body that mentions it is parsed, so other requests pay one substring scan."""
+    if b'"client_request_id"' not in body:
+        return None
+    try:
+        value = orjson.loads(body).get("client_request_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None  # the worker reports a malformed body
+    return _kept_client_id(value) if isinstance(value, str) and value else None
+
+
+def _kept_client_id(value: str) -> str:
+    value = value[:CLIENT_ID_CHARS]
     # Someone will send a token here by mistake; it must not reach the spool, trace or row.
     if any(prefix in value for prefix in (tokens.PAT_PREFIX, *tokens.SIGNED_PREFIXES)):
         return "[REDACTED]"
@@ -109,6 +125,12 @@ class _Request:
         own = self.request_id.encode()
         echoed = self.client_request_id.encode("latin-1") if self.client_request_id else own
         return [(b"x-request-id", echoed), (b"x-agentwharf-request-id", own)]
+
+    def answer_headers(self) -> list[tuple[bytes, bytes]]:
+        """An answer's headers: the ids, and which served entity answered (Databricks'
+        ``served-model-name``, which databricks-sdk's ``query`` reads)."""
+        entity = self.key.partition("/")[2] if self.key else ""
+        return [*self.id_headers(), (b"served-model-name", entity.encode())] if entity else self.id_headers()
 
 
 class Gateway:
@@ -173,6 +195,8 @@ class Gateway:
             request.key = await self._pick(request.endpoint)
         if media_error is not None:
             raise media_error
+        if request.client_request_id is None:
+            request.client_request_id = body_client_request_id(request.body)
         self.recorder.check_capacity()
         await self._forward(request, receive, send, self._credentials(scope, caller, request))
 
@@ -326,7 +350,7 @@ class Gateway:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
-                await send_json(send, reply.status, reply.body, request.id_headers())
+                await send_json(send, reply.status, reply.body, request.answer_headers())
                 self._observe(request, reply.status)
                 return
             request.stream = True
@@ -348,7 +372,7 @@ class Gateway:
             connection.cancel(reply.stream_id)
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.id_headers()})
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.answer_headers()})
         first = True
         try:
             async for event, error in reply.events():

@@ -120,19 +120,35 @@ class SpoolCheckpoint(Base):
 
 
 class Principal(Base):
-    """A user or a service principal. The name is what grants, traces and MLflow refer to."""
+    """A user, a service principal or a group: SCIM's three resources, in one table because
+    Databricks gives them one id space and one name space (a group member is named by id
+    alone, and a grant by name alone). The name is what grants, traces and MLflow refer to."""
 
     __tablename__ = "aw_principals"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(256), unique=True)
-    #: ``user`` or ``service_principal``.
+    #: ``user``, ``service_principal`` or ``group``.
     kind: Mapped[str] = mapped_column(String(32))
     display_name: Mapped[str | None] = mapped_column(String(256))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: SCIM ``externalId`` (an identity provider's id), kept for scripts that sync from one.
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    #: SCIM attributes agentwharf keeps and returns but does not act on (``emails``, ``name``,
+    #: ``entitlements``, ``roles``), as the client sent them.
+    attributes: Mapped[dict | None] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+class GroupMember(Base):
+    """A direct member (user, service principal or group) of a group. Who is an admin is
+    who belongs to the built-in group ``admins``, directly or through another group."""
+
+    __tablename__ = "aw_group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class AccessToken(Base):
