@@ -152,6 +152,7 @@ def test_serving_endpoints_through_the_sdk(admin_script, http):
     assert len(seen["listed_endpoints"]) == 2
     assert seen["query_served_model_name"] == e1
     assert seen["bad_query"] == "InvalidParameterValue"
+    assert seen["messages_to_responses_agent"] == "InvalidParameterValue"
     assert seen["openai_responses"] == "Echo: via openai"
     assert seen["tags"] == [["stage", "test"]]
     assert seen["routes"] == sorted([[e1, 0], [e2, 100]])
@@ -180,7 +181,7 @@ def test_every_query_shape_reached_the_agent_and_the_inference_table(admin_scrip
         answer = http.get(f"/api/2.0/serving-endpoints/{endpoint}/inference-table", params={"max_results": 100})
         return answer.json().get("rows", []) if answer.status_code == 200 else []
 
-    wanted = {"list input", "string input", "chat input", "with system"}
+    wanted = {"list input", "string input", "with system"}
     found = wait_until(lambda: (r := rows()) and wanted <= {json.loads(row["response"])["output"][0]["content"][0]["text"][6:]
                                                               for row in r if row["status_code"] == 200} and r,
                        timeout=60, message="the queries in the inference table")

@@ -180,4 +180,4 @@ def test_version_and_json_for_scripts(platform):
     assert piped[0].split("\t")[:2] == ["token id", "owner"]
     assert {line.split("\t")[0] for line in piped[1:]} == {t["token_id"] for t in tokens}  # never cut
     users = json.loads(cli(platform.base_url, "users", "list", "--json", check=True).stdout)
-    assert "admin" in [u["id"] for u in users]
+    assert "admin" in [u["userName"] for u in users]

@@ -191,7 +191,10 @@ answer = works("serving_endpoints.query", w.serving_endpoints.query, name, input
                client_request_id=f"sdk-query-{SUFFIX}")
 seen["query_served_model_name"] = answer.served_model_name
 w.serving_endpoints.query(name, input="string input")
-w.serving_endpoints.query(name, messages=[serving.ChatMessage(role=serving.ChatMessageRole.USER, content="chat input")])
+# A ResponsesAgent takes Responses input; chat messages are refused with the route that takes
+# them (ChatAgent and ChatModel endpoints take messages: test_interfaces).
+seen["messages_to_responses_agent"] = status_of(w.serving_endpoints.query, name, messages=[
+    serving.ChatMessage(role=serving.ChatMessageRole.USER, content="chat input")])
 w.serving_endpoints.query(name, input=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "with system"}],
                           usage_context={"team": "sdk"})
 seen["bad_query"] = status_of(w.serving_endpoints.query, name, inputs={"x": 1})
