@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from agentwharf.auth import groups, tokens
-from agentwharf.auth.caller import Caller
+from agentwharf.auth.caller import Caller, PrincipalInfo
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
 from agentwharf.auth.model_grants import ModelGrants
@@ -54,25 +54,6 @@ class TokenInfo:
                 "creation_time": self.creation_time, "expiry_time": self.expiry_time if self.expiry_time is not None else -1,
                 "revoked": self.revoked, "owner_id": self.principal_id, "created_by_id": self.principal_id,
                 "created_by_username": self.principal}
-
-
-@dataclass(frozen=True)
-class PrincipalInfo:
-    id: int
-    name: str
-    kind: str
-    display_name: str | None
-    #: Belongs to ``admins``, directly or through another group (never true of a group).
-    is_admin: bool
-    active: bool
-    created_at: int
-    external_id: str | None = None
-    attributes: dict = field(default_factory=dict, compare=False)
-    #: Every group it belongs to, directly or through other groups.
-    groups: frozenset[str] = frozenset()
-
-    def caller(self, **extra) -> Caller:
-        return Caller(name=self.name, kind=self.kind, is_admin=self.is_admin, **extra)
 
 
 def _info(row, member_of: frozenset[str]) -> PrincipalInfo:

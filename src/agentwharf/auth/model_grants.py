@@ -13,16 +13,13 @@ about who is who.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
 from agentwharf.auth import groups
+from agentwharf.auth.caller import PrincipalInfo
 from agentwharf.auth.levels import parse_model_permission
 from agentwharf.store.models import ModelPrefixGrant, Principal
-
-if TYPE_CHECKING:
-    from agentwharf.auth.identities import PrincipalInfo
 
 #: A prefix grant covers ``catalog`` or ``catalog.schema``.
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?")

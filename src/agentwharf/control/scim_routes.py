@@ -25,7 +25,8 @@ from fastapi import APIRouter, Request
 
 from agentwharf.auth import groups as builtin
 from agentwharf.auth.caller import Caller
-from agentwharf.auth.identities import GROUP, PrincipalInfo
+from agentwharf.auth.caller import PrincipalInfo
+from agentwharf.auth.identities import GROUP
 from agentwharf.control import scim
 from agentwharf.control.routes import Body, CallerDep, Control, ControlState
 from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, PermissionDenied, Unauthenticated

@@ -45,7 +45,7 @@ from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
-from agentwharf.platform.login_page import send_unauthenticated
+from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
