@@ -48,7 +48,8 @@ from agentwharf.platform.login_page import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.mlflow_admin import GatewayAdmin
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
-from agentwharf.serving.gateway import MLFLOW_GATEWAY_PREFIX, PREFIX as GATEWAY_PREFIX, Gateway
+from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
+from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
 from agentwharf.serving.environments import Environments
