@@ -3,7 +3,7 @@
 import pytest
 
 from agentwharf.errors import InvalidParameter, NotImplementedByPlatform
-from agentwharf.llm.ai_gateway import Guardrail, parse_ai_gateway
+from agentwharf.llm.ai_gateway import Guardrail, parse_ai_gateway, parse_guardrails
 from agentwharf.llm.limits import RateLimit
 
 FULL = {
@@ -12,7 +12,7 @@ FULL = {
                     {"tokens": 100000, "key": "endpoint", "renewal_period": "minute"}],
     "usage_tracking_config": {"enabled": True},
     "inference_table_config": {"enabled": True, "catalog_name": "main", "schema_name": "logs"},
-    "guardrails": {"input": {"safety": True, "pii": {"behavior": "BLOCK"}}, "output": {"pii": {"behavior": "MASK"}}},
+    "guardrails": {"input": {"safety": False, "pii": {"behavior": "NONE"}}},
     "fallback_config": {"enabled": True},
 }
 
@@ -21,10 +21,17 @@ def test_every_section_parsed_and_given_back_as_sent():
     spec = parse_ai_gateway(FULL, llm=True)
     assert spec.rate_limits == (RateLimit("user", None, 100, 5000), RateLimit("user", "alice", 10, None),
                                 RateLimit("endpoint", None, None, 100000))
-    assert spec.guardrails == (Guardrail("safety", "input", "BLOCK"), Guardrail("pii", "input", "BLOCK"),
-                               Guardrail("pii", "output", "MASK"))
+    assert spec.guardrails == ()
     assert spec.fallback is True and spec.usage_tracking is True
     assert spec.to_json() == FULL
+
+
+def test_guardrails_are_read_in_databricks_shape_but_refused_rather_than_stored_unenforced():
+    raw = {"input": {"safety": True, "pii": {"behavior": "BLOCK"}}, "output": {"pii": {"behavior": "MASK"}}}
+    assert parse_guardrails(raw) == (Guardrail("safety", "input", "BLOCK"), Guardrail("pii", "input", "BLOCK"),
+                                     Guardrail("pii", "output", "MASK"))
+    with pytest.raises(NotImplementedByPlatform, match="guardrails .input safety, input pii, output pii."):
+        parse_ai_gateway({"guardrails": raw}, llm=True)
 
 
 def test_the_sdk_sends_enums_in_any_case_and_defaults_apply():

@@ -8,8 +8,12 @@
      "fallback_config": {"enabled": true}}
 
 Rate limits apply to every endpoint (token limits to LLM endpoints only: an agent's tokens are
-those of the LLM endpoints it calls, which carry limits of their own). Guardrails and fallbacks
-are MLflow's AI Gateway's, so they apply to LLM endpoints.
+those of the LLM endpoints it calls, which carry limits of their own). Fallbacks are MLflow's AI
+Gateway's, so they apply to LLM endpoints.
+
+Guardrails are validated in Databricks' shape but refused (501): MLflow's guardrails are judges
+registered as scorers that its gateway runs with its own credentials, which agentwharf does not
+wire up yet. Refusing beats storing a guardrail nobody enforces.
 """
 
 from __future__ import annotations
@@ -162,6 +166,10 @@ def parse_ai_gateway(raw: Any, *, llm: bool) -> AiGatewaySpec:
     guardrails = parse_guardrails(raw["guardrails"]) if raw.get("guardrails") is not None else ()
     if not llm and (fallback or guardrails):
         raise InvalidParameter("fallback_config and guardrails apply to LLM endpoints (external models), not to agents")
+    if guardrails:
+        raise NotImplementedByPlatform("Not supported by agentwharf yet: guardrails "
+                                       f"({', '.join(f'{g.stage} {g.kind}' for g in guardrails)}); judge your endpoint's "
+                                       "traces with MLflow's scorers instead (see README, Judges)")
     return AiGatewaySpec(rate_limits=limits, usage_tracking=usage, inference_table=table, guardrails=guardrails,
                          guardrails_json=raw.get("guardrails"), fallback=fallback,
                          present=frozenset(k for k in _SECTIONS if raw.get(k) is not None))

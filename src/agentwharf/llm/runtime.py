@@ -53,6 +53,9 @@ class LoadedEndpoint:
     fingerprint: tuple
     #: Every decrypted secret value, so no record or error ever carries one.
     secrets: tuple[bytes, ...]
+    #: Guardrails attached in MLflow's AI Gateway, which the platform does not run (its calls
+    #: are then refused rather than served unguarded).
+    guardrails: tuple[str, ...] = ()
     providers: dict[str, Any] = field(default_factory=dict)
 
     def provider(self, task: str):
@@ -149,7 +152,11 @@ class LlmRuntime:
             secret_id = getattr(definition, "secret_id", None)
             if secret_id:
                 parts.append((secret_id, self.store.get_secret_info(secret_id=secret_id).last_updated_at))
+        parts.append(self._guardrails(endpoint.endpoint_id))
         return tuple(parts)
+
+    def _guardrails(self, endpoint_id: str) -> tuple[str, ...]:
+        return tuple(str(c.guardrail_id) for c in self.store.list_endpoint_guardrail_configs(endpoint_id))
 
     def _load(self, name: str) -> LoadedEndpoint:
         from mlflow.exceptions import MlflowException
@@ -167,7 +174,8 @@ class LlmRuntime:
         secrets = tuple(str(value).encode() for model in config.models for value in (model.secret_value or {}).values()
                         if value and len(str(value)) >= 8)
         log.info("loaded LLM endpoint %s (%d model(s))", name, len(config.models))
-        return LoadedEndpoint(name=name, config=config, fingerprint=fingerprint, secrets=secrets)
+        return LoadedEndpoint(name=name, config=config, fingerprint=fingerprint, secrets=secrets,
+                              guardrails=fingerprint[-1])
 
     async def _refresh_forever(self) -> None:
         while True:
