@@ -210,7 +210,7 @@ def _log_relay(model: str, *, endpoints: list[str], scopes: list[str] | None) ->
                         user_auth_policy=UserAuthPolicy(api_scopes=scopes) if scopes is not None else None)
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="relay", python_model=str(AGENTS / "relay_agent.py"), auth_policy=policy,
-                                      pip_requirements=["mlflow"]).model_uri
+                                      pip_requirements=["mlflow", "httpx"]).model_uri
     mlflow.register_model(uri, model)
 
 
@@ -342,11 +342,11 @@ def test_cli_manages_people_tokens_and_grants(platform, shared, tmp_path):
     assert run("permissions", "grant", "main.cli", carol, "USE", "--model").returncode == 0
     assert "USE" in run("permissions", "list", "main.cli", "--model").stdout
 
-    token_id = next(line.split()[1] for line in run("tokens", "list", "--all").stdout.splitlines() if "cli test" in line)
+    token_id = next(line.split("\t")[0] for line in run("tokens", "list", "--all").stdout.splitlines() if "cli test" in line)
     assert run("tokens", "revoke", token_id, "--any").returncode == 0
     revoked = run("tokens", "list", env=carol_env)
     assert revoked.returncode != 0 and "revoked" in revoked.stdout + revoked.stderr
-    anonymous = {k: v for k, v in admin_env.items() if k != "AGENTWHARF_TOKEN"}
+    anonymous = {k: v for k, v in admin_env.items() if k not in ("AGENTWHARF_TOKEN", "MLFLOW_TRACKING_TOKEN", "DATABRICKS_TOKEN")}
     nobody = run("endpoints", "list", env=anonymous)
     assert nobody.returncode != 0 and "Authentication required" in nobody.stdout + nobody.stderr
     assert run("users", "delete", carol, "--yes").returncode == 0
