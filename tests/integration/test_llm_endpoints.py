@@ -648,3 +648,35 @@ def test_the_providers_key_never_leaks(platform, http, llm, provider):
                                   return_type="list")
     dumped = "".join(t.to_json() for t in traces)
     assert traces and "[REDACTED]" in dumped and KEY not in dumped
+
+
+def test_an_llm_endpoint_survives_a_restart_with_its_key_and_limits(tmp_path, provider):
+    """The home keeps what MLflow needs to decrypt the key (its own passphrase, 0600): after a
+    restart the endpoint answers with the same key, its limits still hold, its rows are there."""
+    from tests.integration.platform_process import PlatformProcess
+
+    own = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_ENV_MANAGER": "local"})
+    try:
+        own.start()
+        headers = own.headers
+        name, model = unique("restart"), unique("model")
+        body = {"name": name, "config": {"served_entities": [external(model, provider.api_base)]},
+                "ai_gateway": {"rate_limits": [{"calls": 1, "key": "endpoint", "renewal_period": "minute"}]}}
+        assert httpx.post(f"{own.base_url}/api/2.0/serving-endpoints", json=body, headers=headers, timeout=60).status_code == 200
+        first = httpx.post(f"{own.base_url}/serving-endpoints/{name}/invocations", json={"messages": HI}, headers=headers)
+        assert first.status_code == 200
+        kek = own.home / "secrets" / "mlflow-kek.key"
+        assert kek.stat().st_mode & 0o777 == 0o600
+        own.stop()
+        own.start()
+        # A fresh window after the restart (limits live in the gateway's memory), then the limit again.
+        again = httpx.post(f"{own.base_url}/serving-endpoints/{name}/invocations", json={"messages": HI}, headers=headers)
+        assert again.status_code == 200, again.text
+        assert again.json()["choices"][0]["message"]["content"] == "echo: hello there"
+        assert httpx.post(f"{own.base_url}/serving-endpoints/{name}/invocations", json={"messages": HI},
+                          headers=headers).status_code == 429
+        rows = httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{name}/inference-table", headers=headers).json()["rows"]
+        assert first.headers["x-agentwharf-request-id"] in {r["request_id"] for r in rows}
+        assert {c["authorization"] for c in provider.calls(model)} == {f"Bearer {KEY}"}
+    finally:
+        own.stop()

@@ -176,3 +176,18 @@ def test_the_record_has_an_llm_span_and_token_usage_in_mlflows_shapes():
     assert root["name"] == "/serving-endpoints/chat/completions" and llm["parent_span_id"] == root["span_id"]
     assert llm["name"] == "openai/m" and json.loads(llm["attributes"]["mlflow.spanType"]) == "LLM"
     assert json.loads(llm["attributes"]["mlflow.chat.tokenUsage"])["total_tokens"] == 12
+
+
+def test_traffic_split_and_fallbacks_as_mlflows_linkages():
+    from agentwharf.llm.mlflow_admin import EntityObjects, GatewayAdmin
+
+    objects = {n: EntityObjects(f"d-{n}", f"s-{n}", True) for n in ("a", "b", "c")}
+    single = GatewayAdmin.model_configs([("a", 100), ("b", 0), ("c", 0)], ["a", "b", "c"], objects, fallback=True)
+    assert single["model_configs"] == [
+        {"model_definition_id": "d-a", "linkage_type": "PRIMARY", "weight": 1.0},
+        {"model_definition_id": "d-b", "linkage_type": "FALLBACK", "weight": 1.0, "fallback_order": 0},
+        {"model_definition_id": "d-c", "linkage_type": "FALLBACK", "weight": 1.0, "fallback_order": 1}]
+    assert single["fallback_config"] == {"strategy": "SEQUENTIAL", "max_attempts": 2} and "routing_strategy" not in single
+    split = GatewayAdmin.model_configs([("a", 70), ("b", 30)], ["a", "b"], objects, fallback=False)
+    assert split["routing_strategy"] == "REQUEST_BASED_TRAFFIC_SPLIT" and "fallback_config" not in split
+    assert [(c["model_definition_id"], c["weight"]) for c in split["model_configs"]] == [("d-a", 0.7), ("d-b", 0.3)]

@@ -187,4 +187,7 @@ class LlmRuntime:
                     current = None
                 if current != loaded.fingerprint and self._loaded.get(name) is loaded:
                     log.info("LLM endpoint %s changed in MLflow's AI Gateway; reloading", name)
-                    await self.reload(name)
+                    try:
+                        await self.reload(name)
+                    except Exception as error:  # its calls will say why; keep watching the others
+                        log.error("reloading LLM endpoint %s failed: %s", name, error)

@@ -109,6 +109,11 @@ class LlmServing:
             except NotFound:
                 raise BadGateway(f"LLM endpoint {endpoint.name!r} has no endpoint in MLflow's AI Gateway (deleted there?); "
                                  "update its config to create it again") from None
+            except AgentwharfError:
+                raise
+            except Exception as error:  # MLflow could not resolve it: a model or secret gone, a key it cannot decrypt
+                raise BadGateway(f"LLM endpoint {endpoint.name!r} cannot be loaded from MLflow's AI Gateway: "
+                                 f"{type(error).__name__}: {str(error)[:300]}") from None
             request.secrets += loaded.secrets
             if loaded.guardrails:
                 raise NotImplementedByPlatform(f"LLM endpoint {endpoint.name!r} has guardrails attached in MLflow's AI Gateway "
