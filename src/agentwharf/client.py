@@ -81,6 +81,16 @@ class PlatformClient:
     def delete_endpoint(self, name: str) -> None:
         self.request("DELETE", f"/api/2.0/serving-endpoints/{name}")
 
+    def create_endpoint(self, body: dict) -> dict:
+        """``POST /api/2.0/serving-endpoints`` (Databricks' shape: name, config, ai_gateway, tags)."""
+        return self.request("POST", "/api/2.0/serving-endpoints", json=body)
+
+    def get_ai_gateway(self, name: str) -> dict:
+        return self.request("GET", f"/api/2.0/serving-endpoints/{name}/ai-gateway")
+
+    def put_ai_gateway(self, name: str, settings: dict) -> dict:
+        return self.request("PUT", f"/api/2.0/serving-endpoints/{name}/ai-gateway", json=settings)
+
     # -- deployments -----------------------------------------------------------------------
 
     def deploy(self, body: dict) -> dict:

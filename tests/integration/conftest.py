@@ -23,6 +23,10 @@ PLATFORM_ENV = {
     "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
     "AGENTWHARF_RESTART_BACKOFF_MAX": "2",
     "AGENTWHARF_OBO_TOKEN_LIFETIME_SECONDS": "3",
+    # LLM endpoints: a provider that hangs is answered 504 within seconds; judges without a
+    # model use the platform's LLM endpoint named "judge" (test_llm_endpoints makes it).
+    "AGENTWHARF_LLM_REQUEST_TIMEOUT": "5",
+    "AGENTWHARF_JUDGE_ENDPOINT": "judge",
 }
 
 

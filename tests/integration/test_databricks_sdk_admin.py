@@ -157,9 +157,13 @@ def test_serving_endpoints_through_the_sdk(admin_script, http):
     assert seen["tags"] == [["stage", "test"]]
     assert seen["routes"] == sorted([[e1, 0], [e2, 100]])
     assert seen["served_after_update"] == e2
-    assert seen["external_model"] == "NotImplemented"
+    assert seen["external_model"]["name"] == "gpt-4o" and seen["external_model"]["task"] == "llm/v1/chat"
+    assert "sk-sdk-test" not in json.dumps(seen)  # the key never comes back
+    assert seen["ai_gateway"]["usage_tracking_config"] == {"enabled": True}
+    assert seen["ai_gateway"]["rate_limits"] == [{"calls": 1000, "key": "user", "renewal_period": "minute"}]
     # Logs: the worker's current run; build logs: the model load, ending when it was ready.
     assert "ready on" in seen["logs"] and "models:/" in seen["logs"]
+    assert "environment" in seen["build_logs"]  # the environment build first
     assert "loading models:/" in seen["build_logs"] and seen["build_logs"].rstrip().splitlines()[-1].endswith(".sock")
     assert seen["unknown_entity_logs"] == "ResourceDoesNotExist"
     metrics = seen["metrics"]

@@ -180,11 +180,11 @@ def test_apps_entity_is_rejected_as_not_implemented():
 
 
 @pytest.mark.parametrize("entity", [
-    {"name": "gpt", "external_model": {"name": "gpt-4o", "provider": "openai", "task": "llm/v1/chat"}},
+    {"name": "llama", "foundation_model": {"name": "llama"}},
     {"entity_name": "system.ai.llama", "foundation_model": {"name": "llama"}},
 ])
-def test_external_and_foundation_models_are_refused_as_not_implemented_by_what_they_are(entity):
-    with pytest.raises(NotImplementedByPlatform, match="LLM endpoints") as info:
+def test_foundation_models_are_refused_as_not_implemented_by_what_they_are(entity):
+    with pytest.raises(NotImplementedByPlatform, match="foundation_model entities") as info:
         parse({"served_entities": [entity]})
     assert info.value.http_status == 501
 

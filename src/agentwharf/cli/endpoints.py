@@ -49,10 +49,16 @@ def get(name: str, host: HostOption = None, home: HomeOption = None, as_json: Js
                for r in endpoint.get("config", {}).get("traffic_config", {}).get("routes", [])}
     served = [(e, "") for e in endpoint.get("config", {}).get("served_entities", [])]
     served += [(e, " (pending)") for e in endpoint.get("pending_config", {}).get("served_entities", [])]
-    rows = [(e["name"] + pending, f"{e['entity_name']} v{e['entity_version']}", f"{traffic.get(e['name'], 0)}%",
-             e["workload_size"], e["state"]["deployment"], e["state"].get("deployment_state_message", ""))
+    rows = [(e["name"] + pending, _model(e), f"{traffic.get(e['name'], 0)}%",
+             e.get("workload_size", "-"), e["state"]["deployment"], e["state"].get("deployment_state_message", ""))
             for e, pending in served]
     print_table(("served entity", "model", "traffic", "size", "state", "message"), rows, empty="  No served versions.")
+
+
+def _model(entity: dict) -> str:
+    if "external_model" in entity:
+        return f"{entity['external_model']['provider']}/{entity['external_model']['name']} (external)"
+    return f"{entity['entity_name']} v{entity['entity_version']}"
 
 
 @app.command()

@@ -3,6 +3,7 @@
     GET/POST  /api/2.0/serving-endpoints
     GET/DELETE /api/2.0/serving-endpoints/{name}
     PUT       /api/2.0/serving-endpoints/{name}/config
+    PUT/GET   /api/2.0/serving-endpoints/{name}/ai-gateway   (rate limits, usage, guardrails, fallbacks)
     GET       /api/2.0/serving-endpoints/{name}/inference-table
     GET       /api/2.0/agents/deployments[/{model}[/versions/{version}]]
     POST      /api/2.0/agents/deployments:deploy      (agentwharf.agents.deploy)
@@ -111,7 +112,8 @@ async def create_endpoint(control: Control, request: Request, body: Body, caller
     if body.get("route_optimized"):
         raise NotImplementedByPlatform("route_optimized endpoints are a Databricks feature that agentwharf does not serve")
     endpoint = await control.endpoints.create(
-        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller
+        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller,
+        ai_gateway=body.get("ai_gateway"),
     )
     return control.view(endpoint, caller, base_url(request))
 
@@ -138,6 +140,20 @@ async def delete_endpoint(name: str, control: Control, caller: CallerDep) -> dic
 async def update_config(name: str, control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     endpoint = await control.endpoints.update_config(name, body, caller=caller)
     return control.view(endpoint, caller, base_url(request))
+
+
+@router.put("/api/2.0/serving-endpoints/{name}/ai-gateway")
+async def put_ai_gateway(name: str, control: Control, body: Body, caller: CallerDep) -> dict:
+    """Replace the endpoint's AI gateway settings; answers them as stored. Needs CAN_MANAGE."""
+    endpoint = await control.endpoints.put_ai_gateway(name, body, caller)
+    return endpoint.ai_gateway or {}
+
+
+@router.get("/api/2.0/serving-endpoints/{name}/ai-gateway")
+def get_ai_gateway(name: str, control: Control, caller: CallerDep) -> dict:
+    endpoint = control.endpoints.get(name)
+    _require(control, caller, name, PermissionLevel.CAN_VIEW)
+    return endpoint.ai_gateway or {}
 
 
 @router.get("/api/2.0/serving-endpoints/{name}/inference-table")

@@ -6,7 +6,7 @@
     /api/2.0/apps...             Databricks Apps (and ``model="apps/..."`` on the OpenAI route, in the gateway)
     /oidc/...                    OAuth: answered before authentication, since an OAuth client has
                                  no bearer token yet (see ``OAUTH_PREFIX``)
-    /api/2.0/serving-endpoints/{name}/ai-gateway, /rate-limits    AI gateway settings, rate limits
+    /api/2.0/serving-endpoints/{name}/rate-limits                the legacy rate limits (put_ai_gateway has them)
     /api/2.0/serving-endpoints/{name}/notifications, /telemetry-config, /openapi
     /api/2.0/serving-endpoints/pt[/{name}/config]                 provisioned-throughput endpoints
     /api/2.0/external-function   HTTP requests through Unity Catalog connections
@@ -53,17 +53,10 @@ def apps(rest: str) -> None:
 _ENDPOINT = "/api/2.0/serving-endpoints/{name}"
 
 
-@router.put(_ENDPOINT + "/ai-gateway")
-def ai_gateway(name: str) -> None:
-    raise not_implemented("AI gateway settings of serving endpoints (put_ai_gateway: guardrails, usage tracking, "
-                          "inference tables, rate limits)", "agent endpoints record every request in their own "
-                          "inference table (GET /api/2.0/serving-endpoints/{name}/inference-table) and as MLflow traces")
-
-
 @router.put(_ENDPOINT + "/rate-limits")
 def rate_limits(name: str) -> None:
-    raise not_implemented("rate limits of serving endpoints (put)", "limit callers with endpoint permissions; "
-                          "the platform sheds load above AGENTWHARF_LIMIT_CONCURRENCY with 503 and Retry-After")
+    raise not_implemented("the legacy rate limits of serving endpoints (put)",
+                          "set rate_limits with put_ai_gateway (PUT /api/2.0/serving-endpoints/{name}/ai-gateway)")
 
 
 @router.patch(_ENDPOINT + "/notifications")

@@ -50,6 +50,14 @@ class Endpoint(Base):
     #: NOT_UPDATING, IN_PROGRESS or UPDATE_FAILED (Databricks' config_update values).
     update_state: Mapped[str] = mapped_column(String(32), default="NOT_UPDATING")
     update_message: Mapped[str | None] = mapped_column(Text)
+    #: An LLM endpoint's task (``llm/v1/chat``, ``llm/v1/completions``, ``llm/v1/embeddings``);
+    #: NULL for an agent endpoint.
+    task: Mapped[str | None] = mapped_column(String(32))
+    #: The endpoint's AI gateway settings in Databricks' shape (rate limits, usage tracking,
+    #: inference table, guardrails, fallbacks); NULL when never set.
+    ai_gateway: Mapped[dict | None] = mapped_column(JSON)
+    #: An LLM endpoint's endpoint in MLflow's AI Gateway (``e-...``), which serves its calls.
+    gateway_endpoint_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
 
@@ -59,7 +67,8 @@ class Endpoint(Base):
 
 
 class ServedEntity(Base):
-    """One registered model version served by an endpoint."""
+    """One registered model version served by an endpoint, or one external model (an LLM
+    endpoint's provider and model; ``entity_version`` is then empty)."""
 
     __tablename__ = "aw_served_entities"
     __table_args__ = (UniqueConstraint("endpoint_id", "name"),)
@@ -75,6 +84,10 @@ class ServedEntity(Base):
     #: ``uv``, ``local``, or NULL for the platform's default.
     env_manager: Mapped[str | None] = mapped_column(String(16))
     pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: An external model in Databricks' shape (name, provider, task, the provider's config
+    #: with the key only as a reference) and the MLflow AI Gateway objects behind it. Never
+    #: holds a key: those live only in MLflow's encrypted secret store.
+    external_model: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="entities")
@@ -106,6 +119,12 @@ class InferenceLog(Base):
     response_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Token usage of an LLM endpoint's call, as its provider reported it or, where it
+    #: reported none, estimated (``usage_estimated``).
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class SpoolCheckpoint(Base):

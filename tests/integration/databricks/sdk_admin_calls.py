@@ -267,9 +267,23 @@ seen["unknown_entity_logs"] = status_of(w.serving_endpoints.logs, name, "nope")
 metrics = works("serving_endpoints.export_metrics", w.serving_endpoints.export_metrics, name)
 seen["metrics"] = metrics.contents.read().decode()
 
+# AI gateway settings (rate limits, usage tracking) on an agent endpoint, and an LLM endpoint
+# (an external model: created, read and deleted; nothing here calls its provider).
+gateway = works("serving_endpoints.put_ai_gateway", w.serving_endpoints.put_ai_gateway, name,
+                usage_tracking_config=serving.AiGatewayUsageTrackingConfig(enabled=True),
+                rate_limits=[serving.AiGatewayRateLimit(calls=1000, renewal_period=serving.AiGatewayRateLimitRenewalPeriod.MINUTE,
+                                                        key=serving.AiGatewayRateLimitKey.USER)])
+seen["ai_gateway"] = gateway.as_dict()
+llm_name = f"llm-{SUFFIX}"
+works("serving_endpoints.create", w.serving_endpoints.create, llm_name, config=serving.EndpointCoreConfigInput(
+    name=llm_name, served_entities=[serving.ServedEntityInput(name="gpt", external_model=serving.ExternalModel(
+        name="gpt-4o", provider=serving.ExternalModelProvider.OPENAI, task="llm/v1/chat",
+        openai_config=serving.OpenAiConfig(openai_api_base="http://127.0.0.1:9/v1", openai_api_key_plaintext="sk-sdk-test")))]))
+llm = w.serving_endpoints.get(llm_name)
+seen["external_model"] = llm.config.served_entities[0].external_model.as_dict()
+works("serving_endpoints.delete", w.serving_endpoints.delete, llm_name)
+
 # What agentwharf does not serve: 501, naming it, at once.
-refused("serving_endpoints.put_ai_gateway", w.serving_endpoints.put_ai_gateway, name,
-        usage_tracking_config=serving.AiGatewayUsageTrackingConfig(enabled=True))
 refused("serving_endpoints.put", w.serving_endpoints.put, name, rate_limits=[
     serving.RateLimit(calls=10, renewal_period=serving.RateLimitRenewalPeriod.MINUTE)])
 refused("serving_endpoints.update_notifications", w.serving_endpoints.update_notifications, name,
@@ -288,9 +302,6 @@ refused("serving_endpoints.update_provisioned_throughput_endpoint_config_and_wai
         w.serving_endpoints.update_provisioned_throughput_endpoint_config_and_wait, name, pt)
 refused("serving_endpoints.http_request", w.serving_endpoints.http_request, conn="github",
         method=serving.ExternalFunctionRequestHttpMethod.GET, path="/user")
-seen["external_model"] = status_of(w.serving_endpoints.create, f"llm-{SUFFIX}", config=serving.EndpointCoreConfigInput(
-    name=f"llm-{SUFFIX}", served_entities=[serving.ServedEntityInput(name="gpt", external_model=serving.ExternalModel(
-        name="gpt-4o", provider=serving.ExternalModelProvider.OPENAI, task="llm/v1/chat"))]))
 try:
     w.serving_endpoints.get_langchain_chat_open_ai_client(name)
     outcomes["serving_endpoints.get_langchain_chat_open_ai_client"] = "client side"
