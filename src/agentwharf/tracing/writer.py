@@ -5,6 +5,12 @@ batch is one transaction: MLflow's trace rows, the inference rows and the new ch
 insert ignores rows that already exist (keyed by trace id and request id), so replaying a batch
 after a crash stores each request exactly once.
 
+A trace stored in an experiment that has active online scorers (MLflow's
+``online_scoring_configs`` with a sample rate above 0, re-read at most once a second) also gets a
+row in ``aw_scoring_queue``, in the same transaction: that is how the scoring process learns,
+within a poll, which traces just landed (``agentwharf.quality``). Without scorers it costs one
+small query a second.
+
     python -m agentwharf.tracing.writer --spool DIR --database URL
 """
 
@@ -22,7 +28,7 @@ import orjson
 from sqlalchemy import text
 
 from agentwharf.store.database import Database
-from agentwharf.store.models import InferenceLog, SpoolCheckpoint
+from agentwharf.store.models import InferenceLog, ScoringQueue, SpoolCheckpoint
 from agentwharf.tracing.rows import inference_row, trace_rows
 from agentwharf.tracing.spool import SpoolReader, hold_writer_lock
 
@@ -39,7 +45,11 @@ TABLES = {
     "trace_request_metadata": "trace_request_metadata",
     "spans": "spans",
     "inference": InferenceLog.__tablename__,
+    "scoring": ScoringQueue.__tablename__,
 }
+#: How often the writer re-reads which experiments have active online scorers.
+MONITORED_REFRESH_SECONDS = 1.0
+_MONITORED = text("SELECT DISTINCT experiment_id FROM online_scoring_configs WHERE sample_rate > 0")
 
 
 class SpoolWriter:
@@ -54,6 +64,8 @@ class SpoolWriter:
         self._statements: dict[tuple, str] = {}
         self._checkpoint: tuple[int, int] | None = None
         self.written = 0
+        self._monitored: frozenset[str] = frozenset()
+        self._monitored_at = float("-inf")
 
     def _insert_sql(self, table: str, columns: list[str]) -> str:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style.
@@ -93,6 +105,20 @@ class SpoolWriter:
             ).scalar()
         return self._artifact_locations[experiment_id]
 
+    def monitored_experiments(self) -> frozenset[str]:
+        """Experiments whose traces online scoring wants (re-read at most once a second, in a
+        transaction of its own: a failed read must not abort the batch's on PostgreSQL)."""
+        now = time.monotonic()
+        if now - self._monitored_at >= MONITORED_REFRESH_SECONDS:
+            self._monitored_at = now
+            try:
+                with self.db.session() as session:
+                    self._monitored = frozenset(str(row[0]) for row in session.execute(_MONITORED))
+            except Exception:  # an MLflow schema without online scoring: nothing to queue
+                log.debug("could not read online_scoring_configs", exc_info=True)
+                self._monitored = frozenset()
+        return self._monitored
+
     def run_once(self) -> int:
         """Write one batch. Returns how many records it took from the spool."""
         segment, offset = self.checkpoint()
@@ -101,6 +127,8 @@ class SpoolWriter:
             self.reader.delete_before(segment)
             return 0
         rows: dict[str, list[dict]] = {name: [] for name in self.tables}
+        monitored = self.monitored_experiments()
+        stored_ms = int(time.time() * 1000)
         with self.db.session() as session:
             for item in batch:
                 header = orjson.loads(item.header)
@@ -109,8 +137,10 @@ class SpoolWriter:
                 if header.get("experiment_id"):
                     for name, values in trace_rows(header, record, self._artifact_location(session, header["experiment_id"])).items():
                         rows[name].extend(values)
-            # trace_info first: the other trace tables reference it.
-            for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference"):
+                    if str(header["experiment_id"]) in monitored:
+                        rows["scoring"].append(scoring_row(header, record, stored_ms))
+            # trace_info first: the other trace tables (and the scoring queue's reader) reference it.
+            for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring"):
                 if rows[name]:
                     self._insert_rows(session, self.tables[name], rows[name])
             last = batch[-1]
@@ -152,6 +182,12 @@ class SpoolWriter:
             # next to nothing; the first record after a pause is picked up within it.
             time.sleep(pause)
             pause = min(pause * 2, idle_interval)
+
+
+def scoring_row(header: dict, record: dict, stored_ms: int) -> dict:
+    """The scoring queue's row for a trace just stored (see ``ScoringQueue``)."""
+    return {"trace_id": record["trace_id"], "experiment_id": str(header["experiment_id"]), "endpoint": header["endpoint"],
+            "served_entity": header.get("entity"), "answered_ms": header["ts_ms"], "stored_ms": stored_ms}
 
 
 def read_progress(spool_dir: Path) -> dict | None:
