@@ -12,12 +12,16 @@ import httpx
 import mlflow
 import pytest
 
-from tests.integration.platform_process import PlatformProcess, wait_until
+from tests.integration.platform_process import PlatformProcess, client_state, wait_until
 
 AGENTS = Path(__file__).parent / "agents"
 _counter = itertools.count(1)
 
 # Short timings so the scale-to-zero and restart tests run in seconds.
+# A client that meets a stopped server gives up within seconds instead of MLflow's default of
+# minutes of retries, so one broken fixture fails its tests instead of stalling the session.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+
 PLATFORM_ENV = {
     "AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS": "3",
     "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
@@ -52,19 +56,8 @@ def platform(tmp_path_factory):
 def _keep_mlflow_client_state():
     """Tests that start a platform of their own point MLflow's client at it; put the client
     back afterwards so later tests do not talk to a stopped server."""
-    import mlflow.tracking.fluent as fluent
-
-    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
-    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "MLFLOW_TRACKING_TOKEN")}
-    yield
-    mlflow.set_tracking_uri(uri)
-    fluent._active_experiment_id = experiment
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with client_state():
+        yield
 
 
 @pytest.fixture(scope="session")

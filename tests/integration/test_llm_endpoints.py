@@ -24,7 +24,6 @@ from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPoli
 from mlflow.models.resources import DatabricksServingEndpoint
 
 from tests.integration.conftest import AGENTS, rows_for
-from tests.integration.platform_process import wait_until
 from tests.llm_provider import ScriptedProvider, free_port
 
 KEY = f"sk-aw-test-{uuid.uuid4().hex}"
