@@ -31,6 +31,9 @@ PLATFORM_ENV = {
     # model use the platform's LLM endpoint named "judge" (test_llm_endpoints makes it).
     "AGENTWHARF_LLM_REQUEST_TIMEOUT": "5",
     "AGENTWHARF_JUDGE_ENDPOINT": "judge",
+    # Online scoring: a custom scorer that spins or sleeps is stopped within seconds.
+    "AGENTWHARF_SCORER_TIMEOUT_SECONDS": "4",
+    "AGENTWHARF_SCORER_CPU_SECONDS": "2",
 }
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from agentwharf.quality import results as results_module
 from agentwharf.quality.results import Result
 from agentwharf.quality.sandbox import Job, Lane, Limits, error_feedback
+from agentwharf.quality.sandbox_runner import eval_item
 from agentwharf.quality.scorers import ActiveScorer, ExperimentScorers, load_active
 from agentwharf.store.models import MonitorScore, ScorerEnvironment, ScoringQueue
 
@@ -289,11 +290,10 @@ class OnlineScoring:
         self.judges.submit(self._run_judges, trace, pending, scorers)
 
     def _run_judges(self, trace, pending: Pending, scorers: list[ActiveScorer]) -> None:
-        from mlflow.genai.evaluation.entities import EvalItem
         from mlflow.genai.evaluation.harness import _compute_eval_scores
 
         try:
-            result = _compute_eval_scores(eval_item=EvalItem.from_trace(trace), scorers=[s.scorer for s in scorers])
+            result = _compute_eval_scores(eval_item=eval_item(trace), scorers=[s.scorer for s in scorers])
             by_name: dict[str, list] = {s.name: [] for s in scorers}
             for feedback in result.assessments:
                 owner = feedback.name if feedback.name in by_name else _owner(feedback.name, by_name)

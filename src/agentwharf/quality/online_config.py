@@ -33,7 +33,7 @@ def upsert(store, experiment_id: str, scorer_name: str, sample_rate: float, filt
     """
     from mlflow.store.tracking.dbmodels.models import SqlOnlineScoringConfig, SqlScorer, SqlScorerVersion
 
-    with store.ManagedSessionMaker() as session:
+    with store.ManagedSessionMaker(read_only=False) as session:
         scorer = session.query(SqlScorer).filter(SqlScorer.experiment_id == int(experiment_id),
                                                  SqlScorer.scorer_name == scorer_name).first()
         if scorer is None:

@@ -124,7 +124,7 @@ def write(store, results: list[Result], finished_seqs: list[int]) -> int:
 
 def _write(store, results: list[Result], finished_seqs: list[int]) -> int:
     scored_ms = int(time.time() * 1000)
-    with store.ManagedSessionMaker() as session:
+    with store.ManagedSessionMaker(read_only=False) as session:
         for result in results:
             session.add_all(_assessment_rows(result))
         session.flush()

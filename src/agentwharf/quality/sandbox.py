@@ -78,6 +78,7 @@ def sandbox_environment(scratch: Path, pythonpath: str | None, environ: dict[str
         # traces nothing, tracks to its scratch folder and reports no telemetry.
         "MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS": "true", "MLFLOW_GENAI_EVAL_ENABLE_SCORER_TRACING": "false",
         "MLFLOW_TRACKING_URI": (scratch / "mlruns").as_uri(), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+        "MLFLOW_MODEL_CATALOG_URI": "",
     })
     if pythonpath:
         env["PYTHONPATH"] = pythonpath

@@ -79,6 +79,31 @@ def _arm_cpu(cpu_seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+def eval_item(trace):
+    """The evaluation row of a live trace, as ``mlflow.genai.evaluate(data=traces)`` makes it
+    in development: the root span's inputs and outputs, and the trace (MLflow's own online
+    scoring passes only the trace, so a custom ``def f(inputs, outputs)`` would get None)."""
+    from mlflow.genai.evaluation.entities import EvalItem
+
+    root = trace.data._get_root_span()
+    return EvalItem(request_id=trace.info.trace_id, inputs=root.inputs if root is not None else None,
+                    outputs=root.outputs if root is not None else None, expectations={}, trace=trace)
+
+
+def explain(feedback, memory_bytes: int) -> None:
+    """An error MLflow recorded with an empty message (``MemoryError()`` has none) gets the
+    exception's name from its stack trace, and the limit behind a ``MemoryError``."""
+    error = feedback.error
+    if error is None or error.error_message:
+        return
+    lines = [line for line in (error.stack_trace or "").strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "the scorer raised an exception without a message"
+    if last.startswith("MemoryError"):
+        last += (f": the scorer needed more than its {memory_bytes / 2**20:.0f} MiB of memory "
+                 "(AGENTWHARF_SCORER_MEMORY_BYTES)")
+    error.error_message = last
+
+
 def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # The scorer's own prints go to the log, never into the protocol.
@@ -87,7 +112,6 @@ def main() -> None:
     if config is None:
         return
     from mlflow.entities import Trace
-    from mlflow.genai.evaluation.entities import EvalItem
     from mlflow.genai.evaluation.harness import _compute_eval_scores
     from mlflow.genai.scorers import Scorer
 
@@ -105,7 +129,9 @@ def main() -> None:
     while (message := read_message(stdin)) is not None:
         _arm_cpu(config["cpu_seconds"])
         trace = Trace.from_json(message["trace"])
-        result = _compute_eval_scores(eval_item=EvalItem.from_trace(trace), scorers=[scorer])
+        result = _compute_eval_scores(eval_item=eval_item(trace), scorers=[scorer])
+        for feedback in result.assessments:
+            explain(feedback, config["memory_bytes"])
         write_message(stdout, {"id": message["id"], "feedbacks": [f.to_dictionary() for f in result.assessments]})
 
 

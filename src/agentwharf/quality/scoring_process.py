@@ -80,6 +80,10 @@ def scoring_environment(base: dict[str, str], judge_endpoint: str | None, base_u
         "PYTHONUNBUFFERED": "1",
     })
     env.pop("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS", None)
+    # MLflow's gateway provider looks its models up in a catalog it fetches from GitHub (three
+    # tries, back-off): seconds before the first judge call of each run, on a machine that may
+    # have no route out. The catalog MLflow ships serves (an operator's setting wins).
+    env.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
     if judge_endpoint:
         env["MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"] = f"gateway:/{judge_endpoint}"
     return env
