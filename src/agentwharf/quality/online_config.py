@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from agentwharf.errors import InvalidParameter, NotFound
+from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound
 
 #: MLflow's message for the refusal this module lifts.
 NOT_GATEWAY = "does not use a gateway model"
@@ -33,23 +33,29 @@ def upsert(store, experiment_id: str, scorer_name: str, sample_rate: float, filt
     """
     from mlflow.store.tracking.dbmodels.models import SqlOnlineScoringConfig, SqlScorer, SqlScorerVersion
 
+    # Errors are raised outside MLflow's session: it turns any exception inside into its own
+    # INTERNAL_ERROR.
+    refused: AgentwharfError | None = None
     with store.ManagedSessionMaker(read_only=False) as session:
         scorer = session.query(SqlScorer).filter(SqlScorer.experiment_id == int(experiment_id),
                                                  SqlScorer.scorer_name == scorer_name).first()
+        latest = None if scorer is None else (
+            session.query(SqlScorerVersion).filter(SqlScorerVersion.scorer_id == scorer.scorer_id)
+            .order_by(SqlScorerVersion.scorer_version.desc()).first())
         if scorer is None:
-            raise NotFound(f"Scorer with name '{scorer_name}' not found for experiment {experiment_id}.")
-        latest = (session.query(SqlScorerVersion).filter(SqlScorerVersion.scorer_id == scorer.scorer_id)
-                  .order_by(SqlScorerVersion.scorer_version.desc()).first())
-        if latest is not None and _needs_expectations(latest.serialized_scorer):
-            raise InvalidParameter(f"Scorer '{scorer_name}' requires expectations, but scorers with expectations are not "
-                                   "currently supported for automatic evaluation.")
-        session.query(SqlOnlineScoringConfig).filter(SqlOnlineScoringConfig.scorer_id == scorer.scorer_id).delete()
-        config = SqlOnlineScoringConfig(online_scoring_config_id=uuid.uuid4().hex, scorer_id=scorer.scorer_id,
-                                        sample_rate=float(sample_rate), experiment_id=int(experiment_id),
-                                        filter_string=filter_string)
-        session.add(config)
-        session.flush()
-        return config.to_mlflow_entity().to_dict()
+            refused = NotFound(f"Scorer with name '{scorer_name}' not found for experiment {experiment_id}.")
+        elif latest is not None and sample_rate > 0 and _needs_expectations(latest.serialized_scorer):
+            refused = InvalidParameter(f"Scorer '{scorer_name}' requires expectations, but scorers with expectations "
+                                       "are not currently supported for automatic evaluation.")
+        else:
+            session.query(SqlOnlineScoringConfig).filter(SqlOnlineScoringConfig.scorer_id == scorer.scorer_id).delete()
+            config = SqlOnlineScoringConfig(online_scoring_config_id=uuid.uuid4().hex, scorer_id=scorer.scorer_id,
+                                            sample_rate=float(sample_rate), experiment_id=int(experiment_id),
+                                            filter_string=filter_string)
+            session.add(config)
+            session.flush()
+            return config.to_mlflow_entity().to_dict()
+    raise refused
 
 
 def _needs_expectations(serialized: str) -> bool:
