@@ -34,6 +34,8 @@ PLATFORM_ENV = {
     # Online scoring: a custom scorer that spins or sleeps is stopped within seconds.
     "AGENTWHARF_SCORER_TIMEOUT_SECONDS": "4",
     "AGENTWHARF_SCORER_CPU_SECONDS": "2",
+    # Monitoring metrics and alert rules are evaluated every second.
+    "AGENTWHARF_MONITOR_INTERVAL_SECONDS": "1",
 }
 
 

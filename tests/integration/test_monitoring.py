@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 
 import httpx
 import mlflow
 import pytest
+from mlflow.entities import AssessmentSource
 from mlflow.genai.scorers import ScorerSamplingConfig, Safety, delete_scorer, get_scorer, list_scorers, scorer
 
-from tests.integration.conftest import deployed_info_agent
+from tests.integration.conftest import AGENTS, deployed_info_agent
 from tests.integration.platform_process import wait_until
 from tests.llm_provider import ScriptedProvider
 
@@ -205,7 +208,6 @@ def test_sampling_filter_update_and_stop_are_respected(live, http):
     # Half of the traffic.
     length = get_scorer(name="answer_length").update(sampling_config=ScorerSamplingConfig(sample_rate=0.5))
     assert length.sample_rate == 0.5 and {s.name: s.sample_rate for s in list_scorers()}["answer_length"] == 0.5
-    time.sleep(2)  # the platform re-reads scorers' configurations every second
 
     sent = {}
     for i in range(40):
@@ -223,7 +225,6 @@ def test_sampling_filter_update_and_stop_are_respected(live, http):
 
     greeting.stop()
     assert get_scorer(name="says_hi").sample_rate == 0.0
-    time.sleep(2)
     trace_id, _ = answer(http, deployment, "hi again", user_id="ada")
     wait_for_assessments(trace_id, {"safety"})
     time.sleep(2)
@@ -239,7 +240,6 @@ def test_custom_scorers_that_fail_spin_sleep_or_hoard_are_contained(live, http):
     bad = {"raises": raises, "spins": spins, "sleeps": sleeps, "hoards": hoards, "snoops": snoops}
     for name, code in bad.items():
         code.register(name=name).start(sampling_config=ScorerSamplingConfig(sample_rate=1.0))
-    time.sleep(2)
     trace_id, arrived = answer(http, deployment, "hi from a busy day")
     # The others are not held up by them.
     wait_for_assessments(trace_id, {"safety"}, timeout=TARGET_SECONDS)
@@ -262,7 +262,6 @@ def test_custom_scorers_that_fail_spin_sleep_or_hoard_are_contained(live, http):
     # And the next trace is scored as fast as ever by the good ones.
     for name in bad:
         get_scorer(name=name).stop()
-    time.sleep(2)
     trace_id, arrived = answer(http, deployment)
     wait_for_assessments(trace_id, {"safety"}, timeout=TARGET_SECONDS)
 
@@ -312,3 +311,189 @@ def test_scorers_on_an_endpoints_experiment_are_its_managers_and_reviewers_read_
     with pytest.raises(mlflow.exceptions.MlflowException) as refused:
         list_scorers(experiment_id=experiment_id)
     assert refused.value.error_code == "PERMISSION_DENIED"
+
+
+# -- item 2: where custom scorer code runs when it needs packages ------------------------------------
+
+
+@scorer
+def where(outputs) -> str:
+    import sys
+
+    return sys.prefix
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The `agentwharf` command, as a user runs it (AGENTWHARF_HOST/TOKEN point at the platform)."""
+    done = subprocess.run([sys.executable, "-m", "agentwharf.cli.main", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done
+
+
+def test_a_custom_scorer_runs_in_the_model_environment_or_a_registered_one(live, http):
+    deployment, experiment_id = live
+    mlflow.set_experiment(experiment_id=experiment_id)
+    where.register(name="where").start(sampling_config=ScorerSamplingConfig(sample_rate=1.0))
+    try:
+        def prefix_after(environment: str | None) -> str:
+            if environment is not None:
+                cli("monitor", "scorer-env", deployment.endpoint_name, "where", environment)
+                wait_until(lambda: http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}/scorers/where/"
+                                            "environment").json()["state"] == "READY", timeout=300,
+                           message="the scorer's environment")
+            trace_id, _ = answer(http, deployment)
+            return wait_for_assessments(trace_id, {"where"}, timeout=60)["where"][0].value
+
+        platform_prefix = prefix_after(None)
+        assert platform_prefix == sys.prefix  # the platform's own Python (sandboxed)
+        model_prefix = prefix_after("model")  # the agent's environment (uv, from its requirements)
+        assert model_prefix != platform_prefix and "model-environments" in model_prefix
+        registered = prefix_after(f"models:/{deployment.model_name}/1")  # built (here: reused) for the scorer
+        assert registered == model_prefix
+        shown = cli("monitor", "scorer-env", deployment.endpoint_name, "where").stdout
+        assert f"models:/{deployment.model_name}/1 (READY)" in shown
+        assert prefix_after("platform") == platform_prefix
+    finally:
+        get_scorer(name="where").stop()
+
+
+# -- item 4: trends, Prometheus metrics, alerts ---------------------------------------------------------
+
+
+def test_monitoring_api_and_metrics_show_scores_latency_and_feedback(live, http):
+    deployment, experiment_id = live
+    mlflow.set_experiment(experiment_id=experiment_id)
+    trace_id, _ = answer(http, deployment, "hi, rate me")
+    wait_for_assessments(trace_id, {"safety"})
+    mlflow.log_feedback(trace_id=trace_id, name="thumbs", value=True,
+                        source=AssessmentSource(source_type="HUMAN", source_id="ada"))
+    found = http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}/monitoring",
+                     params={"since": "15m", "bucket": "15m"}).json()
+    [point] = found["overall"]
+    assert point["requests"] >= 40 and point["error_rate"] == 0 and point["p95_ms"] > 0
+    assert point["scorers"]["safety"]["pass_rate"] == 1.0 and point["scorers"]["answer_length"]["mean"] > 10
+    assert point["scorers"]["raises"]["error_rate"] == 1.0
+    assert point["feedback"]["thumbs"]["positive_rate"] == 1.0
+    [version] = found["versions"]
+    assert version["served_entity"] == deployment.served_entity_name and version["points"][0]["scorers"]["safety"]["count"] > 0
+
+    def metrics():
+        text = http.get("/metrics").text
+        wanted = (f'agentwharf_online_assessments_total{{endpoint="{deployment.endpoint_name}",outcome="pass",'
+                  f'scorer="safety",served_entity="{deployment.served_entity_name}"}}',
+                  f'agentwharf_monitor_scorer_pass_rate{{endpoint="{deployment.endpoint_name}",scorer="safety",'
+                  'served_entity=""} 1.0')
+        return text if all(w in text for w in wanted) else None
+
+    assert "agentwharf_scoring_queue_traces" in wait_until(metrics, timeout=30, message="online scoring's metrics")
+    trends_table = cli("monitor", "trends", deployment.endpoint_name, "--since", "15m", "--bucket", "15m").stdout
+    assert "safety" in trends_table and "answer_length" in trends_table
+
+
+@scorer
+def approves(inputs) -> bool:
+    return "good" in str(inputs)
+
+
+class Receiver:
+    """A webhook receiver on a free port: the first delivery is answered 500 (to be retried),
+    the others 200; every delivery kept with its headers."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received: list[tuple[dict, bytes]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.received.append((dict(self.headers), body))
+                self.send_response(500 if len(outer.received) == 1 else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver", daemon=True)
+        self.thread.start()
+
+    def deliveries(self, state: str) -> list[tuple[dict, bytes]]:
+        return [(h, b) for h, b in self.received if json.loads(b)["state"] == state]
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_an_alert_fires_and_clears_through_a_signed_retried_webhook(live, http):
+    from agentwharf.quality.alerts import SIGNATURE_HEADER, verify
+
+    deployment, experiment_id = live
+    mlflow.set_experiment(experiment_id=experiment_id)
+    approves.register(name="approves").start(sampling_config=ScorerSamplingConfig(sample_rate=1.0))
+    receiver = Receiver()
+    try:
+        created = cli("alerts", "create", deployment.endpoint_name, "approval-drop", "--metric", "scorer:approves:pass_rate",
+                      "--operator", "<", "--threshold", "0.5", "--window", "30s", "--min-samples", "3",
+                      "--webhook", receiver.url, "--json")
+        secret = json.loads(created.stdout)["secret"]
+        for text in ("bad one", "bad two", "bad three"):
+            trace_id, _ = answer(http, deployment, text)
+        wait_for_assessments(trace_id, {"approves"})
+        # Fired: the first delivery failed (500), the retry a second later got through.
+        [(headers, body)] = wait_until(lambda: receiver.deliveries("firing")[1:] or None, timeout=30,
+                                       message="the firing webhook, retried")
+        fired = json.loads(body)
+        assert fired["alert"] == "approval-drop" and fired["endpoint"] == deployment.endpoint_name
+        assert fired["value"] == 0.0 and fired["samples"] >= 3 and fired["metric"] == "scorer:approves:pass_rate"
+        assert verify(secret, body, headers[SIGNATURE_HEADER]) and not verify("wrong", body, headers[SIGNATURE_HEADER])
+        listed = cli("alerts", "list", deployment.endpoint_name).stdout
+        assert "approval-drop" in listed and "FIRING" in listed
+        assert 'agentwharf_alert_firing{alert="approval-drop",endpoint="%s"} 1.0' % deployment.endpoint_name \
+            in http.get("/metrics").text
+
+        for i in range(6):
+            trace_id, _ = answer(http, deployment, f"good {i}")
+        wait_for_assessments(trace_id, {"approves"})
+        [(headers, body)] = wait_until(lambda: receiver.deliveries("cleared") or None, timeout=30,
+                                       message="the clearing webhook")
+        assert json.loads(body)["value"] >= 0.5 and verify(secret, body, headers[SIGNATURE_HEADER])
+        events = http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}/alerts/approval-drop/events").json()
+        assert [e["state"] for e in events["events"]] == ["cleared", "firing"]
+        assert events["events"][1]["attempts"] == 2 and events["events"][1]["delivered_ms"]
+        cli("alerts", "delete", deployment.endpoint_name, "approval-drop")
+        assert http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}/alerts").json() == {"alerts": []}
+    finally:
+        receiver.close()
+        get_scorer(name="approves").stop()
+
+
+# -- item 3: agents.deploy carries the development scorers to the endpoint -------------------------------------
+
+
+def test_deploy_carries_the_development_experiments_scorers_to_live_traffic(judge, http, custom_code_client):
+    from agentwharf import agents
+
+    development = mlflow.set_experiment(f"/tests/monitor-dev-{uuid.uuid4().hex[:6]}").experiment_id
+    Safety().register(name="safety")  # registered in development, not running there
+    answer_length.register(name="answer_length").start(sampling_config=ScorerSamplingConfig(sample_rate=0.5))
+    with mlflow.start_run():
+        logged = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"), pip_requirements=["mlflow"])
+    model = f"main.monitor.dev{uuid.uuid4().hex[:6]}"
+    mlflow.register_model(logged.model_uri, model)
+    deployment = agents.deploy(model, "1", copy_scorers=True)
+    try:
+        experiment_id = http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}").json()["experiment_id"]
+        running = {s.name: s for s in list_scorers(experiment_id=experiment_id)}
+        assert running["safety"].sample_rate == 1.0 and running["answer_length"].sample_rate == 0.5
+        assert development != experiment_id
+        trace_id, _ = answer(http, deployment)
+        wait_for_assessments(trace_id, {"safety"}, timeout=60)
+    finally:
+        for registered in list_scorers(experiment_id=experiment_id):
+            delete_scorer(name=registered.name, experiment_id=experiment_id, version="all")
+        agents.delete_deployment(model)

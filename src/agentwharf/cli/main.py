@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentwharf.cli import access_cmds, endpoints, inference, llm, platform_cmds, serving_cmds
+from agentwharf.cli import access_cmds, endpoints, inference, llm, monitor_cmds, platform_cmds, serving_cmds
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -36,6 +36,8 @@ app.add_typer(access_cmds.service_principals, name="service-principals")
 app.add_typer(access_cmds.groups, name="groups")
 app.add_typer(access_cmds.tokens, name="tokens")
 app.add_typer(access_cmds.permissions, name="permissions")
+app.add_typer(monitor_cmds.alerts, name="alerts")
+app.add_typer(monitor_cmds.monitor, name="monitor")
 
 
 def main() -> None:

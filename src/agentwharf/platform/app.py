@@ -52,6 +52,7 @@ from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.mlflow_admin import GatewayAdmin
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
+from agentwharf.quality import alerts
 from agentwharf.quality.guard import ScorerGuard
 from agentwharf.quality.monitor import QualityMonitor
 from agentwharf.quality.scoring_process import ScoringConfig, ScoringProcess
@@ -220,6 +221,10 @@ class Platform:
         name, _, version = model_uri[len("models:/"):].rpartition("/")
         return self.registry.model_files(name, version, ENVIRONMENT_FILES) if self.registry is not None else {}
 
+    async def _prepare_scorer_environment(self, key: str, model_uri: str, log_path) -> str:
+        """A registered model version's environment for a custom scorer (built as a deploy's)."""
+        return (await self.environments.prepare(key, model_uri, "uv", log_path)).python
+
     def _monitor_credential(self) -> str:
         """Online scoring's credential for its judges' LLM calls (this run only)."""
         return self.signer.mint(MONITOR_PREFIX, {"boot": self.boot_id}, None)
@@ -306,9 +311,11 @@ class Platform:
                                                          self.settings.logs_dir))
         self.supervisor.start_background()
         await self.reconciler.restore()
-        self.quality = QualityMonitor(self.db, self.scoring, self._served_environments,
-                                      self.settings.monitor_dir / "served-environments.json",
-                                      self.settings.monitor_interval_seconds, self.settings.monitor_retention_days)
+        self.quality = QualityMonitor(
+            self.db, self.scoring, self._served_environments, self.settings.monitor_dir / "served-environments.json",
+            self.settings.monitor_interval_seconds, self.settings.monitor_retention_days,
+            deliveries=alerts.Deliveries(self.db, self.settings.alert_webhook_timeout, self.settings.alert_webhook_attempts),
+            prepare_environment=self._prepare_scorer_environment, logs_dir=self.settings.logs_dir)
         self._quality_task = asyncio.create_task(self.quality.run(), name="quality-monitor")
         self.started_at = time.time()
         # Start-up objects (MLflow, FastAPI, SQLAlchemy) never die: keep full GC passes off them.
@@ -336,8 +343,12 @@ class Platform:
             self._monitor.cancel()
         if self._quality_task is not None:
             self._quality_task.cancel()
-        # Online scoring writes what it has scored, then exits (the rest waits in its queue).
-        await self.scoring.stop()
+        # Online scoring writes what it has scored, then exits (the rest waits in its queue);
+        # undelivered alert events wait in theirs.
+        if self.quality is not None:
+            await self.quality.stop()
+        else:
+            await self.scoring.stop()
         self.recorder.appender.close()
         await self.writer.stop(self.settings.writer_drain_timeout)
         await self.mlflow.stop()

@@ -1,7 +1,8 @@
-"""The platform's quality loop: keeps the scoring process running while any experiment has active
-scorers, tells it which environment each served version runs in, and every
-``monitor_interval_seconds`` refreshes the monitoring metrics, evaluates alert rules, runs review
-rules and prunes old results. Each step runs in a thread; one failing never stops the others.
+"""The platform's quality loop. Every second: keeps the scoring process running while any
+experiment has active scorers, tells it which environment each served version runs in, builds
+the registered environments scorers asked for, and posts alert webhooks that are due. Every
+``monitor_interval_seconds``: refreshes the monitoring metrics (``exporter``), evaluates alert
+rules (``alerts``) and prunes old results. One step failing never stops the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import orjson
 from sqlalchemy import delete, text
 
+from agentwharf.quality import alerts, scorer_envs
+from agentwharf.quality.exporter import QualitySnapshot
 from agentwharf.quality.scoring_process import ScoringProcess
 from agentwharf.store.database import Database
 from agentwharf.store.models import MonitorScore
@@ -52,31 +55,34 @@ def write_if_changed(path: Path, data: dict) -> None:
 class QualityMonitor:
     def __init__(self, db: Database, scoring: ScoringProcess, served_environments: Callable[[], dict[str, str]],
                  environments_file: Path, interval: float, retention_days: float,
-                 periodic: list[Callable[[], Awaitable[None]]] | None = None):
+                 deliveries: alerts.Deliveries | None = None,
+                 prepare_environment: Callable[[str, str, Path], Awaitable[str]] | None = None,
+                 logs_dir: Path | None = None):
         self.db = db
         self.scoring = scoring
         self.served_environments = served_environments
         self.environments_file = environments_file
         self.interval = interval
         self.retention_days = retention_days
-        #: Steps run every ``interval`` (metrics, alerts, review rules), each on its own.
-        self.periodic = periodic or []
+        self.deliveries = deliveries
+        self.prepare_environment = prepare_environment
+        self.logs_dir = logs_dir or environments_file.parent
+        #: What /metrics shows of online scoring and alerts (refreshed every interval).
+        self.snapshot = QualitySnapshot()
         self._idle_since: float | None = None
         self._last_periodic = float("-inf")
 
     async def run(self) -> None:
         while True:
-            try:
-                await self._tend_scoring()
-            except Exception:
-                log.exception("quality loop: tending the scoring process failed")
-            if time.monotonic() - self._last_periodic >= self.interval:
+            every_second = [self._tend_scoring, self._build_environments, self._deliver]
+            periodic = [self._refresh, self._prune] if time.monotonic() - self._last_periodic >= self.interval else []
+            if periodic:
                 self._last_periodic = time.monotonic()
-                for step in [*self.periodic, self._prune]:
-                    try:
-                        await step()
-                    except Exception:
-                        log.exception("quality loop: %s failed", getattr(step, "__qualname__", step))
+            for step in [*every_second, *periodic]:
+                try:
+                    await step()
+                except Exception:
+                    log.exception("quality loop: %s failed", getattr(step, "__name__", step))
             await asyncio.sleep(ACTIVE_CHECK_SECONDS)
 
     async def _tend_scoring(self) -> None:
@@ -93,6 +99,22 @@ class QualityMonitor:
             return
         self.scoring.ensure(active)
 
+    async def _build_environments(self) -> None:
+        if self.prepare_environment is not None:
+            await scorer_envs.build_pending(self.db, self.prepare_environment, self.logs_dir)
+
+    async def _deliver(self) -> None:
+        if self.deliveries is not None:
+            await self.deliveries.deliver_due()
+
+    async def _refresh(self) -> None:
+        """Alert rules first (their events are delivered within a second), then the metrics."""
+        now = int(time.time() * 1000)
+        await asyncio.to_thread(alerts.evaluate, self.db, now)
+        await asyncio.to_thread(self.snapshot.refresh, self.db, now)
+        if self.deliveries is not None:
+            await self.deliveries.deliver_due()
+
     async def _prune(self) -> None:
         cutoff = int((time.time() - self.retention_days * 86400) * 1000)
 
@@ -104,3 +126,5 @@ class QualityMonitor:
 
     async def stop(self) -> None:
         await self.scoring.stop()
+        if self.deliveries is not None:
+            await self.deliveries.close()

@@ -92,6 +92,7 @@ class OnlineScoring:
         self.high_water = 0
         self.results: queue.Queue = queue.Queue()
         self._refreshed = float("-inf")
+        self._fingerprint: tuple | None = None
         self._checkpointed = time.monotonic()
         self._scored_upto: dict[str, int] = {}
         self.scored = 0
@@ -99,15 +100,22 @@ class OnlineScoring:
 
     # -- what is active ----------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        if time.monotonic() - self._refreshed < REFRESH_SECONDS:
+    def refresh(self, now: bool = False) -> None:
+        """Reload the active scorers if they changed: at least every second, and ``now`` before
+        scoring newly queued traces, so a trace stored after ``start()``/``update()``/``stop()``
+        returned is scored with what they set (the check is a few small reads)."""
+        if not now and time.monotonic() - self._refreshed < REFRESH_SECONDS:
             return
         self._refreshed = time.monotonic()
-        self.active = load_active(self.store)
         with self.store.ManagedSessionMaker() as session:
+            fingerprint = scorers_fingerprint(session)
+            if fingerprint == self._fingerprint:
+                return
             self.environments = {(row.experiment_id, row.scorer): row
                                  for row in session.scalars(select(ScorerEnvironment)).all()}
             session.expunge_all()
+        self.active = load_active(self.store)
+        self._fingerprint = fingerprint
         wanted = {(s.experiment_id, s.name) for group in self.active.values() for s in group.scorers.values() if s.custom}
         for key, lane in list(self.lanes.items()):
             serialized = self._serialized(key[0], key[1])
@@ -190,6 +198,7 @@ class OnlineScoring:
                                    .where(ScoringQueue.seq > self.high_water).order_by(ScoringQueue.seq).limit(BATCH)).all()
             if not rows:
                 return 0
+            self.refresh(now=True)
             done = set(session.execute(select(MonitorScore.trace_id, MonitorScore.scorer)
                                        .where(MonitorScore.trace_id.in_([r.trace_id for r in rows]))).all())
         self.high_water = rows[-1].seq
@@ -375,6 +384,20 @@ class OnlineScoring:
             lane.close()
         self.judges.shutdown(wait=False, cancel_futures=True)
         self.flush()
+
+
+def scorers_fingerprint(session) -> tuple:
+    """Changes whenever a scorer is started, updated, stopped, registered again, deleted, or
+    its environment chosen: MLflow replaces a scorer's online configuration (a new id) on every
+    change, and every registration is a new version."""
+    from mlflow.store.tracking.dbmodels.models import SqlOnlineScoringConfig, SqlScorerVersion
+    from sqlalchemy import func
+
+    configs = sorted(session.execute(select(SqlOnlineScoringConfig.online_scoring_config_id)).scalars())
+    versions = session.execute(select(func.count(), func.max(SqlScorerVersion.creation_time))).one()
+    environments = sorted(session.execute(select(ScorerEnvironment.experiment_id, ScorerEnvironment.scorer,
+                                                 ScorerEnvironment.state, ScorerEnvironment.updated_at)).all())
+    return tuple(configs), tuple(versions), tuple(environments)
 
 
 def _owner(feedback_name: str, names: dict) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import secrets
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     from agentwharf.quality.online import OnlineScoring, Settings
     from agentwharf.quality.sandbox import Limits
 
+    # `kill -USR1 <pid>` writes every thread's stack to the scoring log (a stuck judge, a lane).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -331,6 +331,8 @@ class AlertEvent(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     delivered_ms: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the next delivery attempt is due (back-off after a failed one).
+    next_attempt_ms: Mapped[int | None] = mapped_column(BigInteger)
     last_status: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
 

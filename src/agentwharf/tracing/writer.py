@@ -6,10 +6,10 @@ insert ignores rows that already exist (keyed by trace id and request id), so re
 after a crash stores each request exactly once.
 
 A trace stored in an experiment that has active online scorers (MLflow's
-``online_scoring_configs`` with a sample rate above 0, re-read at most once a second) also gets a
-row in ``aw_scoring_queue``, in the same transaction: that is how the scoring process learns,
-within a poll, which traces just landed (``agentwharf.quality``). Without scorers it costs one
-small query a second.
+``online_scoring_configs`` with a sample rate above 0, re-read before each batch: a trace
+answered after ``Scorer.start()`` returned is queued) also gets a row in ``aw_scoring_queue``,
+in the same transaction: that is how the scoring process learns, within a poll, which traces
+just landed (``agentwharf.quality``). Without scorers it costs one small query a batch.
 
     python -m agentwharf.tracing.writer --spool DIR --database URL
 """
@@ -47,8 +47,6 @@ TABLES = {
     "inference": InferenceLog.__tablename__,
     "scoring": ScoringQueue.__tablename__,
 }
-#: How often the writer re-reads which experiments have active online scorers.
-MONITORED_REFRESH_SECONDS = 1.0
 _MONITORED = text("SELECT DISTINCT experiment_id FROM online_scoring_configs WHERE sample_rate > 0")
 
 
@@ -64,8 +62,6 @@ class SpoolWriter:
         self._statements: dict[tuple, str] = {}
         self._checkpoint: tuple[int, int] | None = None
         self.written = 0
-        self._monitored: frozenset[str] = frozenset()
-        self._monitored_at = float("-inf")
 
     def _insert_sql(self, table: str, columns: list[str]) -> str:
         """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style.
@@ -106,18 +102,14 @@ class SpoolWriter:
         return self._artifact_locations[experiment_id]
 
     def monitored_experiments(self) -> frozenset[str]:
-        """Experiments whose traces online scoring wants (re-read at most once a second, in a
-        transaction of its own: a failed read must not abort the batch's on PostgreSQL)."""
-        now = time.monotonic()
-        if now - self._monitored_at >= MONITORED_REFRESH_SECONDS:
-            self._monitored_at = now
-            try:
-                with self.db.session() as session:
-                    self._monitored = frozenset(str(row[0]) for row in session.execute(_MONITORED))
-            except Exception:  # an MLflow schema without online scoring: nothing to queue
-                log.debug("could not read online_scoring_configs", exc_info=True)
-                self._monitored = frozenset()
-        return self._monitored
+        """Experiments whose traces online scoring wants (read in a transaction of its own: a
+        failed read must not abort the batch's on PostgreSQL)."""
+        try:
+            with self.db.session() as session:
+                return frozenset(str(row[0]) for row in session.execute(_MONITORED))
+        except Exception:  # an MLflow schema without online scoring: nothing to queue
+            log.debug("could not read online_scoring_configs", exc_info=True)
+            return frozenset()
 
     def run_once(self) -> int:
         """Write one batch. Returns how many records it took from the spool."""

@@ -111,6 +111,7 @@ def upgrade() -> None:
     sa.Column('created_ms', sa.BigInteger(), nullable=False),
     sa.Column('delivered_ms', sa.BigInteger(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_ms', sa.BigInteger(), nullable=True),
     sa.Column('last_status', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['rule_id'], ['aw_alert_rules.id'], name=op.f('fk_aw_alert_events_rule_id_aw_alert_rules'), ondelete='CASCADE'),
