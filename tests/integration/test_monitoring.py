@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -497,3 +498,70 @@ def test_deploy_carries_the_development_experiments_scorers_to_live_traffic(judg
         for registered in list_scorers(experiment_id=experiment_id):
             delete_scorer(name=registered.name, experiment_id=experiment_id, version="all")
         agents.delete_deployment(model)
+
+
+# -- item 5: the champion/challenger gate ------------------------------------------------------------------
+
+
+EVAL_SCORERS = str(Path(__file__).with_name("eval_scorers.py")) + ":SCORERS"
+
+
+@pytest.fixture(scope="module")
+def golden(platform):
+    """A golden dataset of eight questions."""
+    from mlflow.genai.datasets import create_dataset
+
+    experiment_id = mlflow.set_experiment(f"/tests/golden-{uuid.uuid4().hex[:6]}").experiment_id
+    name = f"golden_{uuid.uuid4().hex[:6]}"
+    dataset = create_dataset(name=name, experiment_id=[experiment_id])
+    dataset.merge_records([{"inputs": {"input": [{"role": "user", "content": f"question {i} about mlflow"}]}}
+                           for i in range(8)])
+    return name
+
+
+def gate(*args: str, summary: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agentwharf.cli.main", "eval", *args, "--summary-file", str(summary)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_the_gate_fails_a_worse_challenger_and_passes_a_better_one(logged, golden, tmp_path):
+    from mlflow import MlflowClient
+
+    model = f"main.monitor.gate{uuid.uuid4().hex[:6]}"
+    mlflow.set_experiment("/tests/agents")
+    with mlflow.start_run():
+        terse = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "terse_agent.py"), pip_requirements=["mlflow"])
+    for uri in (logged["info"], terse.model_uri, logged["info"]):  # v1 echoes, v2 says "ok", v3 echoes
+        mlflow.register_model(uri, model)
+
+    worse = gate(model, "--champion", "1", "--challenger", "2", "--dataset", golden, "--scorers", EVAL_SCORERS, "--local",
+                 summary=tmp_path / "worse.md")
+    assert worse.returncode == 1, worse.stderr[-3000:]
+    assert "FAILED" in worse.stdout and "echoes_question" in worse.stdout
+    summary = (tmp_path / "worse.md").read_text()
+    assert "**FAILED**: version 2 regresses on answer_chars, echoes_question" in summary
+    assert "| echoes_question | 1.000 | 0.000 | -1.000 | [-1.000, -1.000] | 8 | :x: regressed |" in summary
+
+    MlflowClient().set_registered_model_alias(model, "champion", "2")
+    better = gate(model, "--challenger", "3", "--dataset", golden, "--scorers", EVAL_SCORERS, "--local",
+                  summary=tmp_path / "better.md")
+    assert better.returncode == 0, better.stdout[-3000:] + better.stderr[-3000:]
+    assert "PASSED" in better.stdout and "**PASSED**" in (tmp_path / "better.md").read_text()
+    # Both runs of each comparison are MLflow runs, tagged with the version they evaluated.
+    runs = mlflow.search_runs(experiment_names=[f"/agentwharf/eval/{model}"], output_format="list")
+    assert sorted((r.data.tags["agentwharf.eval.model_version"], r.data.tags["agentwharf.eval.role"]) for r in runs) == [
+        ("1", "champion"), ("2", "challenger"), ("2", "champion"), ("3", "challenger")]
+    assert all(r.data.metrics.get("echoes_question/mean") is not None for r in runs)
+
+
+def test_the_gate_queries_deployed_versions_through_their_own_routes(live, golden, tmp_path):
+    deployment, _ = live
+    same = gate(deployment.model_name, "--champion", "1", "--challenger", "1", "--dataset", golden,
+                "--scorers", EVAL_SCORERS, "--json", summary=tmp_path / "same.md")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    found = json.loads(same.stdout[same.stdout.index("{"):])
+    assert found["passed"] and {c["scorer"]: c["delta"] for c in found["comparison"]}["echoes_question"] == 0.0
+    assert found["challenger"]["metrics"]["echoes_question/mean"] == 1.0
+    not_deployed = gate(deployment.model_name, "--champion", "1", "--challenger", "7", "--dataset", golden,
+                        "--scorers", EVAL_SCORERS, summary=tmp_path / "none.md")
+    assert not_deployed.returncode == 1 and "is not deployed" in not_deployed.stderr

@@ -13,7 +13,7 @@ from mlflow.entities import AssessmentError, AssessmentSource, Feedback
 from mlflow.genai.scorers import Safety
 
 from agentwharf.errors import InvalidParameter, NotFound
-from agentwharf.quality import online_config, results, sandbox, sandbox_runner, scorers, trends
+from agentwharf.quality import gate, online_config, results, sandbox, sandbox_runner, scorers, trends
 from agentwharf.quality.guard import _fields, endpoint_of_model
 from agentwharf.store.models import InferenceLog, MonitorScore
 from tests.unit.test_writer import env, header, make_record, spool, template  # noqa: F401  (fixtures)
@@ -211,3 +211,44 @@ def test_eval_item_of_a_trace_has_its_root_inputs_and_outputs(env):
     item = sandbox_runner.eval_item(trace)
     assert item.inputs["input"][0]["content"] == "q7" and item.outputs == {"output": "a7"} and item.trace is trace
 
+
+
+# -- the evaluation gate's arithmetic ---------------------------------------------------------------
+
+
+def _version(version: str, values: dict[str, list]) -> gate.VersionResult:
+    return gate.VersionResult(version, f"run-{version}", {}, {name: {f"row{i}": v for i, v in enumerate(column)}
+                                                               for name, column in values.items()})
+
+
+def test_compare_means_delta_interval_and_regression():
+    champion = _version("1", {"ok": [1.0] * 10, "length": [10.0] * 10, "flaky": [1.0, None] * 5})
+    challenger = _version("2", {"ok": [1.0] * 8 + [0.0] * 2, "length": [12.0] * 10, "flaky": [None, 1.0] * 5})
+    rows = {r.scorer: r for r in gate.compare(champion, challenger, threshold=0.1)}
+    assert rows["ok"].champion == 1.0 and rows["ok"].challenger == 0.8 and round(rows["ok"].delta, 6) == -0.2
+    assert rows["ok"].regressed and rows["ok"].rows == 10 and rows["ok"].low <= -0.2 <= rows["ok"].high <= 0
+    assert rows["length"].delta == 2.0 and rows["length"].low == rows["length"].high == 2.0 and not rows["length"].regressed
+    assert rows["flaky"].rows == 0 and rows["flaky"].low is None and not rows["flaky"].regressed
+    # Within the threshold is no regression.
+    assert not {r.scorer: r for r in gate.compare(champion, challenger, threshold=0.25)}["ok"].regressed
+    summary = gate.markdown("main.m", champion, challenger, list(rows.values()), 0.1, "golden")
+    assert "**FAILED**: version 2 regresses on ok" in summary and "| ok | 1.000 | 0.800 | -0.200 |" in summary
+
+
+def test_values_of_an_evaluation_table_pair_rows_by_their_inputs():
+    import pandas as pd
+
+    table = pd.DataFrame({"request": [{"q": "a"}, {"q": "b"}, {"q": "a"}], "ok/value": ["yes", "no", True],
+                          "n/value": [3, None, 1.5]})
+    found = gate.values_of(table)
+    assert found["ok"] == {'{"q": "a"}#1': 1.0, '{"q": "b"}#1': 0.0, '{"q": "a"}#2': 1.0}
+    assert list(found["n"].values()) == [3.0, None, 1.5]
+
+
+def test_scorers_are_named_module_colon_attribute(tmp_path):
+    (tmp_path / "mine.py").write_text("from mlflow.genai.scorers import scorer\n\n@scorer\ndef one(outputs):\n"
+                                      "    return True\n\nBOTH = [one, one]\nNOT_ONE = 3\n")
+    assert [s.name for s in gate.load_scorers([f"{tmp_path / 'mine.py'}:BOTH"])] == ["one", "one"]
+    for bad in ("mine", f"{tmp_path / 'mine.py'}:NOT_ONE", f"{tmp_path / 'mine.py'}:missing", "no_such_module:x"):
+        with pytest.raises(InvalidParameter):
+            gate.load_scorers([bad])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentwharf.cli import access_cmds, endpoints, inference, llm, monitor_cmds, platform_cmds, serving_cmds
+from agentwharf.cli import access_cmds, endpoints, eval_cmd, inference, llm, monitor_cmds, platform_cmds, serving_cmds
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -28,6 +28,7 @@ app.command()(platform_cmds.status)
 app.command()(serving_cmds.deploy)
 app.command()(serving_cmds.query)
 app.command()(endpoints.logs)
+app.command("eval")(eval_cmd.eval_)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(llm.app, name="llm")
 app.add_typer(inference.app, name="inference")
