@@ -565,3 +565,49 @@ def test_the_gate_queries_deployed_versions_through_their_own_routes(live, golde
     not_deployed = gate(deployment.model_name, "--champion", "1", "--challenger", "7", "--dataset", golden,
                         "--scorers", EVAL_SCORERS, summary=tmp_path / "none.md")
     assert not_deployed.returncode == 1 and "is not deployed" in not_deployed.stderr
+
+
+# -- item 6: feedback back into data ---------------------------------------------------------------------
+
+
+def _queue_traces(session_name: str) -> set[str]:
+    from mlflow.genai import labeling
+
+    [session] = [s for s in labeling.get_labeling_sessions() if s.name == session_name]
+    items = mlflow.MlflowClient()._tracing_client._list_review_queue_items(session.labeling_session_id, max_results=100)
+    return {item.item_id for item in items}
+
+
+def test_feedback_flows_to_review_and_labels_into_the_golden_dataset(live, http):
+    from mlflow.genai.datasets import get_dataset
+
+    deployment, experiment_id = live
+    mlflow.set_experiment(experiment_id=experiment_id)
+    # A rule: every answer a user turns down goes to the "triage" session as the feedback lands.
+    cli("review", "add-rule", deployment.endpoint_name, "thumbs-down", "--session", "triage",
+        "--filter", "feedback.thumbs = 'false'")
+    disliked, _ = answer(http, deployment, "what is a served entity")
+    liked, _ = answer(http, deployment, "hello there")
+    wait_for_assessments(liked, {"safety"})
+    wait_for_assessments(disliked, {"safety"})
+    human = AssessmentSource(source_type="HUMAN", source_id="ada")
+    mlflow.log_feedback(trace_id=disliked, name="thumbs", value=False, source=human)
+    mlflow.log_feedback(trace_id=liked, name="thumbs", value=True, source=human)
+    assert wait_until(lambda: _queue_traces("triage") == {disliked} or None, timeout=30, message="the rule's trace")
+    assert "thumbs-down" in cli("review", "rules", deployment.endpoint_name).stdout
+
+    # By hand: the answers people liked, to another session.
+    cli("review", "add-traces", deployment.endpoint_name, "--session", "praise", "--filter", "feedback.thumbs = 'true'")
+    praised = _queue_traces("praise")
+    assert liked in praised and disliked not in praised
+
+    # A reviewer labels what the answer should have been; the session goes into a golden dataset.
+    mlflow.log_expectation(trace_id=disliked, name="expected_response", value="The version a route serves.",
+                           source=AssessmentSource(source_type="HUMAN", source_id="rita"))
+    dataset = f"golden_feedback_{uuid.uuid4().hex[:6]}"
+    merged = cli("datasets", "add-from-traces", dataset, "--endpoint", deployment.endpoint_name, "--session", "triage")
+    assert "1 with expectations" in merged.stdout
+    [record] = get_dataset(name=dataset).to_df().to_dict("records")
+    assert record["expectations"] == {"expected_response": "The version a route serves."}
+    assert record["inputs"]["input"][0]["content"] == "what is a served entity"
+    cli("review", "delete-rule", deployment.endpoint_name, "thumbs-down")

@@ -9,6 +9,9 @@
     GET    /api/2.0/agentwharf/alerts                                            every alert the caller may view
     GET    /api/2.0/serving-endpoints/{name}/scorers/{scorer}/environment       CAN_REVIEW
     PUT    /api/2.0/serving-endpoints/{name}/scorers/{scorer}/environment       CAN_MANAGE {"environment": ...}
+    GET    /api/2.0/serving-endpoints/{name}/review-rules                       CAN_REVIEW
+    POST   /api/2.0/serving-endpoints/{name}/review-rules                       CAN_MANAGE {"name", "filter_string", "session"}
+    DELETE /api/2.0/serving-endpoints/{name}/review-rules/{rule}                CAN_MANAGE
 
 Scorers themselves are MLflow's (``Scorer.register/start``, see ``quality.guard``).
 """
@@ -24,7 +27,7 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control.inference import parse_time
 from agentwharf.control.routes import Body, CallerDep, Control, _require
 from agentwharf.errors import InvalidParameter
-from agentwharf.quality import alerts, scorer_envs, trends
+from agentwharf.quality import alerts, review_rules, scorer_envs, trends
 
 router = APIRouter()
 _PREFIX = "/api/2.0/serving-endpoints/{name}"
@@ -112,3 +115,27 @@ async def put_scorer_environment(name: str, scorer: str, control: Control, body:
     _require(control, caller, name, PermissionLevel.CAN_MANAGE)
     return await asyncio.to_thread(scorer_envs.put, control.db, endpoint.experiment_id, scorer, body.get("environment"),
                                    _who(caller))
+
+
+@router.get(_PREFIX + "/review-rules")
+async def list_review_rules(name: str, control: Control, caller: CallerDep) -> dict:
+    control.endpoints.get(name)
+    _require(control, caller, name, PermissionLevel.CAN_REVIEW)
+    return {"review_rules": await asyncio.to_thread(review_rules.list_rules, control.db, name)}
+
+
+@router.post(_PREFIX + "/review-rules")
+async def create_review_rule(name: str, control: Control, body: Body, caller: CallerDep) -> dict:
+    """Traces matching ``filter_string`` go to the labeling session ``session`` as they appear
+    (see ``quality.review_rules``)."""
+    endpoint = control.endpoints.get(name)
+    _require(control, caller, name, PermissionLevel.CAN_MANAGE)
+    return await asyncio.to_thread(review_rules.create, control.db, control.tracking_store(), name,
+                                   endpoint.experiment_id, body, _who(caller))
+
+
+@router.delete(_PREFIX + "/review-rules/{rule}")
+async def delete_review_rule(name: str, rule: str, control: Control, caller: CallerDep) -> dict:
+    _require(control, caller, name, PermissionLevel.CAN_MANAGE)
+    await asyncio.to_thread(review_rules.delete, control.db, name, rule)
+    return {}

@@ -305,7 +305,8 @@ class Platform:
                                     self.settings.max_served_entities, self.identities, self.gatekeeper,
                                     LlmEndpoints(GatewayAdmin(self.registry.client)))
         control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
-                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads)
+                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads,
+                               tracking_store=lambda: self.llm_runtime.store)
         self.control_app = create_control_app(control)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
@@ -315,7 +316,8 @@ class Platform:
             self.db, self.scoring, self._served_environments, self.settings.monitor_dir / "served-environments.json",
             self.settings.monitor_interval_seconds, self.settings.monitor_retention_days,
             deliveries=alerts.Deliveries(self.db, self.settings.alert_webhook_timeout, self.settings.alert_webhook_attempts),
-            prepare_environment=self._prepare_scorer_environment, logs_dir=self.settings.logs_dir)
+            prepare_environment=self._prepare_scorer_environment, logs_dir=self.settings.logs_dir,
+            tracking_store=lambda: self.llm_runtime.store)
         self._quality_task = asyncio.create_task(self.quality.run(), name="quality-monitor")
         self.started_at = time.time()
         # Start-up objects (MLflow, FastAPI, SQLAlchemy) never die: keep full GC passes off them.

@@ -2,7 +2,7 @@
 experiment has active scorers, tells it which environment each served version runs in, builds
 the registered environments scorers asked for, and posts alert webhooks that are due. Every
 ``monitor_interval_seconds``: refreshes the monitoring metrics (``exporter``), evaluates alert
-rules (``alerts``) and prunes old results. One step failing never stops the others.
+rules (``alerts``), runs review rules (``review_rules``) and prunes old results. One step failing never stops the others.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from sqlalchemy import delete, text
 
-from agentwharf.quality import alerts, scorer_envs
+from agentwharf.quality import alerts, review_rules, scorer_envs
 from agentwharf.quality.exporter import QualitySnapshot
 from agentwharf.quality.scoring_process import ScoringProcess
 from agentwharf.store.database import Database
@@ -57,7 +57,7 @@ class QualityMonitor:
                  environments_file: Path, interval: float, retention_days: float,
                  deliveries: alerts.Deliveries | None = None,
                  prepare_environment: Callable[[str, str, Path], Awaitable[str]] | None = None,
-                 logs_dir: Path | None = None):
+                 logs_dir: Path | None = None, tracking_store: Callable[[], object] | None = None):
         self.db = db
         self.scoring = scoring
         self.served_environments = served_environments
@@ -67,6 +67,8 @@ class QualityMonitor:
         self.deliveries = deliveries
         self.prepare_environment = prepare_environment
         self.logs_dir = logs_dir or environments_file.parent
+        #: () -> MLflow's SQL store of the platform's database (review rules add queue items).
+        self.tracking_store = tracking_store
         #: What /metrics shows of online scoring and alerts (refreshed every interval).
         self.snapshot = QualitySnapshot()
         self._idle_since: float | None = None
@@ -75,7 +77,7 @@ class QualityMonitor:
     async def run(self) -> None:
         while True:
             every_second = [self._tend_scoring, self._build_environments, self._deliver]
-            periodic = [self._refresh, self._prune] if time.monotonic() - self._last_periodic >= self.interval else []
+            periodic = [self._refresh, self._review, self._prune] if time.monotonic() - self._last_periodic >= self.interval else []
             if periodic:
                 self._last_periodic = time.monotonic()
             for step in [*every_second, *periodic]:
@@ -114,6 +116,10 @@ class QualityMonitor:
         await asyncio.to_thread(self.snapshot.refresh, self.db, now)
         if self.deliveries is not None:
             await self.deliveries.deliver_due()
+
+    async def _review(self) -> None:
+        if self.tracking_store is not None:
+            await asyncio.to_thread(review_rules.run, self.db, self.tracking_store())
 
     async def _prune(self) -> None:
         cutoff = int((time.time() - self.retention_days * 86400) * 1000)
