@@ -119,8 +119,8 @@ class OnlineScoring:
         wanted = {(s.experiment_id, s.name) for group in self.active.values() for s in group.scorers.values() if s.custom}
         for key, lane in list(self.lanes.items()):
             serialized = self._serialized(key[0], key[1])
-            if (key[0], key[1]) not in wanted or serialized != lane.serialized:
-                lane.close()  # stopped, deleted, or a new version: its runner goes
+            if (key[0], key[1]) not in wanted or serialized != lane.serialized or not self._still_chosen(*key):
+                lane.close()  # stopped, deleted, a new version or another environment: its runner goes
                 del self.lanes[key]
         for experiment_id, name in wanted:
             python, pythonpath, problem = self._environment(experiment_id, name, None)
@@ -156,6 +156,15 @@ class OnlineScoring:
             return None, None, (f"the environment of scorer {scorer!r} ({chosen.model_uri}) is {chosen.state.lower()}"
                                 + (f": {chosen.message}" if chosen.message else ""))
         return chosen.python, str(self.settings.runtime_dir), None
+
+    def _still_chosen(self, experiment_id: str, name: str, python: str) -> bool:
+        """Whether a lane's Python is still where the scorer runs (for ``model``: one a served
+        version runs in)."""
+        chosen = self.environments.get((experiment_id, name))
+        if chosen is not None and chosen.kind == "model":
+            return python in self._served_environments().values()
+        expected, _, _ = self._environment(experiment_id, name, None)
+        return python == expected
 
     def _lane(self, experiment_id: str, name: str, python: str, pythonpath: str | None) -> Lane:
         key = (experiment_id, name, python)
