@@ -12,8 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
-from agentwharf.cli.output import console, handle_errors, print_json
-from agentwharf.quality import gate
+from agentwharf.cli.output import console, fail, handle_errors, print_json
+
+
+def require_mlflow(command: str) -> None:
+    """Commands that run MLflow's client here need it (a client-only install has not)."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        fail(f"`agentwharf {command}` runs MLflow's client in this process: pip install 'agentwharf[server]' "
+             "(or mlflow)")
 
 
 def _point_mlflow_at(client) -> None:
@@ -40,7 +48,10 @@ def eval_(
     host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False,
 ) -> None:
     """Evaluate a challenger version against the champion on a golden dataset; exit 1 if it regresses."""
+    require_mlflow("eval")
     import mlflow
+
+    from agentwharf.quality import gate
 
     client = connect(host, home)
     _point_mlflow_at(client)
@@ -50,7 +61,7 @@ def eval_(
     total = len(data.to_df())
     mlflow.set_experiment(experiment or f"/agentwharf/eval/{model}")
     comparison = uuid.uuid4().hex
-    results: dict[str, gate.VersionResult] = {}
+    results: dict = {}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=as_json) as progress:
         for role, version in (("champion", champion_version), ("challenger", str(challenger))):
@@ -81,7 +92,9 @@ def eval_(
         raise typer.Exit(1)
 
 
-def _show(model: str, results: dict, rows: list[gate.Comparison], threshold: float, regressed: list[str]) -> None:
+def _show(model: str, results: dict, rows: list, threshold: float, regressed: list[str]) -> None:
+    from agentwharf.quality import gate
+
     champion, challenger = results["champion"], results["challenger"]
     table = Table(title=f"{model}: v{challenger.version} (challenger) vs v{champion.version} (champion)")
     for column in ("scorer", f"v{champion.version}", f"v{challenger.version}", "delta", "95% CI", "rows", ""):

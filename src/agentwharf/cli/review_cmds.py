@@ -21,6 +21,9 @@ FilterOption = typer.Option(None, "--filter", help="An MLflow trace filter, such
 
 def _mlflow(client):
     """MLflow's client pointed at the same platform, as the same caller."""
+    from agentwharf.cli.eval_cmd import require_mlflow
+
+    require_mlflow("review/datasets")
     import mlflow
 
     os.environ.setdefault("MLFLOW_TRACKING_TOKEN", client.settings.resolved_token() or "")
@@ -112,14 +115,14 @@ def add_from_traces(dataset: str = typer.Argument(..., help="The evaluation data
                     limit: int = typer.Option(1000, "--max", help="At most this many traces (with --filter)"),
                     host: HostOption = None, home: HomeOption = None) -> None:
     """Merge traces, with the expectations people labelled on them, into an evaluation dataset."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.genai.datasets import create_dataset, get_dataset
-
     if (session is None) == (filter_string is None):
         fail("give --session or --filter")
     client = connect(host, home)
     experiment_id = client.get_endpoint(endpoint)["experiment_id"]
     mlflow = _mlflow(client)
+    from mlflow.exceptions import MlflowException
+    from mlflow.genai.datasets import create_dataset, get_dataset
+
     if session is not None:
         labeling_session = _session(mlflow, experiment_id, session, create=False)
         items = mlflow.MlflowClient()._tracing_client._list_review_queue_items(labeling_session.labeling_session_id,

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from agentwharf.errors import InvalidParameter, NotFound
-from agentwharf.quality.results import outcome_of
 
 BOOTSTRAP_SAMPLES = 2000
 ROLE_TAG = "agentwharf.eval.role"
@@ -77,6 +76,8 @@ def _import(name: str):
 
 def number(value: Any) -> float | None:
     """A scorer's value as a number for means (pass/fail 1/0); None for text and errors."""
+    from agentwharf.quality.results import outcome_of
+
     outcome, figure = outcome_of(value, False)
     return figure if outcome in ("pass", "fail", "value") else None
 
