@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from tests.integration.platform_process import PlatformProcess, wait_until
+from tests.integration.services import PostgresCluster, S3Server
 
 AGENTS = Path(__file__).parent / "agents"
 _counter = itertools.count(1)
@@ -32,6 +33,23 @@ def _shared_model_environments(tmp_path_factory):
     homes on one machine may (AGENTWHARF_ENVIRONMENTS_DIR): each distinct set of requirements
     is built once per session, not once per platform."""
     os.environ["AGENTWHARF_ENVIRONMENTS_DIR"] = str(tmp_path_factory.mktemp("model-environments"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster of the session's own (installed by ``make test`` if missing; a
+    missing one fails the tests that need it, never skips them)."""
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible object store of the session's own."""
+    server = S3Server().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
