@@ -79,10 +79,11 @@ class Platform:
         self.environ = environ
         self.started_at = 0.0
         self.db = Database(settings.database_uri)
-        self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_dir, settings.logs_dir / "mlflow.log",
+        self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_destination, settings.logs_dir / "mlflow.log",
                                    settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
                                    secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
-                                   job_execution=settings.mlflow_job_execution)
+                                   job_execution=settings.mlflow_job_execution,
+                                   artifact_store_env=settings.artifact_store_environment())
         self.signer: TokenSigner | None = None
         self.identities: IdentityService | None = None
         self.gatekeeper: Gatekeeper | None = None
@@ -128,8 +129,9 @@ class Platform:
                                      self._worker_env, self._model_policy)
 
     def _worker_base_env(self) -> dict[str, str]:
-        # The platform's own credentials (whoever started it) never reach model code.
-        env = {k: v for k, v in self.environ.items() if k not in credentials.CREDENTIAL_VARIABLES}
+        # The platform's own credentials (whoever started it, its database and object store)
+        # never reach model code, nor the environment builder that fetches the model.
+        env = {k: v for k, v in self.environ.items() if not credentials.platform_secret(k)}
         # Workers reach MLflow through the platform's base URL, like any other client.
         env["MLFLOW_TRACKING_URI"] = self.settings.base_url
         env["MLFLOW_REGISTRY_URI"] = self.settings.base_url

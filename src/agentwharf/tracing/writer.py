@@ -12,7 +12,11 @@ column's length, and NUL characters (which PostgreSQL's text types cannot hold) 
 batch the database refuses is retried forever, so one such value would otherwise stop the
 writer; both rules apply on every database, so a trace reads the same whichever stores it.
 
-    python -m agentwharf.tracing.writer --spool DIR --database-from-stdin   (the URL on stdin)
+    python -m agentwharf.tracing.writer --spool DIR [--database URL]
+
+Without ``--database`` the URL is the first line of standard input: that is how the platform
+starts it, since a command line is visible to every user of the machine and the URL may carry
+the database's password.
 """
 
 from __future__ import annotations
@@ -180,12 +184,13 @@ def read_progress(spool_dir: Path) -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf spool writer (started by the platform)")
     parser.add_argument("--spool", required=True, type=Path)
-    parser.add_argument("--database", required=True)
+    parser.add_argument("--database", help="the database's URL (default: read from the first line of stdin)")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
     parser.add_argument("--nice", type=int, default=0, help="Lower this process's CPU priority by this much")
     args = parser.parse_args(argv)
+    database = args.database or sys.stdin.readline().strip()
     if args.nice:
         # Serving comes first: under load the writer takes the CPU that answering requests
         # leaves, and catches up when the load eases. The spool holds the difference.
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     # One writer per spool: a writer an earlier run left behind holds this until it is ended.
     hold_writer_lock(args.spool)
-    writer = SpoolWriter(args.database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
+    writer = SpoolWriter(database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
     import gc
 
     gc.collect()
