@@ -1,15 +1,20 @@
-"""The control plane's FastAPI app: its routes and the one place errors become JSON."""
+"""The control plane's FastAPI app: its routes and the one place errors become JSON.
+
+Routers of outer layers (``databricks_compat``'s facades, which are built on the control plane)
+are handed in by the platform, so the control plane never imports them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
-from agentwharf import __version__, databricks_compat
+from agentwharf import __version__
 from agentwharf.control import api_docs
 from agentwharf.control.access_routes import router as access_router
 from agentwharf.control.review_instructions import router as review_instructions_router
@@ -36,7 +41,9 @@ def request_id(request: Request) -> str:
     return request.scope.get("agentwharf.request_id", "-")
 
 
-def create_control_app(state: ControlState) -> FastAPI:
+def create_control_app(state: ControlState, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The control plane's app over ``state``, with ``extra_routers`` mounted after its own
+    (in their order)."""
     app = FastAPI(title="agentwharf control plane", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=api_docs.OPENAPI_PATH, default_response_class=ORJSONResponse,
                   description="Serving endpoints, agent deployments, identities, tokens and permissions, in the "
@@ -46,8 +53,8 @@ def create_control_app(state: ControlState) -> FastAPI:
     app.include_router(router)
     app.include_router(access_router)
     app.include_router(review_instructions_router)
-    for compat_router in databricks_compat.ROUTERS:
-        app.include_router(compat_router)
+    for extra in extra_routers:
+        app.include_router(extra)
 
     @app.exception_handler(AgentwharfError)
     async def _domain_error(request: Request, error: AgentwharfError):

@@ -213,7 +213,7 @@ class Platform:
                                     self.settings.max_served_entities, self.identities, self.gatekeeper)
         control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
                                self.gatekeeper, self.registry)
-        self.control_app = create_control_app(control)
+        self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
         self.supervisor.start_background()
