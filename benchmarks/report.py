@@ -115,3 +115,32 @@ def warnings(rows: list[dict], console: Console) -> None:
             w = row["wrk"]
             console.print(f"[yellow]{row['system']}: {w['errors']:,} errors under load "
                           f"({w['non_2xx']:,} non-2xx, {w['socket_errors']:,} socket errors)[/]")
+
+
+def llm_overhead(result: dict | None, error: str | None, console: Console) -> None:
+    """The LLM row: the scripted provider called directly and through the platform, this run."""
+    out = Table(title="LLM endpoint overhead: the scripted provider, direct vs through the platform (one call at a time)")
+    for column in ("path", "p50 ms", "p99 ms", "stream: first event p50 ms", "stream: first event p99 ms"):
+        out.add_column(column, justify="left" if column == "path" else "right")
+    if result is None:
+        out.add_row("llm-overhead", "[bold red]FAILED[/]", "", "", "")
+        console.print(out)
+        console.print(f"[bold red]llm-overhead FAILED:[/] {escape(error or '?')}", highlight=False)
+        return
+    for label, key in (("provider, direct", "direct"), ("through the platform", "platform")):
+        out.add_row(label, f"{result[f'{key}_50']:.2f}", f"{result[f'{key}_99']:.2f}",
+                    f"{result[f'{key}_ttft_50']:.2f}", f"{result[f'{key}_ttft_99']:.2f}")
+    out.add_row("[bold]added by the platform[/]", f"[bold]{result['added_p50']:+.2f}[/]", f"{result['added_p99']:+.2f}",
+                f"[bold]{result['added_ttft_p50']:+.2f}[/]",
+                f"{result['platform_ttft_99'] - result['direct_ttft_99']:+.2f}")
+    console.print(out)
+    from llm_overhead import TARGET_MS
+
+    for what, added in (("p50", result["added_p50"]), ("stream time to first event", result["added_ttft_p50"])):
+        met = "[green]met[/]" if added <= TARGET_MS else "[bold red]missed[/]"
+        console.print(f"target: at most {TARGET_MS:.0f} ms added at {what}: {added:+.2f} ms, {met} "
+                      f"({result['calls']} calls, {result['streams']} streams)")
+    if "fdatasync_50" in result:
+        console.print(f"of which durability: one append + fdatasync on this disk takes {result['fdatasync_50']:.2f} ms (p50, "
+                      "measured in this run); a plain call pays it before its answer (one request at a time shares no "
+                      "group commit), a stream after its last event")

@@ -1,4 +1,5 @@
-"""Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run.
+"""Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run,
+and the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed).
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
                                        [--only NAME[,NAME]] [--json PATH] [--keep-temp]
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console  # noqa: E402
 
+import llm_overhead  # noqa: E402
 import platform_costs  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
@@ -91,7 +93,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per system (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--only", help=f"comma-separated subset of: {','.join(systems.SYSTEMS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of: {','.join([*systems.SYSTEMS, LLM_ROW])}")
     parser.add_argument("--json", type=Path, help="also save the results here")
     parser.add_argument("--keep-temp", action="store_true", help="keep each system's temp dir (logs, databases)")
     parser.add_argument("--no-costs", action="store_true",
@@ -102,15 +104,35 @@ def parse_args() -> argparse.Namespace:
                         help="records the writer benchmark drains into each database (default 20000)")
     args = parser.parse_args()
     args.names = list(systems.SYSTEMS)
+    args.llm = True
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in systems.SYSTEMS]
+        unknown = [n for n in wanted if n not in systems.SYSTEMS and n != LLM_ROW]
         if unknown:
-            parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(systems.SYSTEMS)}")
+            parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join([*systems.SYSTEMS, LLM_ROW])}")
         args.names = [n for n in systems.SYSTEMS if n in wanted]
+        args.llm = LLM_ROW in wanted
     if args.duration < 1 or args.connections < wrk.THREADS:
         parser.error(f"--duration must be >= 1 and --connections >= {wrk.THREADS}")
     return args
+
+
+LLM_ROW = "llm-overhead"
+
+
+def bench_llm(args: argparse.Namespace) -> tuple[dict | None, str | None]:
+    err.print(f"[bold]{LLM_ROW}[/]: the scripted provider, direct and through an LLM endpoint")
+    tmp = Path(tempfile.mkdtemp(prefix="awbench-llm-"))
+    try:
+        return llm_overhead.measure(tmp), None
+    except Exception as e:
+        err.print(traceback.format_exc(), markup=False, highlight=False)
+        return None, str(e).splitlines()[0]
+    finally:
+        if args.keep_temp:
+            err.print(f"  {LLM_ROW}: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _interrupt(signum, frame):
@@ -119,12 +141,19 @@ def _interrupt(signum, frame):
 
 def main() -> int:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # so every finally (process stops, temp dirs) runs
+    if not args.names:  # only the LLM row: no wrk needed
+        result, error = bench_llm(args)
+        report.llm_overhead(result, error, console)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"llm_overhead": result, "error": error}, indent=2))
+        return 1 if error else 0
     try:
         wrk.require_wrk()
     except wrk.WrkMissing as e:
         err.print(f"[bold red]{e}[/]")
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # so every finally (process stops, temp dirs) runs
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="awbench-wrk-") as scratch:
@@ -170,11 +199,15 @@ def main() -> int:
     if writer is not None:
         writer_throughput.report(writer, console)
     report.warnings(rows, console)
+    llm_result, llm_error = bench_llm(args) if args.llm else (None, None)
+    if args.llm:
+        report.llm_overhead(llm_result, llm_error, console)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, "writer": writer}, indent=2))
+        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, "writer": writer,
+                                         "llm_overhead": llm_result}, indent=2))
         console.print(f"results saved to {args.json}")
-    return 1 if any(r.get("error") for r in rows) else 0
+    return 1 if any(r.get("error") for r in rows) or llm_error else 0
 
 
 if __name__ == "__main__":

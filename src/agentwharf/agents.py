@@ -173,25 +173,28 @@ def _endpoints_of(client: PlatformClient, model_name: str) -> list[str]:
 
 
 def set_permissions(model_name: str, users: list[str], permission_level: PermissionLevel) -> None:
-    """Give ``users`` (user or service principal names) ``permission_level`` on every endpoint
-    serving ``model_name``. ``PermissionLevel.NO_PERMISSIONS`` removes their grants. Needs
-    CAN_MANAGE on those endpoints."""
+    """Give ``users`` (names of users, service principals or groups) ``permission_level`` on
+    every endpoint serving ``model_name``. ``PermissionLevel.NO_PERMISSIONS`` removes their
+    grants. Needs CAN_MANAGE on those endpoints."""
     level = PermissionLevel.parse(getattr(permission_level, "value", permission_level))
     if isinstance(users, str):
         users = [users]
-    acl = {"access_control_list": [{"user_name": user, "permission_level": level.value} for user in users]}
+    # group_name is the key the platform resolves to a group, or else to the user or service
+    # principal of that name (what databricks-agents relies on too), so one key fits every name.
+    acl = {"access_control_list": [{"group_name": user, "permission_level": level.value} for user in users]}
     with _client() as client:
         for endpoint in _endpoints_of(client, model_name):
             client.request("PATCH", f"/api/2.0/permissions/serving-endpoints/{endpoint}", json=acl)
 
 
 def get_permissions(model_name: str) -> dict[str, dict[str, PermissionLevel]]:
-    """Who holds which level on each endpoint serving ``model_name``: {endpoint: {name: level}}."""
+    """Who holds which level on each endpoint serving ``model_name``: {endpoint: {name: level}}
+    (groups included; ``admins`` always manages)."""
     answer = {}
     with _client() as client:
         for endpoint in _endpoints_of(client, model_name):
             acl = client.request("GET", f"/api/2.0/permissions/serving-endpoints/{endpoint}")["access_control_list"]
-            answer[endpoint] = {(e.get("user_name") or e.get("service_principal_name")):
+            answer[endpoint] = {(e.get("user_name") or e.get("service_principal_name") or e.get("group_name")):
                                 PermissionLevel(e["all_permissions"][0]["permission_level"]) for e in acl}
     return answer
 

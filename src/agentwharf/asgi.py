@@ -12,6 +12,9 @@ import asyncio
 from agentwharf.errors import AgentwharfError, PayloadTooLarge, RequestTimeout
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
+#: A server-sent events answer's headers (no caching, no proxy buffering), and its last event.
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+SSE_DONE = b"data: [DONE]\n\n"
 
 
 async def send_json(send, status: int, body: bytes, extra_headers: list | None = None) -> None:

@@ -47,6 +47,14 @@ class PlatformClient:
         self.http.close()
 
     def request(self, method: str, path: str, json: Any = None, **kwargs: Any) -> Any:
+        response = self._send(method, path, json, **kwargs)
+        return response.json() if response.content else {}
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> str:
+        """A route that answers text (Prometheus metrics), not JSON."""
+        return self._send(method, path, None, **kwargs).text
+
+    def _send(self, method: str, path: str, json: Any, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, json=json, **kwargs)
         except httpx.ConnectError:
@@ -55,7 +63,7 @@ class PlatformClient:
                 "or name it with --host or AGENTWHARF_HOST"
             ) from None
         _raise_for(response)
-        return response.json() if response.content else {}
+        return response
 
     # -- platform --------------------------------------------------------------------------
 
@@ -72,6 +80,16 @@ class PlatformClient:
 
     def delete_endpoint(self, name: str) -> None:
         self.request("DELETE", f"/api/2.0/serving-endpoints/{name}")
+
+    def create_endpoint(self, body: dict) -> dict:
+        """``POST /api/2.0/serving-endpoints`` (Databricks' shape: name, config, ai_gateway, tags)."""
+        return self.request("POST", "/api/2.0/serving-endpoints", json=body)
+
+    def get_ai_gateway(self, name: str) -> dict:
+        return self.request("GET", f"/api/2.0/serving-endpoints/{name}/ai-gateway")
+
+    def put_ai_gateway(self, name: str, settings: dict) -> dict:
+        return self.request("PUT", f"/api/2.0/serving-endpoints/{name}/ai-gateway", json=settings)
 
     # -- deployments -----------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 CREDENTIAL_VARIABLES = frozenset({
     "AGENTWHARF_TOKEN", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_USERNAME", "DATABRICKS_CLIENT_SECRET",
+    # The key that decrypts every LLM endpoint's provider keys (MLflow's AI Gateway).
+    "MLFLOW_CRYPTO_KEK_PASSPHRASE",
 })
 #: What else in the platform's own environment reaches its stores: the database URL (it may
 #: carry a password), the object store's keys, whether as agentwharf's settings or as the
@@ -61,6 +63,12 @@ _user: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar("agen
 def system_environment(host: str, token: str) -> dict[str, str]:
     """The variables a worker with a system credential starts with."""
     return {"DATABRICKS_HOST": host, "DATABRICKS_TOKEN": token, "AGENTWHARF_HOST": host, "AGENTWHARF_TOKEN": token}
+
+
+def openai_environment(host: str, token: str) -> dict[str, str]:
+    """What makes ``openai.OpenAI()`` reach the platform's endpoints with the system credential
+    (given to a worker unless its own ``environment_vars`` say otherwise)."""
+    return {"OPENAI_BASE_URL": f"{host}/serving-endpoints", "OPENAI_API_KEY": token}
 
 
 def system_credentials() -> Credentials:

@@ -19,6 +19,7 @@
      ├── ModelError                500 MODEL_ERROR
      ├── DeploymentFailed          500 DEPLOYMENT_FAILED
      ├── NotImplementedByPlatform  501 NOT_IMPLEMENTED
+     ├── BadGateway                502 BAD_GATEWAY              (an LLM provider failed or is down)
      ├── Unavailable               503 TEMPORARILY_UNAVAILABLE  (Retry-After)
      │    └── MlflowUnavailable    503 TEMPORARILY_UNAVAILABLE
      ├── DeadlineExceeded          504 DEADLINE_EXCEEDED
@@ -164,6 +165,14 @@ class NotImplementedByPlatform(AgentwharfError):
 
     error_code = "NOT_IMPLEMENTED"
     http_status = 501
+
+
+class BadGateway(AgentwharfError):
+    """Something the platform calls on the caller's behalf (an LLM endpoint's provider) could
+    not be reached or answered with an error of its own; the message says which and why."""
+
+    error_code = "BAD_GATEWAY"
+    http_status = 502
 
 
 class Unavailable(AgentwharfError):

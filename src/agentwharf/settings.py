@@ -126,6 +126,20 @@ class PlatformSettings(BaseSettings):
     obo_token_lifetime_seconds: float = 300.0
     #: Lifetime of the credential a starting worker uses to read its model from MLflow.
     load_token_lifetime_seconds: float = 600.0
+    #: How long an LLM endpoint's provider may take to answer (streaming: to send its first
+    #: chunk, then each next one) before the call is answered 504.
+    llm_request_timeout: float = 120.0
+    #: LLM endpoints may point at providers on loopback or private addresses and over plain
+    #: http (a vLLM, Ollama or llama.cpp server on your own network). Off: public https
+    #: providers only, MLflow's own default.
+    llm_allow_private_providers: bool = True
+    #: How often the gateway checks MLflow's AI Gateway for changes made there (its UI or
+    #: REST) to the LLM endpoints it serves; changes made through agentwharf apply at once.
+    llm_config_refresh_seconds: float = 5.0
+    #: The platform LLM endpoint judges use when given no model: MLflow's server (online
+    #: scoring) and deployed models get ``MLFLOW_GENAI_JUDGE_DEFAULT_MODEL=gateway:/<it>``,
+    #: and the ``safety`` and ``pii`` guardrails of ``ai-gateway`` run on it.
+    judge_endpoint: str | None = None
 
     @field_validator("benchmark_without_auth")
     @classmethod

@@ -12,18 +12,26 @@ import httpx
 import mlflow
 import pytest
 
-from tests.integration.platform_process import PlatformProcess, wait_until
+from tests.integration.platform_process import PlatformProcess, client_state, wait_until
 from tests.integration.services import PostgresCluster, S3Server
 
 AGENTS = Path(__file__).parent / "agents"
 _counter = itertools.count(1)
 
 # Short timings so the scale-to-zero and restart tests run in seconds.
+# A client that meets a stopped server gives up within seconds instead of MLflow's default of
+# minutes of retries, so one broken fixture fails its tests instead of stalling the session.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+
 PLATFORM_ENV = {
     "AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS": "3",
     "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
     "AGENTWHARF_RESTART_BACKOFF_MAX": "2",
     "AGENTWHARF_OBO_TOKEN_LIFETIME_SECONDS": "3",
+    # LLM endpoints: a provider that hangs is answered 504 within seconds; judges without a
+    # model use the platform's LLM endpoint named "judge" (test_llm_endpoints makes it).
+    "AGENTWHARF_LLM_REQUEST_TIMEOUT": "5",
+    "AGENTWHARF_JUDGE_ENDPOINT": "judge",
 }
 
 
@@ -66,19 +74,8 @@ def platform(tmp_path_factory):
 def _keep_mlflow_client_state():
     """Tests that start a platform of their own point MLflow's client at it; put the client
     back afterwards so later tests do not talk to a stopped server."""
-    import mlflow.tracking.fluent as fluent
-
-    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
-    saved = {k: os.environ.get(k) for k in ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "MLFLOW_TRACKING_TOKEN")}
-    yield
-    mlflow.set_tracking_uri(uri)
-    fluent._active_experiment_id = experiment
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with client_state():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+
+CLIENT_VARIABLES = ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN")
+
+
+@contextlib.contextmanager
+def client_state():
+    """Put this process's clients back as they were afterwards: the variables the CLI, the SDK
+    and MLflow read, MLflow's fluent tracking URI and its active experiment. A fixture that
+    points them at a platform of its own and forgets to do so leaves every later test talking
+    to a stopped server (and MLflow's client retries that for minutes)."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    saved = {key: os.environ.get(key) for key in CLIENT_VARIABLES}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(uri)
+        fluent._active_experiment_id = experiment
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def free_port() -> int:

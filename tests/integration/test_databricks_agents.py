@@ -148,13 +148,39 @@ def test_set_and_get_permissions_are_the_endpoints_permissions(deployed, guide, 
     seen = guide("permissions")
     assert seen["got"] == [deployed["deployment"]]
     assert deployed["deployment"] in seen["listed"]
-    assert seen["levels"] == {"admin": "CAN_MANAGE", alice: "CAN_QUERY"}
+    # "admins" manage every endpoint: an entry inherited from the root, as on Databricks.
+    assert seen["levels"] == {"admin": "CAN_MANAGE", "admins": "CAN_MANAGE", alice: "CAN_QUERY"}
     acl = http.get(f"/api/2.0/permissions/serving-endpoints/{ENDPOINT}").json()["access_control_list"]
     assert {"user_name": alice, "all_permissions": [{"permission_level": "CAN_QUERY", "inherited": False}]} in acl
+    assert {"group_name": "admins", "all_permissions": [{"permission_level": "CAN_MANAGE", "inherited": True,
+                                                         "inherited_from_object": ["/serving-endpoints/"]}]} in acl
 
-    assert guide("revoke")["levels"] == {"admin": "CAN_MANAGE"}
+    assert guide("revoke")["levels"] == {"admin": "CAN_MANAGE", "admins": "CAN_MANAGE"}
     acl = http.get(f"/api/2.0/permissions/serving-endpoints/{ENDPOINT}").json()["access_control_list"]
     assert alice not in {entry.get("user_name") for entry in acl}
+    # Putting the list back (how it revokes) stored nothing for admins beyond what they inherit.
+    assert [e for e in acl if e.get("group_name") == "admins"][0]["all_permissions"][0]["inherited"] is True
+
+
+def test_set_permissions_with_a_group_name_grants_the_group(deployed, guide, http, alice, platform):
+    """databricks-agents sends names without "@" as groups: now they are, and its members query."""
+    created = http.post("/api/2.0/preview/scim/v2/Groups", json={"displayName": "reviewers", "members": [{"display": alice}]})
+    assert created.status_code == 200, created.text
+    token = http.post("/api/2.0/token-management/on-behalf-of/tokens", json={"application_id": alice}).json()["token_value"]
+    ask = {"input": [{"role": "user", "content": "as a reviewer"}]}
+    as_alice = {"Authorization": f"Bearer {token}"}
+    path = f"{platform.base_url}/serving-endpoints/{ENDPOINT}/invocations"
+    assert httpx.post(path, json=ask, headers=as_alice, timeout=60).status_code == 403
+    assert guide("group", "reviewers")["levels"] == {"admin": "CAN_MANAGE", "admins": "CAN_MANAGE", "reviewers": "CAN_QUERY"}
+    acl = http.get(f"/api/2.0/permissions/serving-endpoints/{ENDPOINT}").json()["access_control_list"]
+    assert {"group_name": "reviewers", "all_permissions": [{"permission_level": "CAN_QUERY", "inherited": False}]} in acl
+    assert httpx.post(path, json=ask, headers=as_alice, timeout=60).status_code == 200
+    assert guide("group", "reviewers", "NO_PERMISSIONS")["levels"] == {"admin": "CAN_MANAGE", "admins": "CAN_MANAGE"}
+    assert httpx.post(path, json=ask, headers=as_alice, timeout=60).status_code == 403
+    # A name that is neither a group nor a user or service principal is refused, by name.
+    refused = http.patch(f"/api/2.0/permissions/serving-endpoints/{ENDPOINT}",
+                         json={"access_control_list": [{"group_name": "nobody-here", "permission_level": "CAN_QUERY"}]})
+    assert refused.status_code == 404 and "nobody-here" in refused.json()["message"]
 
 
 def test_registry_facade_shapes(deployed, http):

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.integration.load import BODY, Ledger, Load, child_pid, deploy_info, writer_pid
-from tests.integration.platform_process import PlatformProcess, pid_alive, wait_until
+from tests.integration.platform_process import PlatformProcess, client_state, pid_alive, wait_until
 
 FAULT_ENV = {
     "AGENTWHARF_HEADER_TIMEOUT": "2",
@@ -35,14 +35,12 @@ FAULT_ENV = {
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     platform = PlatformProcess(tmp_path_factory.mktemp("faults") / "home", env=FAULT_ENV).start()
-    saved = {k: os.environ.get(k) for k in platform.client_env()}
-    os.environ.update(platform.client_env())
-    platform.endpoint = deploy_info(platform.base_url, f"main.faults.info{uuid.uuid4().hex[:6]}")
-    platform.path = f"/serving-endpoints/{platform.endpoint}/invocations"
-    yield platform
-    platform.stop()
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    with client_state():
+        os.environ.update(platform.client_env())
+        platform.endpoint = deploy_info(platform.base_url, f"main.faults.info{uuid.uuid4().hex[:6]}")
+        platform.path = f"/serving-endpoints/{platform.endpoint}/invocations"
+        yield platform
+        platform.stop()
 
 
 def serves(platform: PlatformProcess) -> bool:

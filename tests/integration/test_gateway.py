@@ -76,10 +76,12 @@ def test_openai_route_unknown_model_is_404(platform, served):
         ("/serving-endpoints/{ep}/served-models/nope_1/invocations", {"json": {"input": []}}, 404, "RESOURCE_DOES_NOT_EXIST", "nope_1"),
         ("/serving-endpoints/{ep}/invocations", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "INVALID_PARAMETER_VALUE", "Malformed JSON"),
         ("/serving-endpoints/{ep}/invocations", {"json": [1, 2]}, 400, "INVALID_PARAMETER_VALUE", "JSON object"),
+        # A string input is one user message (as OpenAI's Responses API takes it); these are not taken.
         ("/serving-endpoints/{ep}/invocations", {"json": {"messages": []}}, 400, "INVALID_PARAMETER_VALUE", "'input'"),
         ("/serving-endpoints/{ep}/invocations", {"json": {"messages": [{"role": "user", "content": "hi"}]}}, 400,
          "INVALID_PARAMETER_VALUE", "send chat messages to POST /serving-endpoints/chat/completions"),
-        ("/serving-endpoints/{ep}/invocations", {"json": {"input": "text"}}, 400, "INVALID_PARAMETER_VALUE", "input"),
+        ("/serving-endpoints/{ep}/invocations", {"json": {"messages": "hi"}}, 400, "INVALID_PARAMETER_VALUE", "'input'"),
+        ("/serving-endpoints/{ep}/invocations", {"json": {"input": 5}}, 400, "INVALID_PARAMETER_VALUE", "input"),
         ("/serving-endpoints/{ep}/invocations", {"json": {"input": [{"content": "no role"}]}}, 400, "INVALID_PARAMETER_VALUE", "input.0.role"),
         ("/serving-endpoints/{ep}/invocations", {"content": b"input=x", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "UNSUPPORTED_MEDIA_TYPE", "application/json"),
         ("/serving-endpoints/responses", {"json": {"input": "x"}}, 400, "INVALID_PARAMETER_VALUE", "'model'"),

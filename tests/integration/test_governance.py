@@ -76,13 +76,11 @@ def test_every_route_answers_401_without_a_token(platform):
 
     from starlette.routing import Route
 
-    from agentwharf import web
-    from agentwharf.control.access_routes import router as access_router
-    from agentwharf.control.review_instructions import router as review_router
-    from agentwharf.control.routes import router as control_router
+    from agentwharf import databricks_compat, web
+    from agentwharf.control.app import ROUTERS
 
     routes: set[tuple[str, str]] = set()
-    for router in (control_router, access_router, review_router):
+    for router in (*ROUTERS, *databricks_compat.ROUTERS):
         for route in router.routes:
             for method in route.methods:
                 routes.add((method, route.path))
@@ -96,7 +94,7 @@ def test_every_route_answers_401_without_a_token(platform):
     routes |= {("POST", "/serving-endpoints/{name}/invocations"), ("POST", "/serving-endpoints/responses"),
                ("POST", "/serving-endpoints/chat/completions"), ("POST", "/serving-endpoints/{n}/served-models/{e}/invocations"),
                ("GET", "/metrics"), ("GET", "/"), ("GET", "/ajax-api/3.0/mlflow/traces"), ("GET", "/no/such/route")}
-    assert len(routes) > 150
+    assert len(routes) > 200
     leaked = []
     with httpx.Client(base_url=platform.base_url, timeout=30) as anonymous:
         for method, path in sorted(routes):
@@ -180,9 +178,9 @@ def test_endpoint_levels_give_exactly_their_rights(platform, http, people, share
     _json_error(bob["http"].patch(f"/api/2.0/permissions/serving-endpoints/{endpoint}", json=promote), 403)
     after = http.get(f"/api/2.0/serving-endpoints/{endpoint}").json()
     assert after["config"] == before["config"]
-    levels = {e.get("user_name") or e.get("service_principal_name"): e["all_permissions"][0]["permission_level"]
+    levels = {e.get("user_name") or e.get("service_principal_name") or e.get("group_name"): e["all_permissions"][0]["permission_level"]
               for e in alice["http"].get(f"/api/2.0/permissions/serving-endpoints/{endpoint}").json()["access_control_list"]}
-    assert levels == {alice["name"]: "CAN_MANAGE", bob["name"]: "CAN_QUERY", ci["name"]: "CAN_REVIEW"}
+    assert levels == {alice["name"]: "CAN_MANAGE", bob["name"]: "CAN_QUERY", ci["name"]: "CAN_REVIEW", "admins": "CAN_MANAGE"}
 
     # Traces live in MLflow, which enforces the same grants: the reviewer reads them, the
     # querier does not.
@@ -351,6 +349,29 @@ def test_cli_manages_people_tokens_and_grants(platform, shared, tmp_path):
     assert run("permissions", "grant", "main.cli", carol, "USE", "--model").returncode == 0
     assert "USE" in run("permissions", "list", "main.cli", "--model").stdout
 
+    # Groups: create one with carol in it, grant it the endpoint, see the grant listed as a group's.
+    team = f"team-{carol}"
+
+    def members() -> list[str]:
+        line = next(line for line in run("groups", "list").stdout.splitlines() if team in line)
+        return sorted(m.strip() for m in line.split("\t")[2].split(",") if m.strip())
+
+    assert run("groups", "create", team, "--member", carol).returncode == 0
+    assert members() == [carol]
+    assert run("groups", "add-member", team, f"svc-{carol}").returncode == 0
+    assert run("permissions", "grant", shared["endpoint"], team, "CAN_VIEW", "--group").returncode == 0
+    assert f"{team} (group)" in run("permissions", "list", shared["endpoint"]).stdout
+    assert "admins (group)" in run("permissions", "list", shared["endpoint"]).stdout
+    assert members() == [carol, f"svc-{carol}"]
+    assert run("groups", "remove-member", team, carol).returncode == 0
+    assert members() == [f"svc-{carol}"]
+    # Deactivated, carol's token stops at once; activated, it works again.
+    assert run("users", "deactivate", carol).returncode == 0
+    assert run("tokens", "list", env=carol_env).returncode != 0
+    assert run("users", "activate", carol).returncode == 0
+    assert run("tokens", "list", env=carol_env).returncode == 0
+    assert run("groups", "delete", team, "--yes").returncode == 0
+
     listed_tokens = json.loads(run("tokens", "list", "--all", "--json").stdout)
     token_id = next(t["token_id"] for t in listed_tokens if t["comment"] == "cli test")
     assert run("tokens", "revoke", token_id, "--any").returncode == 0
@@ -362,6 +383,40 @@ def test_cli_manages_people_tokens_and_grants(platform, shared, tmp_path):
     assert nobody.returncode != 0 and "Authentication required" in nobody.stdout + nobody.stderr
     assert run("users", "delete", carol, "--yes").returncode == 0
     assert carol not in run("users", "list").stdout
+
+
+def test_a_group_grant_on_models_reaches_its_members_in_agentwharf_and_in_mlflow(platform, http, people, logged):
+    """A prefix grant to a group: a member may deploy (agentwharf decides) and read the model
+    (MLflow decides, through the group's role); leaving the group takes both away."""
+    bob = people["bob"]
+    suffix = uuid.uuid4().hex[:6]
+    group = http.post("/api/2.0/preview/scim/v2/Groups", json={"displayName": f"deployers {suffix}"}).json()
+    prefix, model = f"main.grp{suffix}", f"main.grp{suffix}.info"
+    granted = http.put(f"/api/2.0/agentwharf/model-permissions/{prefix}", json={"principal": group["displayName"], "permission": "USE"})
+    assert granted.status_code == 200 and granted.json()["grants"] == [{"principal": group["displayName"], "permission": "USE"}]
+    mlflow.register_model(logged["info"], model)
+    deploy = {"model_name": model, "model_version": "1", "endpoint_name": f"grp-{suffix}"}
+    read = ("/api/2.0/mlflow/registered-models/get", {"name": model})
+    _json_error(bob["http"].post("/api/2.0/agents/deployments:deploy", json=deploy), 403)
+    _json_error(bob["http"].get(read[0], params=read[1]), 403)
+
+    bob_id = http.get("/api/2.0/preview/scim/v2/Users", params={"filter": f'userName eq "{bob["name"]}"'}).json()["Resources"][0]["id"]
+    member = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+              "Operations": [{"op": "add", "path": "members", "value": [{"value": bob_id}]}]}
+    assert http.patch(f"/api/2.0/preview/scim/v2/Groups/{group['id']}", json=member).status_code == 200
+    assert bob["http"].get(read[0], params=read[1]).status_code == 200
+    deployed = bob["http"].post("/api/2.0/agents/deployments:deploy", json=deploy)
+    assert deployed.status_code == 200, deployed.text
+    model_grants = http.get(f"/api/2.0/agentwharf/model-permissions/{model}").json()["grants"]
+    assert {"principal": group["displayName"], "permission": "USE"} in model_grants
+
+    leave = {"Operations": [{"op": "remove", "path": f'members[value eq "{bob_id}"]'}]}
+    assert http.patch(f"/api/2.0/preview/scim/v2/Groups/{group['id']}", json=leave).status_code == 200
+    _json_error(bob["http"].get(read[0], params=read[1]), 403)
+    mlflow.register_model(logged["info"], model)
+    _json_error(bob["http"].post("/api/2.0/agents/deployments:deploy",
+                                 json={**deploy, "model_version": "2", "endpoint_name": f"grp2-{suffix}"}), 403)
+    assert http.delete(f"/api/2.0/serving-endpoints/grp-{suffix}").status_code == 200
 
 
 def test_no_token_is_stored_anywhere(platform, http, people, relays):

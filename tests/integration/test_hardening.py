@@ -94,6 +94,16 @@ def test_an_oversized_body_is_413_recorded_and_the_version_keeps_serving(http, s
     assert mlflow.get_trace(row["trace_id"]).info.state.value == "ERROR"
 
 
+def test_headers_past_the_limit_are_431_even_when_a_body_follows(http, served):
+    """The header limit counts headers, not the body a client sends right behind them (a busy
+    platform may read both in one go); headers that are too large are still refused."""
+    too_large = http.post(invocations(served), json=BODY, headers={"x-padding": "p" * (100 * 1024)})
+    assert too_large.status_code == 431 and too_large.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    body = b'{"input": [{"role": "user", "content": "' + b"x" * (200 * 1024) + b'"}]}'
+    answered = http.post(invocations(served), content=body, headers={"content-type": "application/json"})
+    assert answered.status_code == 200, answered.text[:300]
+
+
 def test_an_oversized_chunked_body_is_refused_once_it_passes_the_limit(http, served):
     def chunks():
         for _ in range(20):

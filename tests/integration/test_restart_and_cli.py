@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import mlflow
@@ -135,6 +136,19 @@ def test_cli_deploy_query_and_endpoints(platform, register):
     assert {"name": endpoint, "ready": "READY", "config_update": "NOT_UPDATING",
             "versions": {f"{model.replace('.', '-')}_1": "DEPLOYMENT_READY"}} in state["endpoint_states"]
 
+    worker_log = cli(base, "logs", endpoint, check=True).stdout
+    assert "agentwharf.worker: ready on" in worker_log
+    build_log = cli(base, "logs", endpoint, "--build", check=True).stdout
+    assert "environment" in build_log and "ready on" in build_log
+    follow = subprocess.Popen([sys.executable, "-m", "agentwharf.cli.main", "logs", endpoint, "--follow"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "AGENTWHARF_HOST": base})
+    try:
+        time.sleep(3)
+        assert follow.poll() is None  # still following
+    finally:
+        follow.terminate()
+    assert "ready on" in follow.communicate(timeout=10)[0]
+
     assert "Deleted endpoint" in cli(base, "endpoints", "delete", endpoint, "--yes", check=True).stdout
     missing = cli(base, "endpoints", "get", endpoint)
     assert missing.returncode == 1
@@ -166,4 +180,4 @@ def test_version_and_json_for_scripts(platform):
     assert piped[0].split("\t")[:2] == ["token id", "owner"]
     assert {line.split("\t")[0] for line in piped[1:]} == {t["token_id"] for t in tokens}  # never cut
     users = json.loads(cli(platform.base_url, "users", "list", "--json", check=True).stdout)
-    assert "admin" in [u["id"] for u in users]
+    assert "admin" in [u["userName"] for u in users]

@@ -6,7 +6,6 @@ is checked with axe-core for serious accessibility violations."""
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 

@@ -43,7 +43,9 @@ def set_active(service: IdentityService, name: str, active: bool) -> None:
 
 def rows(db, model):
     with db.session() as session:
-        return list(session.scalars(select(model)))
+        found = list(session.scalars(select(model)))
+    # The built-in groups (admins, users) are rows of aw_principals from the first start on.
+    return [row for row in found if not (model is Principal and row.kind == "group")]
 
 
 class FakeBridge:
@@ -52,6 +54,8 @@ class FakeBridge:
     def __init__(self):
         self.calls = []
         self.model_permissions = {}
+        #: groups that were granted something (MLflow roles)
+        self.roles = set()
 
     def ensure_user(self, name, is_admin):
         self.calls.append(("ensure_user", name, is_admin))
@@ -68,6 +72,30 @@ class FakeBridge:
 
     def model_permission(self, model_name, username):
         return self.model_permissions.get((model_name, username))
+
+    def effective_model_permission(self, model_name, username):
+        return self.model_permissions.get((model_name, username))
+
+    def set_group_experiment_access(self, experiment_id, group, level, members):
+        self.roles.add(group)
+        self.calls.append(("group_experiment", experiment_id, group, level, sorted(members)))
+
+    def set_group_model_permission(self, model_name, group, permission, members):
+        self.roles.add(group)
+        self.calls.append(("group_model", model_name, group, permission, sorted(members)))
+
+    def sync_group(self, group, members):
+        self.calls.append(("sync_group", group, sorted(members)))
+
+    def rename_group(self, old, new):
+        self.calls.append(("rename_group", old, new))
+
+    def delete_group(self, group):
+        self.roles.discard(group)
+        self.calls.append(("delete_group", group))
+
+    def groups_with_roles(self):
+        return sorted(self.roles)
 
 
 @pytest.fixture
@@ -125,11 +153,11 @@ def test_bad_names_are_refused(ids, name):
     assert rows(ids.db, Principal) == []
 
 
-@pytest.mark.parametrize("kind", ["group", "admin", "", None, "User", "service-principal", "users"])
+@pytest.mark.parametrize("kind", ["groups", "admin", "", None, "User", "service-principal", "users"])
 def test_unknown_kind_is_refused(ids, kind):
     with pytest.raises(InvalidParameter, match="Unknown principal kind") as caught:
         ids.create_principal("alice", kind)
-    assert "user, service_principal" in caught.value.message
+    assert "user, service_principal, group" in caught.value.message
     assert ids.list_principals() == []
 
 
@@ -150,7 +178,7 @@ def test_names_are_case_sensitive(ids, alice):
 
 
 def test_unknown_principal_is_404(ids):
-    with pytest.raises(NotFound, match="No user or service principal named 'ghost'") as caught:
+    with pytest.raises(NotFound, match="No user, service principal or group named 'ghost'") as caught:
         ids.principal("ghost")
     assert caught.value.http_status == 404
     assert ids.active_principal("ghost") is None
@@ -162,7 +190,7 @@ def test_list_principals_sorted_and_filtered(ids):
     assert [p.name for p in ids.list_principals()] == ["amy", "bot-a", "bot-b", "zed"]
     assert [p.name for p in ids.list_principals("user")] == ["amy", "zed"]
     assert [p.name for p in ids.list_principals("service_principal")] == ["bot-a", "bot-b"]
-    assert ids.list_principals("group") == []
+    assert [p.name for p in ids.list_principals("group")] == ["admins", "users"]
 
 
 def test_state_survives_a_restart(db, ids, alice):
@@ -365,7 +393,8 @@ def test_token_info_json_is_databricks_shaped_and_has_no_value(ids, alice):
     value, info = ids.create_token("alice", None, None)
     body = info.to_json()
     assert body == {"token_id": info.token_id, "owner": "alice", "comment": "", "creation_time": info.creation_time,
-                    "expiry_time": -1, "revoked": False}
+                    "expiry_time": -1, "revoked": False, "owner_id": alice.id, "created_by_id": alice.id,
+                    "created_by_username": "alice"}
     assert value not in str(body) and tokens.hash_token(value) not in str(body)
     assert TokenInfo("t", "a", "c", 1, 5, True).to_json()["expiry_time"] == 5
 
@@ -480,7 +509,7 @@ def test_delete_principal_removes_tokens_and_grants(db, ids, alice):
         assert session.scalars(select(AccessToken.principal_id)).all() == [bob.id]
         assert session.scalars(select(EndpointGrant.principal_id)).all() == [bob.id]
         assert session.scalars(select(ModelPrefixGrant.principal_id)).all() == [bob.id]
-        assert session.scalars(select(Principal.name)).all() == ["bob"]
+        assert session.scalars(select(Principal.name).where(Principal.kind != "group")).all() == ["bob"]
     assert ids.authenticate_personal(bob_token).name == "bob"
 
 
@@ -511,7 +540,7 @@ def test_principal_changes_reach_mlflow(bridged, bridge):
 def test_refused_principals_never_reach_mlflow(bridged, bridge):
     bridged.create_principal("alice", "user")
     bridge.calls.clear()
-    for name, kind in [("alice", "user"), ("bad name", "user"), ("bob", "group")]:
+    for name, kind in [("alice", "user"), ("bad name", "user"), ("bob", "team"), ("admins", "group")]:
         with pytest.raises((InvalidParameter, AlreadyExists)):
             bridged.create_principal(name, kind)
     assert bridge.calls == []

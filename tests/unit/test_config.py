@@ -179,6 +179,16 @@ def test_apps_entity_is_rejected_as_not_implemented():
     assert info.value.http_status == 501
 
 
+@pytest.mark.parametrize("entity", [
+    {"name": "llama", "foundation_model": {"name": "llama"}},
+    {"entity_name": "system.ai.llama", "foundation_model": {"name": "llama"}},
+])
+def test_foundation_models_are_refused_as_not_implemented_by_what_they_are(entity):
+    with pytest.raises(NotImplementedByPlatform, match="foundation_model entities") as info:
+        parse({"served_entities": [entity]})
+    assert info.value.http_status == 501
+
+
 @pytest.mark.parametrize("raw", [None, [], {"served_entities": []}, {"served_entities": "x"}, {}])
 def test_config_needs_a_non_empty_served_entities_list(raw):
     with pytest.raises(InvalidParameter):

@@ -17,6 +17,14 @@ def test_every_compat_route_is_routed_to_the_control_app():
     assert [p for p in paths if not p.startswith(_CONTROL_PREFIXES)] == []
 
 
+def test_every_control_plane_route_is_routed_to_the_control_app():
+    from agentwharf.control.app import ROUTERS
+
+    paths = [route.path for router in ROUTERS for route in router.routes]
+    assert len(paths) > 30
+    assert [p for p in paths if not p.startswith(_CONTROL_PREFIXES)] == []
+
+
 def test_oauth_is_not_a_control_route():
     """/oidc/ is answered before authentication, so it must not need the control app."""
     assert not any(p.startswith(databricks_compat.OAUTH_PREFIX) for p in _paths())

@@ -25,6 +25,7 @@ DOCUMENTED = [
     (errors.ModelError, 500, "MODEL_ERROR"),
     (errors.DeploymentFailed, 500, "DEPLOYMENT_FAILED"),
     (errors.NotImplementedByPlatform, 501, "NOT_IMPLEMENTED"),
+    (errors.BadGateway, 502, "BAD_GATEWAY"),
     (errors.Unavailable, 503, "TEMPORARILY_UNAVAILABLE"),
     (errors.MlflowUnavailable, 503, "TEMPORARILY_UNAVAILABLE"),
     (errors.DeadlineExceeded, 504, "DEADLINE_EXCEEDED"),

@@ -7,7 +7,7 @@ import pytest
 from agentwharf import errors
 from agentwharf.platform.http_protocol import _raw_answer
 from agentwharf.platform.mlflow_proxy import mlflow_error
-from agentwharf.serving.gateway import client_request_id
+from agentwharf.serving.gateway import body_client_request_id, client_request_id
 
 FLASK_500 = (b"<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
              b"<p>The server encountered an internal error and was unable to complete your request.</p>\n")
@@ -52,3 +52,14 @@ def test_the_clients_request_id_is_kept_cut_to_size_and_never_a_token():
     assert len(client_request_id(scope((b"x-request-id", b"r" * 500)))) == 128
     for token in (b"awp_secretsecret", b"Bearer awp_x", b"aws_signed.token", b"awo_obo", b"awl_load"):
         assert client_request_id(scope((b"x-request-id", token))) == "[REDACTED]"
+
+
+def test_the_sdks_client_request_id_in_the_body_is_kept_the_same_way():
+    assert body_client_request_id(b'{"input": [], "client_request_id": "sdk-7"}') == "sdk-7"
+    assert body_client_request_id(b'{"input": []}') is None
+    assert body_client_request_id(b'{"client_request_id": 5}') is None
+    assert body_client_request_id(b'{"client_request_id": ""}') is None
+    assert body_client_request_id(b'["client_request_id"]') is None
+    assert body_client_request_id(b'{"client_request_id": "x"') is None  # malformed: the worker says so
+    assert len(body_client_request_id(b'{"client_request_id": "' + b"r" * 500 + b'"}')) == 128
+    assert body_client_request_id(b'{"client_request_id": "awp_secret"}') == "[REDACTED]"

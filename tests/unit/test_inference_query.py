@@ -95,6 +95,7 @@ def test_rows_of_one_endpoint_oldest_first_with_every_column(filled):
         "model_version": None, "status_code": 200, "latency_ms": 1.5, "caller": None, "route": None, "stream": False,
         "request": '{"q":1}', "response": None, "request_truncated": False, "response_truncated": False,
         "trace_id": "tr-r00", "error": None,
+        "prompt_tokens": None, "completion_tokens": None, "total_tokens": None, "usage_estimated": None,
     }
     assert ids(query(filled, "other")) == ["x1", "x2", "x3"]
     assert query(filled, "nobody") == {"rows": []}

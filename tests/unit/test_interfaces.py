@@ -172,6 +172,12 @@ def test_non_string_keys_are_an_invalid_request(loaded):
             loaded[kind].parse({1: "x", "input": [], "messages": []})
 
 
+def test_a_responses_agent_takes_input_as_one_string(loaded):
+    """As OpenAI's Responses API does (and databricks-sdk's query(input="...") sends)."""
+    text = answer(loaded["responses_agent"], {"input": "hi there", "context": {"user_id": "u"}})
+    assert "hi there" in str(text)
+
+
 def test_a_chat_request_to_a_responses_agent_is_told_the_chat_route(loaded):
     message = refusal(loaded["responses_agent"], HI)
     assert "'input' is required" in message and '{"input": [' in message

@@ -221,3 +221,24 @@ def test_inference_row_for_a_failed_request():
     assert row["error"] == "RuntimeError: boom"
     assert row["status_code"] == 500
     assert row["stream"] is False
+
+
+def test_an_llm_calls_token_usage_goes_where_mlflow_and_the_inference_table_read_it():
+    built = record.build(name="/serving-endpoints/chat/completions", start_ns=time.time_ns(), inputs={"messages": []},
+                         outputs={"choices": []}, error=None,
+                         metadata={"mlflow.trace.tokenUsage": '{"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}'},
+                         extra={"usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12, "estimated": True}})
+    result = rows.trace_rows(header(), built, ARTIFACTS)
+    [info] = result["trace_info"]
+    assert (info["input_tokens"], info["output_tokens"], info["total_tokens"]) == (5, 7, 12)
+    # MLflow keeps token usage in those columns only (it rebuilds the metadata from them).
+    assert "mlflow.trace.tokenUsage" not in metadata_of(result)
+    row = rows.inference_row(header(), built, 1000)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"], row["usage_estimated"]) == (5, 7, 12, True)
+
+
+def test_an_agents_request_has_no_token_columns_filled():
+    result = rows.trace_rows(header(), built_record(), ARTIFACTS)
+    assert result["trace_info"][0]["total_tokens"] is None
+    row = rows.inference_row(header(), built_record(), 1000)
+    assert row["total_tokens"] is None and row["usage_estimated"] is None

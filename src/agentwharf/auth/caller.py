@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,3 +27,22 @@ class Caller:
     def is_personal(self) -> bool:
         """Signed in with their own token (not a credential minted for a worker)."""
         return self.via == "pat"
+
+
+@dataclass(frozen=True)
+class PrincipalInfo:
+    id: int
+    name: str
+    kind: str
+    display_name: str | None
+    #: Belongs to ``admins``, directly or through another group (never true of a group).
+    is_admin: bool
+    active: bool
+    created_at: int
+    external_id: str | None = None
+    attributes: dict = field(default_factory=dict, compare=False)
+    #: Every group it belongs to, directly or through other groups.
+    groups: frozenset[str] = frozenset()
+
+    def caller(self, **extra) -> Caller:
+        return Caller(name=self.name, kind=self.kind, is_admin=self.is_admin, **extra)

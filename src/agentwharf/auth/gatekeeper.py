@@ -6,6 +6,8 @@ one HMAC (tokens minted for workers). No password hashing, no database round tri
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 
 from agentwharf.auth import tokens
@@ -21,14 +23,28 @@ LOADER = "agentwharf-loader"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def _basic_password(credentials: str) -> str | None:
+    try:
+        _user, _, password = base64.b64decode(credentials.strip(), validate=True).decode("latin-1").partition(":")
+    except (binascii.Error, ValueError):
+        return None
+    return password or None
+
+
 def bearer_token(scope: dict) -> str | None:
-    """The token from ``Authorization: Bearer``, or the browser's cookie (the MLflow UI)."""
+    """The token from ``Authorization: Bearer``, or the browser's cookie (the MLflow UI).
+
+    HTTP Basic with the token as the password (any user name) is the same token: MLflow's
+    clients send Basic when ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` are set,
+    and its ``gateway:/`` judges send nothing else (as Databricks takes ``token:<PAT>``)."""
     cookie = None
     for key, value in scope["headers"]:
         if key == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip()
+            if scheme.lower() == "basic" and credentials.strip():
+                return _basic_password(credentials)
             return None
         if key == b"cookie":
             cookie = value.decode("latin-1")

@@ -1,4 +1,4 @@
-"""`agentwharf users|service-principals|tokens|permissions`: who may do what.
+"""`agentwharf users|service-principals|groups|tokens|permissions`: who may do what.
 
 All of them call the platform's REST API with your token (AGENTWHARF_TOKEN, or the admin token
 a local platform wrote to ``<home>/admin.token``).
@@ -12,6 +12,7 @@ import typer
 
 from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
 from agentwharf.cli.output import console, handle_errors, print_json, print_table
+from agentwharf.client import PlatformClient
 
 _SCIM = "/api/2.0/preview/scim/v2"
 
@@ -36,8 +37,12 @@ def _principal_app(kind_path: str, key: str, noun: str) -> typer.Typer:
         if as_json:
             print_json(found)
             return
-        rows = [(item["id"], "yes" if item["roles"] else "", "yes" if item["active"] else "no") for item in found]
-        print_table(("name", "admin", "active"), rows, empty=f"No {noun}s.")
+        rows = []
+        for item in found:
+            joined = [g["display"] for g in item.get("groups", [])]
+            rows.append((item[key], item["id"], "yes" if "admins" in joined else "", "yes" if item["active"] else "no",
+                         ", ".join(joined)))
+        print_table(("name", "id", "admin", "active", "groups"), rows, empty=f"No {noun}s.")
 
     @app.command("delete")
     @handle_errors
@@ -48,12 +53,100 @@ def _principal_app(kind_path: str, key: str, noun: str) -> typer.Typer:
         connect(host, home).request("DELETE", f"{_SCIM}/{kind_path}/{name}")
         console.print(f"Deleted {noun} {name}.")
 
+    @app.command("deactivate")
+    @handle_errors
+    def deactivate(name: str, host: HostOption = None, home: HomeOption = None) -> None:
+        """Stop them signing in (their tokens stop working at once); `activate` undoes it."""
+        _set_active(connect(host, home), kind_path, name, False)
+        console.print(f"Deactivated {noun} {name}.")
+
+    @app.command("activate")
+    @handle_errors
+    def activate(name: str, host: HostOption = None, home: HomeOption = None) -> None:
+        """Let a deactivated one sign in again."""
+        _set_active(connect(host, home), kind_path, name, True)
+        console.print(f"Activated {noun} {name}.")
+
     return app
+
+
+def _set_active(client: PlatformClient, kind_path: str, name: str, active: bool) -> None:
+    client.request("PATCH", f"{_SCIM}/{kind_path}/{name}", json={
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": active}]})
 
 
 users = _principal_app("Users", "userName", "user")
 service_principals = _principal_app("ServicePrincipals", "applicationId", "service principal")
+groups = typer.Typer(help="Groups of users, service principals and groups (admins only, except list). "
+                          "Members of 'admins' are admins; 'users' holds everyone.", no_args_is_help=True)
 tokens = typer.Typer(help="Personal access tokens.", no_args_is_help=True)
+
+
+@groups.command("create")
+@handle_errors
+def create_group(name: str, member: list[str] = typer.Option([], "--member", "-m", help="A member's name (repeatable)."),
+                 host: HostOption = None, home: HomeOption = None) -> None:
+    """Create a group, optionally with members."""
+    connect(host, home).request("POST", f"{_SCIM}/Groups", json={"displayName": name,
+                                                                  "members": [{"display": m} for m in member]})
+    console.print(f"Created group [bold]{name}[/bold].")
+
+
+@groups.command("list")
+@handle_errors
+def list_groups(host: HostOption = None, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List groups and their direct members."""
+    found = connect(host, home).request("GET", f"{_SCIM}/Groups")["Resources"]
+    if as_json:
+        print_json(found)
+        return
+    rows = [(item["displayName"], item["id"], ", ".join(m["display"] for m in item.get("members", []))) for item in found]
+    print_table(("group", "id", "members"), rows, empty="No groups.")
+
+
+def _change_members(client: PlatformClient, group: str, op: str, members: list[str]) -> None:
+    ids = [_principal_id(client, m) for m in members]
+    client.request("PATCH", f"{_SCIM}/Groups/{group}", json={
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": op, "path": "members", "value": [{"value": i} for i in ids]}]})
+
+
+def _principal_id(client: PlatformClient, name: str) -> str:
+    for collection in ("Users", "ServicePrincipals", "Groups"):
+        key = {"Users": "userName", "ServicePrincipals": "applicationId", "Groups": "displayName"}[collection]
+        found = client.request("GET", f"{_SCIM}/{collection}", params={"filter": f'{key} eq "{name}"'})["Resources"]
+        exact = [r for r in found if r[key] == name]
+        if exact:
+            return exact[0]["id"]
+    raise typer.BadParameter(f"No user, service principal or group named {name!r}")
+
+
+@groups.command("add-member")
+@handle_errors
+def add_member(group: str, member: list[str], host: HostOption = None, home: HomeOption = None) -> None:
+    """Add users, service principals or groups to a group."""
+    _change_members(connect(host, home), group, "add", member)
+    console.print(f"{', '.join(member)} added to {group}.")
+
+
+@groups.command("remove-member")
+@handle_errors
+def remove_member(group: str, member: list[str], host: HostOption = None, home: HomeOption = None) -> None:
+    """Remove direct members from a group."""
+    _change_members(connect(host, home), group, "remove", member)
+    console.print(f"{', '.join(member)} removed from {group}.")
+
+
+@groups.command("delete")
+@handle_errors
+def delete_group(name: str, yes: bool = typer.Option(False, "--yes", "-y"), host: HostOption = None,
+                 home: HomeOption = None) -> None:
+    """Delete a group and its grants (its members stay)."""
+    if not yes:
+        typer.confirm(f"Delete group {name} and its grants?", abort=True)
+    connect(host, home).request("DELETE", f"{_SCIM}/Groups/{name}")
+    console.print(f"Deleted group {name}.")
 permissions = typer.Typer(help="Grants on serving endpoints and registered models.", no_args_is_help=True)
 
 
@@ -120,11 +213,12 @@ def revoke_token(token_id: str, any_owner: bool = typer.Option(False, "--any", h
 @handle_errors
 def grant(
     target: str = typer.Argument(..., help="A serving endpoint, or with --model a registered model or catalog[.schema] prefix."),
-    principal: str = typer.Argument(..., help="User or service principal name."),
+    principal: str = typer.Argument(..., help="User, service principal or (with --group) group name."),
     level: str = typer.Argument(..., help="Endpoints: CAN_VIEW|CAN_QUERY|CAN_REVIEW|CAN_MANAGE|NO_PERMISSIONS. "
                                           "Models: READ|USE|EDIT|MANAGE|NO_PERMISSIONS (USE = may deploy)."),
     model: bool = typer.Option(False, "--model", help="TARGET is a registered model or a catalog[.schema] prefix."),
     service_principal: bool = typer.Option(False, "--service-principal", help="PRINCIPAL is a service principal."),
+    group: bool = typer.Option(False, "--group", help="PRINCIPAL is a group: its members get the level."),
     host: HostOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -133,7 +227,7 @@ def grant(
     if model:
         client.request("PUT", f"/api/2.0/agentwharf/model-permissions/{target}", json={"principal": principal, "permission": level})
     else:
-        key = "service_principal_name" if service_principal else "user_name"
+        key = "group_name" if group else "service_principal_name" if service_principal else "user_name"
         client.request("PATCH", f"/api/2.0/permissions/serving-endpoints/{target}",
                        json={"access_control_list": [{key: principal, "permission_level": level.upper()}]})
     console.print(f"{principal}: {level.upper()} on {'model ' if model else 'endpoint '}{target}.")
@@ -150,8 +244,12 @@ def list_permissions(target: str, model: bool = typer.Option(False, "--model"), 
         rows = [(grant["principal"], grant["permission"]) for grant in answer["grants"]]
     else:
         answer = client.request("GET", f"/api/2.0/permissions/serving-endpoints/{target}")
-        rows = [(entry.get("user_name") or entry.get("service_principal_name") or entry.get("group_name"),
-                 entry["all_permissions"][0]["permission_level"]) for entry in answer["access_control_list"]]
+        rows = []
+        for entry in answer["access_control_list"]:
+            name = entry.get("user_name") or entry.get("service_principal_name") or f"{entry.get('group_name')} (group)"
+            for permission in entry["all_permissions"]:
+                inherited = " (inherited)" if permission.get("inherited") else ""
+                rows.append((name, permission["permission_level"] + inherited))
     if as_json:
         print_json(answer)
         return

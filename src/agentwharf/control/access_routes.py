@@ -1,16 +1,14 @@
-"""REST for identities and permissions, in Databricks' paths and shapes where it has them:
+"""REST for permissions, in Databricks' paths and shapes where it has them:
 
-    GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{name or id}
-    POST          /api/2.0/token/create            a token for yourself (shown once)
-    GET           /api/2.0/token/list              your tokens
-    POST          /api/2.0/token/delete            revoke one of yours
-    POST          /api/2.0/token-management/on-behalf-of/tokens   admin: a token for someone
-    GET           /api/2.0/token-management/tokens                admin: every token
-    DELETE        /api/2.0/token-management/tokens/{id}           admin: revoke any
-    GET/POST      /api/2.0/preview/scim/v2/Users | ServicePrincipals   admin: principals
-    DELETE        /api/2.0/preview/scim/v2/Users/{name} | ServicePrincipals/{name}
-    GET           /api/2.0/preview/scim/v2/Me
+    GET/PUT/PATCH /api/2.0/permissions/serving-endpoints/{id or name}
+    GET           /api/2.0/permissions/serving-endpoints/{id or name}/permissionLevels
+    GET           /api/2.0/permissions/authorization/tokens[/permissionLevels]   who may use tokens: everyone (read only)
+    any           /api/2.0/permissions/{other object type}/...                     501, naming the type
     GET/PUT       /api/2.0/agentwharf/model-permissions/{model or catalog.schema prefix}
+
+Grants name users, service principals or groups; a member of a group gets the strongest level
+among its own grant and its groups'. Admins (members of ``admins``) manage every endpoint, which
+the access control list shows as an entry inherited from the root object, as Databricks does.
 """
 
 from __future__ import annotations
@@ -19,16 +17,26 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
+from agentwharf.auth import groups
 from agentwharf.auth.caller import Caller
-from agentwharf.auth.identities import token_lifetime_from
+from agentwharf.auth.identities import GROUP, PrincipalInfo
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control.routes import Body, CallerDep, Control, ControlState
-from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, Unauthenticated
+from agentwharf.errors import InvalidParameter, MethodNotAllowed, NotFound, NotImplementedByPlatform, Unauthenticated
 from agentwharf.store.models import Endpoint
 
 router = APIRouter()
-_SCIM = "/api/2.0/preview/scim/v2"
-_KIND_PATHS = {"Users": "user", "ServicePrincipals": "service_principal"}
+_PERMISSIONS = "/api/2.0/permissions"
+#: Where Databricks says an endpoint's inherited grants come from.
+_ROOT = "/serving-endpoints/"
+_ACL_KEY = {"user": "user_name", "service_principal": "service_principal_name", GROUP: "group_name"}
+_LEVEL_DESCRIPTIONS = {
+    PermissionLevel.CAN_VIEW: "See the endpoint and its metadata",
+    PermissionLevel.CAN_QUERY: "Query the endpoint (includes CAN_VIEW)",
+    PermissionLevel.CAN_REVIEW: "agentwharf: read its traces and inference table, give feedback (includes CAN_QUERY)",
+    PermissionLevel.CAN_MANAGE: "Deploy to, update and delete the endpoint, set its permissions (includes all)",
+}
+_ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _who(caller: Caller | None) -> Caller:
@@ -50,44 +58,84 @@ def _endpoint(control: ControlState, name_or_id: str) -> Endpoint:
     return endpoint
 
 
-def _acl_view(control: ControlState, endpoint: Endpoint) -> dict:
-    entries = []
+def acl_view(control: ControlState, endpoint: Endpoint) -> dict:
+    """The endpoint's access control list: one entry per principal or group, direct grants
+    first, the admins' inherited CAN_MANAGE last."""
+    entries: dict[str, dict] = {}
+
+    def entry(info: PrincipalInfo) -> dict:
+        found = entries.setdefault(info.name, {_ACL_KEY[info.kind]: info.name, "all_permissions": []})
+        if info.kind != GROUP and info.display_name:
+            found["display_name"] = info.display_name
+        return found
+
     for name, level in sorted(control.identities.endpoint_grants(endpoint.name).items()):
-        principal = control.identities.active_principal(name)
-        key = "service_principal_name" if principal is not None and principal.kind == "service_principal" else "user_name"
-        entries.append({key: name, "all_permissions": [{"permission_level": level.value, "inherited": False}]})
+        try:
+            info = control.identities.principal(name)
+        except NotFound:  # deleted between the two reads
+            continue
+        entry(info)["all_permissions"].append({"permission_level": level.value, "inherited": False})
+    entry(control.identities.principal(groups.ADMINS))["all_permissions"].append(
+        {"permission_level": PermissionLevel.CAN_MANAGE.value, "inherited": True, "inherited_from_object": [_ROOT]})
     return {"object_id": f"/serving-endpoints/{endpoint.id}", "object_type": "serving-endpoint",
-            "access_control_list": entries}
+            "access_control_list": list(entries.values())}
 
 
-def _parse_acl(control: ControlState, body: dict) -> list[tuple[str, PermissionLevel]]:
-    acl = body.get("access_control_list")
+def _grantee(control: ControlState, entry: dict) -> PrincipalInfo:
+    """Who an access_control_list entry names. ``group_name`` is a group, or else (for
+    databricks-agents, whose set_permissions sends every name without an "@" as a group) the
+    user or service principal of that name."""
+    identities = control.identities
+    for key in ("user_name", "service_principal_name"):
+        name = entry.get(key)
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise InvalidParameter(f"'{key}' must be a non-empty string")
+            info = identities.principal(name)
+            if info.kind == GROUP:
+                raise InvalidParameter(f"{name!r} is a group: grant it with 'group_name'")
+            return info
+    name = entry.get("group_name")
+    if not isinstance(name, str) or not name:
+        raise InvalidParameter("each access_control_list entry needs 'user_name', 'service_principal_name' or 'group_name'")
+    try:
+        return identities.principal(name)
+    except NotFound:
+        raise NotFound(f"No group, user or service principal named {name!r}") from None
+
+
+def _parse_acl(control: ControlState, body: dict) -> list[tuple[PrincipalInfo, PermissionLevel]]:
+    # Absent is empty: the SDK sends {} for set_permissions() without a list, which Databricks
+    # reads as "no direct grants" (PUT) and "nothing to add" (PATCH).
+    acl = body.get("access_control_list", [])
     if not isinstance(acl, list):
-        raise InvalidParameter("'access_control_list' must be a list of {user_name | service_principal_name, permission_level}")
+        raise InvalidParameter("'access_control_list' must be a list of "
+                               "{user_name | service_principal_name | group_name, permission_level}")
     parsed = []
     for entry in acl:
         if not isinstance(entry, dict):
             raise InvalidParameter("each access_control_list entry must be an object")
-        name = entry.get("user_name") or entry.get("service_principal_name")
-        if not name and entry.get("group_name"):
-            # databricks-agents' set_permissions sends every name without an "@" as a group
-            # (users=["alice"] -> group_name "alice"). agentwharf has no groups: a "group" that is
-            # a user or service principal is granted as that principal, any other is refused.
-            name = entry["group_name"]
-            if control.identities.active_principal(name) is None:
-                raise NotImplementedByPlatform(f"Groups are not supported by agentwharf, and there is no user or "
-                                               f"service principal named {name!r}; grant users and service principals")
-        if not isinstance(name, str) or not name:
-            raise InvalidParameter("each access_control_list entry needs 'user_name' or 'service_principal_name'")
-        parsed.append((name, PermissionLevel.parse(entry.get("permission_level", ""))))
+        info = _grantee(control, entry)
+        level = PermissionLevel.parse(entry.get("permission_level", ""))
+        if info.name == groups.ADMINS and info.kind == GROUP and level is PermissionLevel.CAN_MANAGE:
+            continue  # admins manage every endpoint already (an inherited entry clients echo back)
+        parsed.append((info, level))
     return parsed
 
 
-@router.get("/api/2.0/permissions/serving-endpoints/{name}")
+@router.get(_PERMISSIONS + "/serving-endpoints/{name}")
 def get_endpoint_permissions(name: str, control: Control, caller: CallerDep) -> dict:
     endpoint = _endpoint(control, name)
     control.gatekeeper.require_endpoint(_who(caller), endpoint.name, PermissionLevel.CAN_VIEW)
-    return _acl_view(control, endpoint)
+    return acl_view(control, endpoint)
+
+
+@router.get(_PERMISSIONS + "/serving-endpoints/{name}/permissionLevels")
+def get_endpoint_permission_levels(name: str, control: Control, caller: CallerDep) -> dict:
+    endpoint = _endpoint(control, name)
+    control.gatekeeper.require_endpoint(_who(caller), endpoint.name, PermissionLevel.CAN_VIEW)
+    return {"permission_levels": [{"permission_level": level.value, "description": text}
+                                  for level, text in _LEVEL_DESCRIPTIONS.items()]}
 
 
 async def _set_acl(control: ControlState, name: str, body: dict, caller: Caller | None, replace: bool) -> dict:
@@ -95,53 +143,89 @@ async def _set_acl(control: ControlState, name: str, body: dict, caller: Caller 
     caller = _who(caller)
     control.gatekeeper.require_personal(caller, "change permissions")
     control.gatekeeper.require_endpoint(caller, endpoint.name, PermissionLevel.CAN_MANAGE)
-    wanted = _parse_acl(control, body)
-    for principal, _ in wanted:  # every name checked before the first change
-        control.identities.principal(principal)
+    wanted = _parse_acl(control, body)  # every name checked before the first change
+    identities = control.identities
     if replace:
-        # PUT replaces the direct grants; the caller keeps CAN_MANAGE so an endpoint is never
-        # left without a manager by accident.
-        named = {principal for principal, _ in wanted}
-        for existing in control.identities.endpoint_grants(endpoint.name):
+        # PUT replaces the direct grants; the caller keeps theirs so an endpoint is never left
+        # without a manager by accident.
+        named = {info.name for info, _ in wanted}
+        for existing in identities.endpoint_grants(endpoint.name):
             if existing not in named and existing != caller.name:
-                await asyncio.to_thread(control.identities.set_endpoint_level, endpoint.name, existing,
+                await asyncio.to_thread(identities.set_endpoint_level, endpoint.name, existing,
                                         PermissionLevel.NO_PERMISSIONS, endpoint.experiment_id)
-    for principal, level in wanted:
-        await asyncio.to_thread(control.identities.set_endpoint_level, endpoint.name, principal, level, endpoint.experiment_id)
-    return _acl_view(control, endpoint)
+    for info, level in wanted:
+        await asyncio.to_thread(identities.set_endpoint_level, endpoint.name, info.name, level, endpoint.experiment_id)
+    return acl_view(control, endpoint)
 
 
-@router.patch("/api/2.0/permissions/serving-endpoints/{name}")
+@router.patch(_PERMISSIONS + "/serving-endpoints/{name}")
 async def update_endpoint_permissions(name: str, control: Control, body: Body, caller: CallerDep) -> dict:
     return await _set_acl(control, name, body, caller, replace=False)
 
 
-@router.put("/api/2.0/permissions/serving-endpoints/{name}")
+@router.put(_PERMISSIONS + "/serving-endpoints/{name}")
 async def set_endpoint_permissions(name: str, control: Control, body: Body, caller: CallerDep) -> dict:
     return await _set_acl(control, name, body, caller, replace=True)
+
+
+# ---- token permissions: who may use tokens (everyone; admins manage) ------------------------
+
+
+@router.get(_PERMISSIONS + "/authorization/tokens")
+def get_token_permissions(control: Control, caller: CallerDep) -> dict:
+    control.gatekeeper.require_admin(_who(caller), "read token permissions")
+    # Admins manage everyone's tokens by being admins; Databricks' token ACL names CAN_USE only.
+    return {"object_id": "authorization/tokens", "object_type": "tokens", "access_control_list": [
+        {"group_name": groups.USERS, "all_permissions": [{"permission_level": "CAN_USE", "inherited": False}]}]}
+
+
+@router.get(_PERMISSIONS + "/authorization/tokens/permissionLevels")
+def get_token_permission_levels(control: Control, caller: CallerDep) -> dict:
+    control.gatekeeper.require_admin(_who(caller), "read token permission levels")
+    return {"permission_levels": [{"permission_level": "CAN_USE", "description": "Create and use personal access tokens"}]}
+
+
+@router.api_route(_PERMISSIONS + "/{object_type}/{rest:path}", methods=_ALL)
+def other_permissions(object_type: str, rest: str, request: Request) -> None:
+    """Every other object type, and changes to token permissions: named, never a 404."""
+    if object_type == "serving-endpoints":
+        raise MethodNotAllowed(f"No route {request.method} {request.url.path}")
+    if object_type == "authorization" and rest.startswith("tokens"):
+        raise NotImplementedByPlatform("Not supported by agentwharf: changing token permissions; every user and "
+                                       "service principal may create tokens for themselves, admins manage everyone's")
+    what = f"{object_type}/{rest.split('/')[0]}" if object_type == "authorization" else object_type
+    raise NotImplementedByPlatform(f"Not supported by agentwharf: permissions on {what!r}; agentwharf keeps permissions "
+                                   "on serving-endpoints (here) and on registered models "
+                                   "(/api/2.0/agentwharf/model-permissions/{name})")
 
 
 # ---- registered-model permissions (MLflow decides; prefixes are agentwharf's) --------------
 
 
+def _grantees(control: ControlState) -> list[PrincipalInfo]:
+    return [*control.identities.list_principals(), *control.identities.list_principals(GROUP)]
+
+
 @router.get("/api/2.0/agentwharf/model-permissions/{target}")
 def get_model_permissions(target: str, control: Control, caller: CallerDep) -> dict:
     control.gatekeeper.require_admin(_who(caller), "read registered-model permissions")
-    if control.identities.is_prefix(target):
-        grants = [{"principal": p, "permission": perm} for prefix, p, perm in control.identities.prefix_grants() if prefix == target]
+    identities = control.identities
+    if identities.is_prefix(target):
+        grants = [{"principal": p, "permission": perm} for prefix, p, perm in identities.prefix_grants() if prefix == target]
     else:
         grants = []
-        for principal in control.identities.list_principals():
-            permission = control.identities.model_permission(target, principal.name)
+        for principal in _grantees(control):
+            permission = identities.model_grant(target, principal.name)
             if permission:
                 grants.append({"principal": principal.name, "permission": permission})
-    return {"target": target, "is_prefix": control.identities.is_prefix(target), "grants": grants}
+    return {"target": target, "is_prefix": identities.is_prefix(target), "grants": grants}
 
 
 @router.put("/api/2.0/agentwharf/model-permissions/{target}")
 async def set_model_permission(target: str, control: Control, body: Body, caller: CallerDep) -> dict:
     """``{"principal": ..., "permission": "READ|USE|EDIT|MANAGE|NO_PERMISSIONS"}``. USE is what
-    deploying needs. ``target`` is a registered model or a ``catalog``/``catalog.schema`` prefix."""
+    deploying needs. ``target`` is a registered model or a ``catalog``/``catalog.schema`` prefix;
+    ``principal`` a user, service principal or group."""
     control.gatekeeper.require_admin(_who(caller), "grant registered-model permissions")
     principal, permission = body.get("principal"), body.get("permission")
     if not isinstance(principal, str) or not isinstance(permission, str):
@@ -151,128 +235,3 @@ async def set_model_permission(target: str, control: Control, body: Body, caller
     await asyncio.to_thread(control.identities.grant_model, target, principal,
                             None if permission.upper() == "NO_PERMISSIONS" else permission, names)
     return get_model_permissions(target, control, caller)
-
-
-# ---- tokens -------------------------------------------------------------------------------
-
-
-def _lifetime(body: dict) -> int | None:
-    lifetime = token_lifetime_from(body.get("lifetime_seconds"))
-    if lifetime is not None and (not isinstance(lifetime, int) or isinstance(lifetime, bool)):
-        raise InvalidParameter(f"lifetime_seconds must be a whole number of seconds, got {body.get('lifetime_seconds')!r}")
-    return lifetime
-
-
-def _comment(body: dict) -> str | None:
-    comment = body.get("comment")
-    if comment is not None and not isinstance(comment, str):
-        raise InvalidParameter("comment must be a string")
-    return comment
-
-
-@router.post("/api/2.0/token/create")
-async def create_own_token(control: Control, body: Body, caller: CallerDep) -> dict:
-    caller = _who(caller)
-    control.gatekeeper.require_personal(caller, "create tokens")
-    value, info = await asyncio.to_thread(control.identities.create_token, caller.name, _lifetime(body), _comment(body))
-    return {"token_value": value, "token_info": info.to_json()}
-
-
-@router.get("/api/2.0/token/list")
-def list_own_tokens(control: Control, caller: CallerDep) -> dict:
-    caller = _who(caller)
-    control.gatekeeper.require_personal(caller, "list tokens")
-    return {"token_infos": [t.to_json() for t in control.identities.list_tokens(caller.name) if not t.revoked]}
-
-
-@router.post("/api/2.0/token/delete")
-async def revoke_own_token(control: Control, body: Body, caller: CallerDep) -> dict:
-    caller = _who(caller)
-    control.gatekeeper.require_personal(caller, "revoke tokens")
-    token_id = body.get("token_id")
-    if not isinstance(token_id, str):
-        raise InvalidParameter("'token_id' is required")
-    if control.identities.token_owner(token_id) != caller.name and not caller.is_admin:
-        raise NotFound(f"No token with id {token_id!r}")
-    await asyncio.to_thread(control.identities.revoke_token, token_id)
-    return {}
-
-
-@router.post("/api/2.0/token-management/on-behalf-of/tokens")
-async def create_token_for(control: Control, body: Body, caller: CallerDep) -> dict:
-    control.gatekeeper.require_admin(_who(caller), "create tokens for others")
-    principal = body.get("application_id") or body.get("principal")
-    if not isinstance(principal, str):
-        raise InvalidParameter("'application_id' (the user or service principal name) is required")
-    value, info = await asyncio.to_thread(control.identities.create_token, principal, _lifetime(body), _comment(body))
-    return {"token_value": value, "token_info": info.to_json()}
-
-
-@router.get("/api/2.0/token-management/tokens")
-def list_all_tokens(control: Control, request: Request, caller: CallerDep) -> dict:
-    control.gatekeeper.require_admin(_who(caller), "list everyone's tokens")
-    owner = request.query_params.get("created_by_username")
-    return {"token_infos": [t.to_json() for t in control.identities.list_tokens(owner)]}
-
-
-@router.delete("/api/2.0/token-management/tokens/{token_id}")
-async def revoke_any_token(token_id: str, control: Control, caller: CallerDep) -> dict:
-    control.gatekeeper.require_admin(_who(caller), "revoke others' tokens")
-    await asyncio.to_thread(control.identities.revoke_token, token_id)
-    return {}
-
-
-# ---- users and service principals (SCIM-shaped) ---------------------------------------------
-
-
-def _scim(principal) -> dict:
-    key = "userName" if principal.kind == "user" else "applicationId"
-    return {"id": principal.name, key: principal.name, "displayName": principal.display_name or principal.name,
-            "active": principal.active, "roles": [{"value": "admin"}] if principal.is_admin else []}
-
-
-@router.get(_SCIM + "/Me")
-def me(control: Control, caller: CallerDep) -> dict:
-    caller = _who(caller)
-    return {**_scim(control.identities.principal(caller.name)), "via": caller.via}
-
-
-@router.get(_SCIM + "/{collection}")
-def list_principals(collection: str, control: Control, caller: CallerDep) -> dict:
-    kind = _kind(collection)
-    control.gatekeeper.require_personal(_who(caller), "list principals")
-    resources = [_scim(p) for p in control.identities.list_principals(kind)]
-    return {"totalResults": len(resources), "Resources": resources}
-
-
-@router.post(_SCIM + "/{collection}")
-async def create_principal(collection: str, control: Control, body: Body, caller: CallerDep) -> dict:
-    kind = _kind(collection)
-    caller = _who(caller)
-    control.gatekeeper.require_admin(caller, "create users and service principals")
-    name = body.get("userName") if kind == "user" else (body.get("applicationId") or body.get("displayName"))
-    is_admin = any(isinstance(r, dict) and r.get("value") == "admin" for r in body.get("roles") or [])
-    principal = await asyncio.to_thread(control.identities.create_principal, name, kind, is_admin=is_admin,
-                                        display_name=body.get("displayName"), created_by=caller.name)
-    return _scim(principal)
-
-
-@router.delete(_SCIM + "/{collection}/{name}")
-async def delete_principal(collection: str, name: str, control: Control, caller: CallerDep) -> dict:
-    kind = _kind(collection)
-    caller = _who(caller)
-    control.gatekeeper.require_admin(caller, "delete users and service principals")
-    principal = control.identities.principal(name)
-    if principal.kind != kind:
-        raise NotFound(f"No {kind.replace('_', ' ')} named {name!r}")
-    if principal.name == caller.name:
-        raise InvalidParameter("You cannot delete yourself")
-    await asyncio.to_thread(control.identities.delete_principal, name)
-    return {}
-
-
-def _kind(collection: str) -> str:
-    kind = _KIND_PATHS.get(collection)
-    if kind is None:
-        raise NotFound(f"No SCIM collection {collection!r}; use Users or ServicePrincipals")
-    return kind

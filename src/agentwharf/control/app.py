@@ -15,14 +15,16 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from agentwharf import __version__
-from agentwharf.control import api_docs
-from agentwharf.control.access_routes import router as access_router
-from agentwharf.control.review_instructions import router as review_instructions_router
-from agentwharf.control.routes import ControlState, router
+from agentwharf.control import access_routes, api_docs, diagnostics_routes, review_instructions, routes, scim_routes, token_routes
+from agentwharf.control.routes import ControlState
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
 
 log = logging.getLogger("agentwharf.control")
+
+#: The control plane's own routers (the platform's extra routers, the Databricks facades, follow them).
+ROUTERS = (api_docs.router, routes.router, diagnostics_routes.router, access_routes.router, token_routes.router,
+           scim_routes.router, review_instructions.router)
 
 #: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
 _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
@@ -49,10 +51,8 @@ def create_control_app(state: ControlState, extra_routers: Sequence[APIRouter] =
                   description="Serving endpoints, agent deployments, identities, tokens and permissions, in the "
                               "paths and shapes of Databricks' REST API.")
     app.state.control = state
-    app.include_router(api_docs.router)
-    app.include_router(router)
-    app.include_router(access_router)
-    app.include_router(review_instructions_router)
+    for own_router in ROUTERS:
+        app.include_router(own_router)
     for extra in extra_routers:
         app.include_router(extra)
 

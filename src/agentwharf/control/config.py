@@ -4,6 +4,9 @@ A config is ``served_entities`` (``entity_name``, ``entity_version``, ``environm
 ``workload_size``, ``scale_to_zero_enabled``, optional ``name`` and agentwharf's ``env_manager``) and ``traffic_config.routes``
 (``served_model_name``, ``traffic_percentage``). Unknown fields are ignored: Databricks' clients
 echo output-only fields such as ``state`` back in ``PUT .../config``.
+
+A served entity with ``external_model`` (see ``llm.spec``) makes the endpoint an LLM endpoint;
+one endpoint serves registered models or external models (all of one task), never both.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from agentwharf import names
 from agentwharf.errors import InvalidParameter, NotImplementedByPlatform, ResourceLimitExceeded
+from agentwharf.llm.spec import ExternalModelSpec, parse_external_model
 from agentwharf.serving.environments import MANAGERS
 
 
@@ -37,21 +41,33 @@ class EntitySpec:
 
 @dataclass(frozen=True)
 class ConfigSpec:
-    entities: tuple[EntitySpec, ...]
+    entities: tuple[EntitySpec | ExternalModelSpec, ...]
     routes: tuple[tuple[str, int], ...]
+
+    @property
+    def task(self) -> str | None:
+        """The LLM task of an endpoint of external models; None for one of registered models."""
+        first = self.entities[0]
+        return first.task if isinstance(first, ExternalModelSpec) else None
 
     def routes_json(self) -> list[dict[str, Any]]:
         return [{"served_model_name": n, "traffic_percentage": p} for n, p in self.routes]
 
 
-def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> EntitySpec:
+def parse_entity(raw: Any, index: int, workload_sizes: dict[str, int]) -> EntitySpec | ExternalModelSpec:
     where = f"served_entities[{index}]"
     if not isinstance(raw, dict):
         raise InvalidParameter(f"{where} must be an object")
+    if raw.get("external_model") is not None:
+        return parse_external_model(raw, where)
     entity_name = raw.get("entity_name") or raw.get("model_name")
+    if raw.get("foundation_model"):
+        # Checked first: such an entity has no entity_name, and is refused by what it is.
+        raise NotImplementedByPlatform(f"{where}: foundation_model entities (Databricks' hosted models) are not served by "
+                                       "agentwharf; serve your model server as an external_model LLM endpoint")
     if not isinstance(entity_name, str) or not entity_name:
         raise InvalidParameter(f"{where}.entity_name is required: the registered model's name")
-    if entity_name.startswith("apps/") or raw.get("external_model") or raw.get("foundation_model"):
+    if entity_name.startswith("apps/"):
         raise NotImplementedByPlatform(f"{where}: only registered MLflow models can be served here (entity_name={entity_name!r})")
     version_raw = raw.get("entity_version", raw.get("model_version"))
     if version_raw is None:
@@ -119,7 +135,13 @@ def parse_config(raw: Any, workload_sizes: dict[str, int], max_entities: int) ->
     entity_names = [e.name for e in entities]
     if len(set(entity_names)) != len(entity_names):
         raise InvalidParameter(f"served entity names must be unique, got {entity_names}")
-    versions = [(e.entity_name, e.entity_version) for e in entities]
-    if len(set(versions)) != len(versions):
-        raise InvalidParameter("the same model version is listed twice in served_entities")
+    external = [e for e in entities if isinstance(e, ExternalModelSpec)]
+    if external and len(external) != len(entities):
+        raise InvalidParameter("an endpoint serves either registered models or external models (an LLM endpoint), not both")
+    if len({e.task for e in external}) > 1:
+        raise InvalidParameter(f"the external models of one endpoint must share a task, got {sorted({e.task for e in external})}")
+    if not external:
+        versions = [(e.entity_name, e.entity_version) for e in entities]
+        if len(set(versions)) != len(versions):
+            raise InvalidParameter("the same model version is listed twice in served_entities")
     return ConfigSpec(tuple(entities), parse_routes(raw.get("traffic_config"), entity_names))

@@ -28,6 +28,8 @@ class DeploymentService:
         found = []
         for endpoint in self.endpoints.list():
             for entity in endpoint.entities:
+                if entity.external_model:
+                    continue  # an LLM endpoint's external model is no agent deployment
                 if entity.entity_name == model_name and model_version in (None, entity.entity_version):
                     found.append((endpoint, entity))
         return found
@@ -36,7 +38,7 @@ class DeploymentService:
         return [(ep, e) for ep, e in pairs if self.endpoints.may(caller, ep.name, PermissionLevel.CAN_VIEW)]
 
     def all(self) -> list[tuple[Endpoint, ServedEntity]]:
-        return [(ep, e) for ep in self.endpoints.list() for e in ep.entities]
+        return [(ep, e) for ep in self.endpoints.list() for e in ep.entities if not e.external_model]
 
     async def deploy(
         self,

@@ -1,5 +1,9 @@
 """Serving endpoints: create, update config, delete, read. Every change is validated in full
-(including registry look-ups) before the database is touched, so a bad request changes nothing."""
+(including registry look-ups) before the database is touched, so a bad request changes nothing.
+
+An LLM endpoint (external models) has its MLflow AI Gateway objects made before its row is
+written and removed if the write fails (``control.llm_endpoints``); it has no workers, so its
+config applies at once."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from sqlalchemy import select
 
 from agentwharf import names
 from agentwharf.control.config import ConfigSpec, EntitySpec, parse_config
+from agentwharf.control.llm_endpoints import LlmEndpoints, check_keys, stored_entities
 from agentwharf.control.reconciler import Reconciler
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper
@@ -18,6 +23,10 @@ from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.levels import PermissionLevel, model_permission_at_least
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.errors import AlreadyExists, Conflict, InvalidParameter, NotFound, PermissionDenied
+from agentwharf.llm import spec as llm_spec
+from agentwharf.llm.ai_gateway import AiGatewaySpec, parse_ai_gateway
+from agentwharf.llm.mlflow_admin import EntityObjects
+from agentwharf.llm.spec import ExternalModelSpec
 from agentwharf.store.database import Database
 from agentwharf.store.models import Endpoint, ServedEntity
 
@@ -37,6 +46,15 @@ def _entity_row(spec: EntitySpec, pending: bool) -> ServedEntity:
         env_manager=spec.env_manager,
         pending=pending,
     )
+
+
+def _external_row(spec: ExternalModelSpec, objects: EntityObjects) -> ServedEntity:
+    return ServedEntity(name=spec.name, entity_name=spec.model, entity_version="", environment_vars={},
+                        external_model=llm_spec.to_stored(spec, objects.to_json()), pending=False)
+
+
+def _kind_of(task: str | None) -> str:
+    return f"an LLM endpoint ({task})" if task else "an agent endpoint (registered models)"
 
 
 def _as_spec(row: ServedEntity) -> EntitySpec:
@@ -61,9 +79,12 @@ def parse_tags(raw: Any) -> dict[str, str]:
 
 class EndpointService:
     def __init__(self, db: Database, registry: MlflowRegistry, reconciler: Reconciler, workload_sizes: dict[str, int],
-                 max_entities: int, identities: IdentityService | None = None, gatekeeper: Gatekeeper | None = None):
+                 max_entities: int, identities: IdentityService | None = None, gatekeeper: Gatekeeper | None = None,
+                 llm: LlmEndpoints | None = None):
         """``identities``/``gatekeeper`` None means no permission checks (unit tests only);
-        so does ``caller=None`` on a method (the platform acting for itself)."""
+        so does ``caller=None`` on a method (the platform acting for itself). ``llm`` makes
+        LLM endpoints' objects in MLflow's AI Gateway; None refuses LLM endpoints."""
+        self.llm = llm
         self.identities = identities
         self.gatekeeper = gatekeeper
         self.db = db
@@ -129,27 +150,44 @@ class EndpointService:
             await asyncio.to_thread(self.registry.check_model_version, entity.entity_name, entity.entity_version)
         await asyncio.to_thread(self._check_deployable, caller, entities)
 
+    def _llm(self) -> LlmEndpoints:
+        if self.llm is None:
+            raise InvalidParameter("This platform serves no LLM endpoints (external models)")
+        return self.llm
+
+    def settings_of(self, endpoint: Endpoint) -> AiGatewaySpec:
+        return parse_ai_gateway(endpoint.ai_gateway, llm=endpoint.task is not None) if endpoint.ai_gateway else AiGatewaySpec()
+
     async def create(self, name: Any, config: Any, *, tags: Any = None, description: str | None = None,
-                     caller: Caller | None = None) -> Endpoint:
+                     caller: Caller | None = None, ai_gateway: Any = None) -> Endpoint:
         names.check_endpoint_name(name)
         if caller is not None and self.gatekeeper is not None:
             self.gatekeeper.require_personal(caller, "create serving endpoints")
         spec = self.parse(config)
+        settings = parse_ai_gateway(ai_gateway, llm=spec.task is not None)
+        self._check_principals(settings)
+        if spec.task is not None:
+            check_keys(spec.entities, {})
         tag_map = parse_tags(tags)
         creator = caller.name if caller is not None else None
         async with self._lock:
             if self.find(name) is not None:
                 raise AlreadyExists(f"Endpoint {name!r} already exists")
-            await self._check_models(list(spec.entities), caller)
+            if spec.task is None:
+                await self._check_models(list(spec.entities), caller)
             experiment_id = await asyncio.to_thread(self.registry.endpoint_experiment, name)
-            await asyncio.to_thread(self._insert, name, spec, tag_map, description, creator, experiment_id)
+            if spec.task is None:
+                await asyncio.to_thread(self._insert, name, spec, tag_map, description, creator, experiment_id,
+                                        settings.to_json() or None)
+            else:
+                await self._create_llm(name, spec, settings, tag_map, description, creator, experiment_id)
             if creator is not None and self.identities is not None:
                 # The creator manages what they created (and its traces in MLflow).
                 await asyncio.to_thread(self.identities.set_endpoint_level, name, creator, PermissionLevel.CAN_MANAGE, experiment_id)
         await self.reconciler.apply(name)
         return self.get(name)
 
-    def _insert(self, name, spec: ConfigSpec, tags, description, creator, experiment_id) -> None:
+    def _insert(self, name, spec: ConfigSpec, tags, description, creator, experiment_id, ai_gateway) -> None:
         with self.db.session() as session:
             session.add(Endpoint(
                 id=uuid.uuid4().hex,
@@ -161,7 +199,30 @@ class EndpointService:
                 routes=[],
                 pending_routes=spec.routes_json(),
                 update_state="IN_PROGRESS",
+                ai_gateway=ai_gateway,
                 entities=[_entity_row(e, pending=True) for e in spec.entities],
+            ))
+
+    async def _create_llm(self, name: str, spec: ConfigSpec, settings: AiGatewaySpec, tags, description, creator,
+                          experiment_id: str) -> None:
+        llm = self._llm()
+        gateway_id, objects = await asyncio.to_thread(llm.create, name, spec.entities, spec.routes, settings, experiment_id)
+        try:
+            await asyncio.to_thread(self._insert_llm, name, spec, settings, tags, description, creator, experiment_id,
+                                    gateway_id, objects)
+        except Exception:
+            await asyncio.to_thread(llm.remove, gateway_id, {e.name: (e, objects[e.name]) for e in spec.entities})
+            raise
+
+    def _insert_llm(self, name, spec: ConfigSpec, settings: AiGatewaySpec, tags, description, creator, experiment_id,
+                    gateway_id: str, objects: dict[str, EntityObjects]) -> None:
+        with self.db.session() as session:
+            session.add(Endpoint(
+                id=uuid.uuid4().hex, name=name, creator=creator, description=description, tags=tags,
+                experiment_id=experiment_id, routes=spec.routes_json(), pending_routes=None, config_version=1,
+                update_state="NOT_UPDATING", task=spec.task, gateway_endpoint_id=gateway_id,
+                ai_gateway=settings.to_json() or None,
+                entities=[_external_row(e, objects[e.name]) for e in spec.entities],
             ))
 
     async def update_config(self, name: str, config: Any, *, add_tags: dict[str, str] | None = None,
@@ -171,6 +232,12 @@ class EndpointService:
         spec = self.parse(config)
         async with self._lock:
             current = self.get(name)
+            if current.task != spec.task:
+                raise InvalidParameter(f"Endpoint {name!r} is {_kind_of(current.task)}; this config is for "
+                                       f"{_kind_of(spec.task)}. Create another endpoint for it")
+            if spec.task is not None:
+                await self._update_llm(current, spec, add_tags or {})
+                return self.get(name)
             if current.update_state == "IN_PROGRESS":
                 raise _conflict(name)
             existing = {e.name: e for e in current.entities}
@@ -188,6 +255,64 @@ class EndpointService:
             await asyncio.to_thread(self._write_update, name, spec, new, add_tags or {})
         await self.reconciler.apply(name)
         return self.get(name)
+
+    async def _update_llm(self, current: Endpoint, spec: ConfigSpec, add_tags: dict[str, str]) -> None:
+        existing = stored_entities(current.entities)
+        check_keys(spec.entities, existing)
+        objects = await asyncio.to_thread(self._llm().reconfigure, current.name, current.gateway_endpoint_id, existing,
+                                          spec.entities, spec.routes, self.settings_of(current))
+        await asyncio.to_thread(self._write_llm_update, current.name, spec, objects, add_tags)
+        await self.reconciler.apply(current.name)
+
+    def _write_llm_update(self, name: str, spec: ConfigSpec, objects: dict[str, EntityObjects], add_tags: dict[str, str]) -> None:
+        with self.db.session() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+            endpoint.tags = {**endpoint.tags, **add_tags}
+            for entity in list(endpoint.entities):
+                endpoint.entities.remove(entity)
+            session.flush()
+            for entity in spec.entities:
+                endpoint.entities.append(_external_row(entity, objects[entity.name]))
+            endpoint.routes = spec.routes_json()
+            endpoint.config_version += 1
+            endpoint.update_state = "NOT_UPDATING"
+            endpoint.update_message = None
+
+    async def put_ai_gateway(self, name: str, raw: Any, caller: Caller | None = None) -> Endpoint:
+        """Replace the endpoint's AI gateway settings (Databricks' ``PUT .../ai-gateway``)."""
+        current = self.get(name)
+        self.require(caller, name, PermissionLevel.CAN_MANAGE)
+        if raw is not None and not isinstance(raw, dict):
+            raise InvalidParameter("The body must be an object of AI gateway settings")
+        settings = parse_ai_gateway(raw or {}, llm=current.task is not None)
+        self._check_principals(settings)
+        async with self._lock:
+            current = self.get(name)
+            if current.task is not None:
+                routes = tuple((r["served_model_name"], r["traffic_percentage"]) for r in current.routes)
+                await asyncio.to_thread(self._llm().apply_settings, current.gateway_endpoint_id,
+                                        stored_entities(current.entities), routes, settings)
+            await asyncio.to_thread(self._write_settings, name, settings.to_json() or None)
+        await self.reconciler.apply(name)
+        return self.get(name)
+
+    def _check_principals(self, settings: AiGatewaySpec) -> None:
+        if self.identities is None:
+            return
+        for limit in settings.rate_limits:
+            if limit.principal is None:
+                continue
+            try:
+                principal = self.identities.principal(limit.principal)
+            except NotFound:
+                raise InvalidParameter(f"rate_limits: no user or service principal named {limit.principal!r}") from None
+            if principal.kind != limit.key:
+                raise InvalidParameter(f"rate_limits: {limit.principal!r} is a {principal.kind}, not a {limit.key}")
+
+    def _write_settings(self, name: str, stored: dict | None) -> None:
+        with self.db.session() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
+            endpoint.ai_gateway = stored
 
     def _write_update(self, name: str, spec: ConfigSpec, new: list[EntitySpec], add_tags: dict[str, str]) -> None:
         with self.db.session() as session:
@@ -236,6 +361,9 @@ class EndpointService:
         self.get(name)
         self.require(caller, name, PermissionLevel.CAN_MANAGE)
         async with self._lock:
+            current = self.get(name)
+            if current.task is not None:
+                await asyncio.to_thread(self._llm().remove, current.gateway_endpoint_id, stored_entities(current.entities))
             await asyncio.to_thread(self._delete_row, name)
             if self.identities is not None:
                 await asyncio.to_thread(self.identities.drop_endpoint_grants, name)

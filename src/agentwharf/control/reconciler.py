@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
 
 from agentwharf.auth.model_policy import ModelPolicy
-from agentwharf.errors import DeploymentFailed
-from agentwharf.serving.routing import EndpointRoutes, RouteTable, worker_key
+from agentwharf.errors import AgentwharfError, DeploymentFailed
+from agentwharf.llm.ai_gateway import from_stored as settings_from_stored
+from agentwharf.serving.routing import EndpointRoutes, LlmRoute, RouteTable, worker_key
 from agentwharf.serving.supervisor import Supervisor, WorkerSpec
 from agentwharf.store.database import Database
 from agentwharf.store.models import Endpoint, ServedEntity
@@ -34,7 +35,11 @@ class Reconciler:
         start_timeout: float,
         worker_env: Callable[[Endpoint, ServedEntity, ModelPolicy], dict[str, str]],
         model_policy: Callable[[str, str], ModelPolicy],
+        llm_changed: Callable[[str, bool], Awaitable[None]] | None = None,
     ):
+        #: Told after an LLM endpoint's routes change (True) or it is gone (False), so the
+        #: gateway reloads it from MLflow's AI Gateway before the change returns.
+        self.llm_changed = llm_changed
         self.db = db
         self.supervisor = supervisor
         self.routes = routes
@@ -70,7 +75,15 @@ class Reconciler:
         endpoint = await asyncio.to_thread(self._load, name)
         wanted: set[str] = set()
         if endpoint is None:
+            was_llm = (old := self.routes.get(name)) is not None and old.llm is not None
             self.routes.remove(name)
+            if was_llm and self.llm_changed is not None:
+                await self.llm_changed(name, False)
+        elif endpoint.task is not None:
+            # An LLM endpoint has no workers: the gateway answers it with MLflow's AI Gateway.
+            self.routes.set(self._llm_routes_of(endpoint))
+            if self.llm_changed is not None:
+                await self.llm_changed(name, True)
         else:
             policies, system_tokens = {}, {}
             for entity in endpoint.entities:
@@ -85,6 +98,14 @@ class Reconciler:
                 self._watchers[name] = asyncio.create_task(self._watch_pending(name), name=f"watch-pending-{name}")
         stale = [k for k in self.supervisor.versions if k.startswith(f"{name}/") and k not in wanted]
         await asyncio.gather(*(self.supervisor.stop(k) for k in stale))
+
+    @staticmethod
+    def _llm_routes_of(endpoint: Endpoint) -> EndpointRoutes:
+        return EndpointRoutes(
+            name=endpoint.name, entities={}, routes=(), experiment_id=endpoint.experiment_id,
+            llm=LlmRoute(task=endpoint.task, models={e.name: e.entity_name for e in endpoint.entities}),
+            limits=_limits_of(endpoint),
+        )
 
     @staticmethod
     def _routes_of(endpoint: Endpoint, policies: dict[str, ModelPolicy], system_tokens: dict[str, str]) -> EndpointRoutes:
@@ -104,6 +125,7 @@ class Reconciler:
             system_tokens=system_tokens,
             updating=endpoint.pending_routes is not None,
             update_failed=endpoint.update_state == "UPDATE_FAILED",
+            limits=_limits_of(endpoint),
         )
 
     async def _watch_pending(self, name: str) -> None:
@@ -147,6 +169,17 @@ class Reconciler:
             endpoint.update_state = "NOT_UPDATING"
             endpoint.update_message = None
             log.info("endpoint %s now at config version %d", name, endpoint.config_version)
+
+
+def _limits_of(endpoint: Endpoint) -> tuple:
+    """The endpoint's rate limits. Settings were validated when stored; should a later version
+    refuse them, the endpoint still serves (without limits, said loudly) rather than not at all."""
+    try:
+        return settings_from_stored(endpoint.ai_gateway, llm=endpoint.task is not None).rate_limits
+    except AgentwharfError as error:
+        log.error("endpoint %s: its AI gateway settings are not valid any more (%s); serving it without rate limits",
+                  endpoint.name, error.message)
+        return ()
 
 
 def _describe(error: BaseException, timeout: float) -> str:

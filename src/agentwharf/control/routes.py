@@ -3,6 +3,7 @@
     GET/POST  /api/2.0/serving-endpoints
     GET/DELETE /api/2.0/serving-endpoints/{name}
     PUT       /api/2.0/serving-endpoints/{name}/config
+    PUT/GET   /api/2.0/serving-endpoints/{name}/ai-gateway   (rate limits, usage, guardrails, fallbacks)
     GET       /api/2.0/serving-endpoints/{name}/inference-table
     GET       /api/2.0/agents/deployments[/{model}[/versions/{version}]]
     POST      /api/2.0/agents/deployments:deploy      (agentwharf.agents.deploy)
@@ -23,6 +24,7 @@ from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.views import deployment_view, endpoint_view
 from agentwharf.errors import InvalidParameter, NotFound, NotImplementedByPlatform, UnsupportedMediaType
+from agentwharf.serving.endpoint_metrics import EndpointMetrics
 from agentwharf.serving.routing import worker_key
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.store.database import Database
@@ -32,8 +34,12 @@ class ControlState:
     """What the routes need, hung on ``app.state.control`` by the platform."""
 
     def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
-                 identities=None, gatekeeper=None, registry=None):
+                 identities=None, gatekeeper=None, registry=None, metrics: EndpointMetrics | None = None,
+                 worker_threads: int = 1):
         self.identities = identities
+        #: Per-endpoint request metrics (export_metrics) and the threads of each worker process.
+        self.metrics = metrics or EndpointMetrics()
+        self.worker_threads = worker_threads
         self.gatekeeper = gatekeeper
         self.registry = registry
         self.db = db
@@ -106,7 +112,8 @@ async def create_endpoint(control: Control, request: Request, body: Body, caller
     if body.get("route_optimized"):
         raise NotImplementedByPlatform("route_optimized endpoints are a Databricks feature that agentwharf does not serve")
     endpoint = await control.endpoints.create(
-        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller
+        body.get("name"), body.get("config"), tags=body.get("tags"), description=body.get("description"), caller=caller,
+        ai_gateway=body.get("ai_gateway"),
     )
     return control.view(endpoint, caller, base_url(request))
 
@@ -133,6 +140,20 @@ async def delete_endpoint(name: str, control: Control, caller: CallerDep) -> dic
 async def update_config(name: str, control: Control, request: Request, body: Body, caller: CallerDep) -> dict:
     endpoint = await control.endpoints.update_config(name, body, caller=caller)
     return control.view(endpoint, caller, base_url(request))
+
+
+@router.put("/api/2.0/serving-endpoints/{name}/ai-gateway")
+async def put_ai_gateway(name: str, control: Control, body: Body, caller: CallerDep) -> dict:
+    """Replace the endpoint's AI gateway settings; answers them as stored. Needs CAN_MANAGE."""
+    endpoint = await control.endpoints.put_ai_gateway(name, body, caller)
+    return endpoint.ai_gateway or {}
+
+
+@router.get("/api/2.0/serving-endpoints/{name}/ai-gateway")
+def get_ai_gateway(name: str, control: Control, caller: CallerDep) -> dict:
+    endpoint = control.endpoints.get(name)
+    _require(control, caller, name, PermissionLevel.CAN_VIEW)
+    return endpoint.ai_gateway or {}
 
 
 @router.get("/api/2.0/serving-endpoints/{name}/inference-table")

@@ -30,6 +30,11 @@ _UPDATE_FAILED_FOR_OTHERS = "The last config update failed. Users with CAN_MANAG
 
 def entity_config(entity: ServedEntity) -> dict[str, Any]:
     """A served entity as it appears in a config (and as a config update sends it back)."""
+    if entity.external_model:
+        # Databricks' shape; the key only as a reference (one given in plain text is in
+        # MLflow's encrypted store, and a config sent back without a key keeps it).
+        public = {k: v for k, v in entity.external_model.items() if k not in ("mlflow", "key_reference")}
+        return {"name": entity.name, "external_model": public}
     return {
         "name": entity.name,
         "entity_name": entity.entity_name,
@@ -43,6 +48,9 @@ def entity_config(entity: ServedEntity) -> dict[str, Any]:
 
 def entity_view(endpoint: Endpoint, entity: ServedEntity, state_of: StateLookup,
                 level: PermissionLevel = PermissionLevel.CAN_MANAGE) -> dict[str, Any]:
+    if entity.external_model:
+        return {**entity_config(entity), "creation_timestamp": entity.created_at,
+                "state": {"deployment": "DEPLOYMENT_READY", "deployment_state_message": ""}}
     state, error = state_of(endpoint.name, entity.name)
     deployment, message = _DEPLOYMENT_STATES.get(state, ("DEPLOYMENT_FAILED", error or "Failed."))
     if state == "FAILED":
@@ -63,7 +71,7 @@ def _config_view(endpoint: Endpoint, entities: list[ServedEntity], routes: list,
     return {
         "served_entities": served,
         "served_models": [
-            {**s, "model_name": s["entity_name"], "model_version": s["entity_version"]} for s in served
+            {**s, "model_name": s["entity_name"], "model_version": s["entity_version"]} for s in served if "entity_name" in s
         ],
         "traffic_config": {"routes": routes},
         "config_version": version,
@@ -82,7 +90,7 @@ def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str,
         "last_updated_timestamp": endpoint.updated_at,
         "description": endpoint.description or "",
         "tags": [{"key": k, "value": v} for k, v in sorted(endpoint.tags.items())],
-        "task": "agent/v1/responses",
+        "task": endpoint.task or "agent/v1/responses",
         "route_optimized": False,
         "permission_level": level.value,
         "experiment_id": endpoint.experiment_id,
@@ -92,6 +100,8 @@ def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str,
             "config_update": endpoint.update_state,
         },
     }
+    if endpoint.ai_gateway:
+        view["ai_gateway"] = endpoint.ai_gateway
     if endpoint.update_message:
         manages = level.allows(PermissionLevel.CAN_MANAGE)
         view["state"]["config_update_message"] = endpoint.update_message if manages else _UPDATE_FAILED_FOR_OTHERS
@@ -106,6 +116,8 @@ def endpoint_view(endpoint: Endpoint, state_of: StateLookup, base_url: str,
 
 
 def _readiness(endpoint: Endpoint, active: list[ServedEntity], state_of: StateLookup) -> str:
+    if endpoint.task is not None:
+        return "READY"  # answered by the gateway itself; its provider's health is the provider's
     live = {r["served_model_name"] for r in endpoint.routes if r["traffic_percentage"] > 0}
     states = [state_of(endpoint.name, e.name)[0] for e in active if e.name in live]
     return "READY" if states and all(s in ("READY", "SCALED_TO_ZERO") for s in states) else "NOT_READY"

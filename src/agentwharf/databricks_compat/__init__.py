@@ -5,7 +5,8 @@ plane without state of its own. The recorded requests are in shared/reference/da
     uc_registry      Unity Catalog model registry facade over MLflow's registry
     files_api        the Files API subset over MLflow's artifact service
     agents_records   deployment records, endpoint tag/description patches, the deploy-time probes
-    unsupported      clear 501 errors for features agentwharf does not serve (UC tables, Apps, OAuth)
+    unsupported      clear 501 errors for features agentwharf does not serve (UC tables, Apps, OAuth, AI gateway
+                     settings, provisioned throughput, UC connections)
     tracking_view    MLflow's tracking REST with artifact URIs as a Databricks client must see them
     uris             the pure mapping between MLflow's and Databricks' names for the same files
 
@@ -26,6 +27,6 @@ ROUTERS = (uc_registry.router, files_api.router, agents_records.router, unsuppor
 #: Path prefixes of those routers that the platform must send to the control app (the agents and
 #: serving-endpoint paths are the control plane's already).
 ROUTE_PREFIXES = ("/api/2.0/mlflow/unity-catalog/", "/api/2.0/fs/", "/api/2.1/unity-catalog/", "/api/2.0/managed-evals/",
-                  "/api/2.0/apps")
+                  "/api/2.0/apps", "/api/2.0/external-function")
 
 __all__ = ["OAUTH_NOT_IMPLEMENTED", "OAUTH_PREFIX", "ROUTERS", "ROUTE_PREFIXES", "DatabricksTrackingView"]

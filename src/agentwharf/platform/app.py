@@ -36,6 +36,7 @@ from agentwharf.auth.tokens import LOAD_PREFIX, OBO_PREFIX, SYSTEM_PREFIX, Token
 from agentwharf.control.app import create_control_app
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
+from agentwharf.control.llm_endpoints import LlmEndpoints
 from agentwharf.control.reconciler import Reconciler
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
@@ -45,8 +46,12 @@ from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
-from agentwharf.platform.login_page import send_unauthenticated
+from agentwharf.web.sign_in import send_unauthenticated
+from agentwharf.llm.calls import LlmCalls
+from agentwharf.llm.mlflow_admin import GatewayAdmin
+from agentwharf.llm.runtime import LlmRuntime, gateway_environment
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
+from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
 from agentwharf.serving.environments import Environments
@@ -84,6 +89,9 @@ class Platform:
                                    secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
                                    job_execution=settings.mlflow_job_execution,
                                    artifact_store_env=settings.artifact_store_environment())
+        #: MLflow's AI Gateway in this process, for LLM endpoints (MLflow's server runs it too,
+        #: for its own jobs: both decrypt keys with the home's key; see ``_mlflow_gateway_env``).
+        self.llm_runtime: LlmRuntime | None = None
         self.signer: TokenSigner | None = None
         self.identities: IdentityService | None = None
         self.gatekeeper: Gatekeeper | None = None
@@ -113,6 +121,8 @@ class Platform:
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
                                start_wait=settings.cold_start_timeout)
+        self.gateway.llm_calls = LlmCalls(settings.llm_request_timeout)
+        self.gateway.max_field_chars = settings.trace_max_field_chars
         #: Requests in progress, for ``limit_concurrency``.
         self.in_flight = 0
         self.metrics = metrics.PlatformMetrics(self)
@@ -126,7 +136,26 @@ class Platform:
         # A deploy waits for its environment to be built, then for its model to load.
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
                                      settings.worker_start_timeout + settings.environment_build_timeout,
-                                     self._worker_env, self._model_policy)
+                                     self._worker_env, self._model_policy, self._llm_changed)
+
+    def _mlflow_gateway_env(self) -> dict[str, str]:
+        """MLflow's AI Gateway settings for its server and this process: the home's own
+        key-encryption passphrase (generated on first start, 0600, never in a worker), the
+        provider policy, and the default judge (online scoring in MLflow's server)."""
+        passphrase = private_key(self.settings.secrets_dir / "mlflow-kek.key").hex()
+        env = gateway_environment(passphrase, self.settings.llm_allow_private_providers, self.settings.llm_request_timeout)
+        if self.settings.judge_endpoint:
+            env["MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"] = f"gateway:/{self.settings.judge_endpoint}"
+        return env
+
+    async def _llm_changed(self, name: str, exists: bool) -> None:
+        if self.llm_runtime is None:
+            return
+        if exists:
+            await self.llm_runtime.reload(name)
+        else:
+            self.llm_runtime.forget(name)
+            self.gateway.limiter.forget(name)
 
     def _worker_base_env(self) -> dict[str, str]:
         # The platform's own credentials (whoever started it, its database and object store)
@@ -151,6 +180,10 @@ class Platform:
                                                      "model": f"{entity.entity_name}/{entity.entity_version}",
                                                      "res": sorted(policy.endpoints)}, None)
             env.update(credentials.system_environment(self.settings.base_url, token))
+            for key, value in credentials.openai_environment(self.settings.base_url, token).items():
+                env.setdefault(key, value)
+        if self.settings.judge_endpoint:
+            env.setdefault("MLFLOW_GENAI_JUDGE_DEFAULT_MODEL", f"gateway:/{self.settings.judge_endpoint}")
         return env
 
     def _model_policy(self, model_name: str, version: str) -> ModelPolicy:
@@ -182,8 +215,7 @@ class Platform:
         self.identities = IdentityService(self.db, self.bridge)
         self.gatekeeper = Gatekeeper(self.identities, self.signer, self._entity_live)
         self.gateway.gatekeeper = self.gatekeeper
-        for principal in self.identities.list_principals():
-            self.bridge.ensure_user(principal.name, principal.is_admin)
+        self.identities.sync_mlflow()
         if not self.identities.list_principals():
             admin = self.identities.create_principal(ADMIN_NAME, "user", is_admin=True, created_by="agentwharf up")
             token, _ = self.identities.create_token(admin.name, None, "created by the first start of this home")
@@ -198,6 +230,8 @@ class Platform:
             await asyncio.to_thread(close_to_others, folder)
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, self.settings.database_uri)
+        gateway_env = await asyncio.to_thread(self._mlflow_gateway_env)
+        self.mlflow.extra_env = gateway_env
         await self.mlflow.start(self.settings.mlflow_start_timeout)
         # The writer stores into MLflow's tables, which MLflow's server has just created; it
         # first drains whatever an earlier run left spooled.
@@ -209,10 +243,15 @@ class Platform:
         self.mlflow_proxy = databricks_compat.DatabricksTrackingView(
             MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities, self.settings.mlflow_proxy_timeout))
         self.proxy = web.with_console_link(self.mlflow_proxy)
+        self.llm_runtime = LlmRuntime(self.settings.database_uri, self.settings.artifacts_dir, gateway_env,
+                                      self.settings.llm_config_refresh_seconds)
+        await self.llm_runtime.start()
+        self.gateway.llm_runtime = self.llm_runtime
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
-                                    self.settings.max_served_entities, self.identities, self.gatekeeper)
+                                    self.settings.max_served_entities, self.identities, self.gatekeeper,
+                                    LlmEndpoints(GatewayAdmin(self.registry.client)))
         control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
-                               self.gatekeeper, self.registry)
+                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads)
         self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
@@ -249,6 +288,8 @@ class Platform:
             await self.web_app.state.web.mlflow.close()
         if self.mlflow_proxy is not None:
             await self.mlflow_proxy.close()
+        if self.llm_runtime is not None:
+            await self.llm_runtime.close()
         if self.registry is not None:
             self.registry.close()
         if self.bridge is not None:
@@ -336,6 +377,10 @@ class Platform:
             return
         if path.startswith(GATEWAY_PREFIX):
             await self.gateway(scope, receive, send)
+        elif path.startswith(MLFLOW_GATEWAY_PREFIX):
+            # MLflow's gateway routes: the platform's LLM endpoints are answered by its gateway
+            # (authorized, limited, recorded), anything else by MLflow's server.
+            await self.gateway.serve_mlflow_route(scope, receive, send, self.proxy)
         elif path.startswith(_CONTROL_PREFIXES):
             await self.control_app(scope, receive, send)
         elif path.startswith(web.PREFIXES) or path == "/serving":

@@ -38,14 +38,32 @@ def protocol_class(header_timeout: float, max_connections: int) -> type[asyncio.
         _header_deadline: asyncio.TimerHandle | None = None
         #: Bytes received since the current request began, while its headers are incomplete.
         _header_bytes = 0
+        #: The current request's request line and headers, as parsed.
+        _exact_header_bytes = 0
 
         def data_received(self, data: bytes) -> None:
-            if self._header_deadline is not None:
-                self._header_bytes += len(data)
-                if self._header_bytes > MAX_HEADER_BYTES:
-                    self._refuse(HeadersTooLarge(f"The request line and headers exceed {MAX_HEADER_BYTES} bytes"))
-                    return
+            if self._header_deadline is None:
+                super().data_received(data)
+                return
+            self._header_bytes += len(data)
+            if self._header_bytes <= MAX_HEADER_BYTES:
+                super().data_received(data)
+                return
+            # Past the limit with the headers incomplete so far. One read may hold the headers
+            # *and* the start of a large body (a busy server reads what a client sent in one
+            # go): parse it, and refuse if the headers are still not complete. Complete headers
+            # are measured exactly (on_url, on_header), so a body never counts as headers.
             super().data_received(data)
+            if self._header_deadline is not None:
+                self._refuse(HeadersTooLarge(f"The request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+
+        def on_url(self, url: bytes) -> None:
+            self._exact_header_bytes += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._exact_header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+            super().on_header(name, value)
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -61,6 +79,11 @@ def protocol_class(header_timeout: float, max_connections: int) -> type[asyncio.
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            if self._exact_header_bytes > MAX_HEADER_BYTES:
+                # Refused before the request is dispatched; the exception stops the parser
+                # (uvicorn's own 400 then finds the connection already closing).
+                self._refuse(HeadersTooLarge(f"The request line and headers exceed {MAX_HEADER_BYTES} bytes"))
+                raise ConnectionAbortedError("headers too large")
             super().on_headers_complete()
 
         def connection_lost(self, exc) -> None:
@@ -74,6 +97,7 @@ def protocol_class(header_timeout: float, max_connections: int) -> type[asyncio.
         def _arm(self) -> None:
             self._disarm()
             self._header_bytes = 0
+            self._exact_header_bytes = 0
             self._header_deadline = self.loop.call_later(header_timeout, self._headers_too_slow)
 
         def _disarm(self) -> None:

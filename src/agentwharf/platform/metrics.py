@@ -14,6 +14,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from agentwharf.serving.endpoint_metrics import EndpointMetrics
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Request latency buckets (seconds): agents answer in milliseconds (an echo) to minutes (LLM loops).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -35,6 +37,8 @@ class PlatformMetrics:
                                registry=self.registry)
         self.registry.register(_StateCollector(platform))
         ProcessCollector(registry=self.registry)
+        #: The last minute per endpoint, in Databricks' export_metrics shape (its own window).
+        self.endpoint_window = EndpointMetrics()
         #: (endpoint, entity) -> the metric children, so a request costs no label lookups.
         self._children: dict[tuple[str, str], tuple] = {}
 
@@ -51,6 +55,7 @@ class PlatformMetrics:
     def observe_request(self, endpoint: str, entity: str | None, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, entity or "", str(status)).inc()
         self._of(endpoint, entity)[0].observe(seconds)
+        self.endpoint_window.observe(endpoint, status, seconds * 1000)
 
     def observe_first_event(self, endpoint: str, entity: str | None, seconds: float) -> None:
         self._of(endpoint, entity)[1].observe(seconds)

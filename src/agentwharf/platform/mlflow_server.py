@@ -57,8 +57,10 @@ authorization_function = agentwharf.auth.mlflow_plugin:authenticate
 class MlflowServer:
     def __init__(self, database_uri: str, artifacts_destination: str, log_path: Path, workers: int, environ: dict[str, str],
                  *, auth_database_uri: str, secrets_dir: Path, admin: str, job_execution: bool = False,
-                 artifact_store_env: dict[str, str] | None = None):
+                 artifact_store_env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None):
         self.database_uri = database_uri
+        #: MLflow's own settings the platform chooses (its AI Gateway's key and policy).
+        self.extra_env = extra_env or {}
         self.auth_database_uri = auth_database_uri
         self.secrets_dir = secrets_dir
         self.admin = admin
@@ -115,7 +117,8 @@ class MlflowServer:
             Path(self.artifacts_destination).mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.job_execution else "false",
-               "MLFLOW_BACKEND_STORE_URI": self.database_uri, **self.artifact_store_env, **self._auth_env()}
+               "MLFLOW_BACKEND_STORE_URI": self.database_uri, **self.artifact_store_env, **self.extra_env,
+               **self._auth_env()}
         with open(self.log_path, "ab") as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,

@@ -5,10 +5,15 @@ Routes:
     POST /serving-endpoints/{name}/served-models/{entity}/invocations   one version
     POST /serving-endpoints/responses                                   OpenAI Responses API
     POST /serving-endpoints/chat/completions                            OpenAI Chat Completions API
+    POST /serving-endpoints/completions, /serving-endpoints/embeddings  OpenAI's, LLM endpoints only
 
 It is plain ASGI rather than a FastAPI router because it sits on the hot path: it forwards the
 raw body to a worker without parsing it (the worker validates it anyway), and only the OpenAI
-route reads the JSON, to find ``model``.
+route reads the JSON, to find ``model``. An LLM endpoint (external models) has no worker: the
+gateway makes its calls itself with MLflow's AI Gateway (``agentwharf.llm``), and also answers
+MLflow's own gateway routes (``/gateway/...``) for it, so MLflow's Playground and ``gateway:/``
+judges go through the same authorization, limits and records. Rate limits of every endpoint
+are checked here, after authorization and before any work.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from agentwharf.asgi import header, read_body, send_error, send_json
+from agentwharf.asgi import SSE_DONE, SSE_HEADERS, header, read_body, send_error, send_json
 from agentwharf.auth import tokens
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper, bearer_token
@@ -42,6 +47,10 @@ from agentwharf.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from agentwharf.llm.calls import LlmCalls
+from agentwharf.llm.limits import RateLimiter
+from agentwharf.llm.runtime import LlmRuntime
+from agentwharf.serving.llm_serving import PREFIX, LlmServing
 from agentwharf.serving.routing import EndpointRoutes, RouteTable
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
@@ -50,10 +59,10 @@ from agentwharf.tracing.recorder import header as record_header
 
 log = logging.getLogger("agentwharf.gateway")
 
-PREFIX = "/serving-endpoints/"
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_DONE = b"data: [DONE]\n\n"
-_OPENAI_ROUTES = {("responses",): "responses", ("chat", "completions"): "chat"}
+_SSE_HEADERS = SSE_HEADERS
+_DONE = SSE_DONE
+_OPENAI_ROUTES = {("responses",): "responses", ("chat", "completions"): "chat", ("completions",): "completions",
+                  ("embeddings",): "embeddings"}
 #: The most of a client's own request id that is kept.
 CLIENT_ID_CHARS = 128
 
@@ -74,7 +83,23 @@ def client_request_id(scope: dict) -> str | None:
     raw = header(scope, b"x-request-id")
     if not raw:
         return None
-    value = raw.decode("latin-1")[:CLIENT_ID_CHARS]
+    return _kept_client_id(raw.decode("latin-1"))
+
+
+def body_client_request_id(body: bytes) -> str | None:
+    """``client_request_id`` in the body, where databricks-sdk's ``query(client_request_id=...)``
+    puts it. Only a body that mentions it is parsed, so other requests pay one substring scan."""
+    if b'"client_request_id"' not in body:
+        return None
+    try:
+        value = orjson.loads(body).get("client_request_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None  # the worker reports a malformed body
+    return _kept_client_id(value) if isinstance(value, str) and value else None
+
+
+def _kept_client_id(value: str) -> str:
+    value = value[:CLIENT_ID_CHARS]
     # Someone will send a token here by mistake; it must not reach the spool, trace or row.
     if any(prefix in value for prefix in (tokens.PAT_PREFIX, *tokens.SIGNED_PREFIXES)):
         return "[REDACTED]"
@@ -98,10 +123,14 @@ class _Request:
     route: str = "invocations"
     stream: bool = False
     caller: str | None = None
-    #: Tokens that must never be stored: the caller's own and any minted for this request.
+    caller_kind: str | None = None
+    #: Tokens that must never be stored: the caller's own and any minted for this request
+    #: (and an LLM endpoint's provider keys).
     secrets: tuple[bytes, ...] = ()
     #: The response has started: an error now cannot change its status.
     answering: bool = False
+    #: Tokens an LLM call used, for its rate limits.
+    usage_total: int = 0
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """``x-request-id`` echoes the caller's own id when it sent one (so it can match its
@@ -110,8 +139,14 @@ class _Request:
         echoed = self.client_request_id.encode("latin-1") if self.client_request_id else own
         return [(b"x-request-id", echoed), (b"x-agentwharf-request-id", own)]
 
+    def answer_headers(self) -> list[tuple[bytes, bytes]]:
+        """An answer's headers: the ids, and which served entity answered (Databricks'
+        ``served-model-name``, which databricks-sdk's ``query`` reads)."""
+        entity = self.key.partition("/")[2] if self.key else ""
+        return [*self.id_headers(), (b"served-model-name", entity.encode())] if entity else self.id_headers()
 
-class Gateway:
+
+class Gateway(LlmServing):
     def __init__(self, routes: RouteTable, supervisor: Supervisor, recorder: Recorder, request_timeout: float,
                  user_token: Callable[[Caller, tuple[str, ...]], str] | None = None, *,
                  max_request_bytes: int = 16 * 1024 * 1024, body_timeout: float = 60.0, start_wait: float = 300.0):
@@ -128,6 +163,11 @@ class Gateway:
         self.user_token = user_token
         #: Where request counts, latencies and in-flight requests go (``platform.metrics``).
         self.metrics = None
+        self.limiter = RateLimiter()
+        #: Set by the platform: MLflow's AI Gateway in this process, for LLM endpoints.
+        self.llm_runtime: LlmRuntime | None = None
+        self.llm_calls = LlmCalls(request_timeout)
+        self.max_field_chars = 1024 * 1024
 
     async def __call__(self, scope, receive, send) -> None:
         request = _Request(request_id=scope.get("agentwharf.request_id") or uuid.uuid4().hex,
@@ -164,17 +204,36 @@ class Gateway:
             request.endpoint = self._endpoint(self._endpoint_in_path(parts))
             self._authorize(caller, request)
             await self._read_body(scope, receive, request)
+            if request.endpoint.llm is not None:
+                if len(parts) == 4:
+                    raise InvalidParameter(f"LLM endpoint {parts[0]!r} routes each call by its traffic split and fallbacks; "
+                                           f"query /serving-endpoints/{parts[0]}/invocations")
+                await self._serve_llm(scope, receive, send, request, media_error)
+                return
             request.key = await self._key_in_path(parts, request.endpoint)
         else:
             await self._read_body(scope, receive, request)
             request.route = openai_route
             request.endpoint = self._endpoint(self._openai_model(request.body))
             self._authorize(caller, request)
+            if request.endpoint.llm is not None:
+                await self._serve_llm(scope, receive, send, request, media_error)
+                return
+            if openai_route in ("completions", "embeddings"):
+                raise InvalidParameter(f"Endpoint {request.endpoint.name!r} serves an agent; /serving-endpoints/{openai_route} "
+                                       "is for LLM endpoints. Use /serving-endpoints/responses or chat/completions")
             request.key = await self._pick(request.endpoint)
         if media_error is not None:
             raise media_error
+        if request.client_request_id is None:
+            request.client_request_id = body_client_request_id(request.body)
         self.recorder.check_capacity()
-        await self._forward(request, receive, send, self._credentials(scope, caller, request))
+        ticket = await self._admit(request)
+        try:
+            await self._forward(request, receive, send, self._credentials(scope, caller, request))
+        finally:
+            if ticket is not None:
+                ticket.settle(0)
 
     async def _read_body(self, scope, receive, request: _Request) -> None:
         try:
@@ -197,8 +256,9 @@ class Gateway:
 
     def _authorize(self, caller: Caller | None, request: _Request) -> None:
         """CAN_QUERY on the endpoint, or 403."""
+        if caller is not None:
+            request.caller, request.caller_kind = caller.name, caller.kind
         if self.gatekeeper is not None and caller is not None:
-            request.caller = caller.name
             self.gatekeeper.require_endpoint(caller, request.endpoint.name, PermissionLevel.CAN_QUERY)
 
     def _credentials(self, scope: dict, caller: Caller | None, request: _Request) -> dict:
@@ -326,7 +386,7 @@ class Gateway:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
-                await send_json(send, reply.status, reply.body, request.id_headers())
+                await send_json(send, reply.status, reply.body, request.answer_headers())
                 self._observe(request, reply.status)
                 return
             request.stream = True
@@ -348,7 +408,7 @@ class Gateway:
             connection.cancel(reply.stream_id)
 
         watcher = asyncio.create_task(watch_disconnect(), name="sse-disconnect-watch")
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.id_headers()})
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.answer_headers()})
         first = True
         try:
             async for event, error in reply.events():

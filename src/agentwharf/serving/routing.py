@@ -11,10 +11,25 @@ import bisect
 import random
 from dataclasses import dataclass, field
 
+from agentwharf.llm.limits import RateLimit
+
 
 def worker_key(endpoint_name: str, entity_name: str) -> str:
     """The supervisor's key for one served entity of one endpoint."""
     return f"{endpoint_name}/{entity_name}"
+
+
+@dataclass(frozen=True)
+class LlmRoute:
+    """What the gateway needs to answer an LLM endpoint's calls itself."""
+
+    #: ``llm/v1/chat``, ``llm/v1/completions`` or ``llm/v1/embeddings``.
+    task: str
+    #: served entity name -> the provider's model name (to tell which one answered).
+    models: dict[str, str] = field(default_factory=dict)
+
+    def entity_of(self, model: str | None) -> str | None:
+        return next((entity for entity, name in self.models.items() if name == model), None)
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,10 @@ class EndpointRoutes:
     updating: bool = False
     #: The last config update failed (an endpoint with no traffic then refuses at once).
     update_failed: bool = False
+    #: Set for an LLM endpoint (external models): the gateway answers it, no worker does.
+    llm: LlmRoute | None = None
+    #: The endpoint's rate limits (``ai-gateway``), checked before any work.
+    limits: tuple[RateLimit, ...] = ()
     _cumulative: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
+from agentwharf.serving import worker_logs
 from agentwharf.errors import DeploymentFailed, Unavailable
 from agentwharf.serving.environments import PLATFORM_RUNTIME, Environments, EnvironmentBuildFailed, Runtime
 from agentwharf.serving.protocol import ProtocolError
@@ -109,8 +110,9 @@ class WorkerLauncher:
         if runtime.model_path:
             arguments += ["--model-path", runtime.model_path]
         with open(replica.log_path, "ab") as log_file:
-            log_file.write(f"\n--- starting worker for {spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
-                           f"with {runtime.python} ---\n".encode())
+            # worker_logs finds the current run by this marker (the logs and build-logs APIs).
+            log_file.write(b"\n" + worker_logs.START_MARKER
+                           + f"{spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} with {runtime.python} ---\n".encode())
             log_file.flush()
             process = await asyncio.create_subprocess_exec(
                 runtime.python, "-m", "agentwharf.serving.worker",
@@ -260,7 +262,7 @@ class Supervisor:
     def build_log(self, key: str) -> Path:
         """Where the environment build of a served version logs."""
         endpoint, _, entity = key.partition("/")
-        return self.logs_dir / "workers" / endpoint / f"{entity}-build.log"
+        return worker_logs.environment_log_path(self.logs_dir, endpoint, entity)
 
     def _start_replicas(self, version: ServedVersion) -> None:
         version.state = "STARTING"

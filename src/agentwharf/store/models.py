@@ -50,6 +50,14 @@ class Endpoint(Base):
     #: NOT_UPDATING, IN_PROGRESS or UPDATE_FAILED (Databricks' config_update values).
     update_state: Mapped[str] = mapped_column(String(32), default="NOT_UPDATING")
     update_message: Mapped[str | None] = mapped_column(Text)
+    #: An LLM endpoint's task (``llm/v1/chat``, ``llm/v1/completions``, ``llm/v1/embeddings``);
+    #: NULL for an agent endpoint.
+    task: Mapped[str | None] = mapped_column(String(32))
+    #: The endpoint's AI gateway settings in Databricks' shape (rate limits, usage tracking,
+    #: inference table, guardrails, fallbacks); NULL when never set.
+    ai_gateway: Mapped[dict | None] = mapped_column(JSON)
+    #: An LLM endpoint's endpoint in MLflow's AI Gateway (``e-...``), which serves its calls.
+    gateway_endpoint_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
 
@@ -59,7 +67,8 @@ class Endpoint(Base):
 
 
 class ServedEntity(Base):
-    """One registered model version served by an endpoint."""
+    """One registered model version served by an endpoint, or one external model (an LLM
+    endpoint's provider and model; ``entity_version`` is then empty)."""
 
     __tablename__ = "aw_served_entities"
     __table_args__ = (UniqueConstraint("endpoint_id", "name"),)
@@ -75,6 +84,10 @@ class ServedEntity(Base):
     #: ``uv``, ``local``, or NULL for the platform's default.
     env_manager: Mapped[str | None] = mapped_column(String(16))
     pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: An external model in Databricks' shape (name, provider, task, the provider's config
+    #: with the key only as a reference) and the MLflow AI Gateway objects behind it. Never
+    #: holds a key: those live only in MLflow's encrypted secret store.
+    external_model: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="entities")
@@ -106,6 +119,12 @@ class InferenceLog(Base):
     response_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Token usage of an LLM endpoint's call, as its provider reported it or, where it
+    #: reported none, estimated (``usage_estimated``).
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    total_tokens: Mapped[int | None] = mapped_column(Integer)
+    usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class SpoolCheckpoint(Base):
@@ -120,19 +139,35 @@ class SpoolCheckpoint(Base):
 
 
 class Principal(Base):
-    """A user or a service principal. The name is what grants, traces and MLflow refer to."""
+    """A user, a service principal or a group: SCIM's three resources, in one table because
+    Databricks gives them one id space and one name space (a group member is named by id
+    alone, and a grant by name alone). The name is what grants, traces and MLflow refer to."""
 
     __tablename__ = "aw_principals"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(256), unique=True)
-    #: ``user`` or ``service_principal``.
+    #: ``user``, ``service_principal`` or ``group``.
     kind: Mapped[str] = mapped_column(String(32))
     display_name: Mapped[str | None] = mapped_column(String(256))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: SCIM ``externalId`` (an identity provider's id), kept for scripts that sync from one.
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    #: SCIM attributes agentwharf keeps and returns but does not act on (``emails``, ``name``,
+    #: ``entitlements``, ``roles``), as the client sent them.
+    attributes: Mapped[dict | None] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+class GroupMember(Base):
+    """A direct member (user, service principal or group) of a group. Who is an admin is
+    who belongs to the built-in group ``admins``, directly or through another group."""
+
+    __tablename__ = "aw_group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("aw_principals.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class AccessToken(Base):

@@ -78,20 +78,36 @@ def root_span(
     }
 
 
+def child_span(*, otel_trace_id: int, trace_id: str, parent_b64: str, child: dict[str, Any], end_ns: int) -> dict[str, Any]:
+    """A span the platform made itself under the request's root span (an LLM call, say).
+    ``child``: name, span_type, start_ns, end_ns (default: now), inputs, outputs, attributes,
+    error."""
+    span = root_span(otel_trace_id=otel_trace_id, trace_id=trace_id, span_id=int.from_bytes(os.urandom(8), "big"),
+                     name=child["name"], start_ns=child["start_ns"], end_ns=child.get("end_ns") or end_ns,
+                     inputs=child.get("inputs"), outputs=child.get("outputs"), error=child.get("error"),
+                     attributes=child.get("attributes") or {})
+    span["attributes"]["mlflow.spanType"] = _attr(child.get("span_type", "UNKNOWN"))
+    span["parent_span_id"] = parent_b64
+    return span
+
+
 def build(
     *, name: str, start_ns: int, inputs: Any, outputs: Any, error: str | None,
     agent_traces: list[Any] = (), attributes: dict[str, Any] | None = None,
-    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS,
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS, children: list[dict[str, Any]] = (),
+    metadata: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A record for one request. ``agent_traces`` are MLflow ``Trace`` objects the agent made."""
+    """A record for one request. ``agent_traces`` are MLflow ``Trace`` objects the agent made;
+    ``children`` spans the platform made itself (see ``child_span``); ``metadata`` goes into
+    the trace's metadata; ``extra`` fields into the record (token ``usage``, for the row)."""
     end_ns = time.time_ns()
     agent_spans: list[dict[str, Any]] = []
-    metadata: dict[str, str] = {}
+    trace_metadata: dict[str, str] = {}
     if agent_traces:
         first = agent_traces[0]
         otel_trace_id = int(first.info.trace_id[3:], 16) if first.info.trace_id.startswith("tr-") else new_trace_ids()[0]
         trace_id = first.info.trace_id
-        metadata = {k: v for k, v in first.info.trace_metadata.items() if not k.startswith("mlflow.trace.size")}
+        trace_metadata = {k: v for k, v in first.info.trace_metadata.items() if not k.startswith("mlflow.trace.size")}
     else:
         otel_trace_id, trace_id = new_trace_ids()
     span_id = int.from_bytes(os.urandom(8), "big")
@@ -99,6 +115,9 @@ def build(
                      end_ns=end_ns, inputs=inputs, outputs=outputs, error=error, attributes=attributes or {})
     root_b64 = root["span_id"]
     trace_b64 = root["trace_id"]
+    for child in children:
+        agent_spans.append(child_span(otel_trace_id=otel_trace_id, trace_id=trace_id, parent_b64=root["span_id"],
+                                      child=child, end_ns=end_ns))
     for trace in agent_traces:
         for span in trace.data.spans:
             data = dict(span.to_dict())
@@ -114,10 +133,11 @@ def build(
         "duration_ms": max(0, (end_ns - start_ns) // 1_000_000),
         "state": "ERROR" if error else "OK",
         "spans": [root, *agent_spans],
-        "metadata": metadata,
+        "metadata": {**trace_metadata, **(metadata or {})},
         "request": inputs,
         "response": outputs,
         "error": error,
+        **(extra or {}),
     }
     _bound(built, max_field_chars)
     return built

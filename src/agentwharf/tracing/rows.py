@@ -84,6 +84,9 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
         # MLflow reads a trace's name from this column (the tag alone is not enough).
         "trace_name": header["endpoint"],
         "session_id": metadata.get("mlflow.trace.session"),
+        # MLflow keeps token usage in columns (its UI and trace search read them), filled from
+        # the metadata by its own function; the metadata row itself it does not keep.
+        **_token_columns(metadata),
     }
     spans = [
         {
@@ -108,6 +111,21 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
     }
 
 
+_TOKEN_USAGE = "mlflow.trace.tokenUsage"
+
+
+def _token_columns(metadata: dict[str, str]) -> dict[str, int | None]:
+    """``trace_info``'s token columns; every row carries all of them, so a batch of agent and
+    LLM requests shares one INSERT statement."""
+    from mlflow.store.tracking.utils.trace_analytics import TOKEN_COLUMN_BY_KEY, analytics_columns_from_metadata
+
+    columns = {column: None for column in TOKEN_COLUMN_BY_KEY.values()}
+    if _TOKEN_USAGE in metadata:
+        found = analytics_columns_from_metadata({_TOKEN_USAGE: metadata.pop(_TOKEN_USAGE)})
+        columns.update({k: v for k, v in found.items() if k in columns})
+    return columns
+
+
 def _truncate(text: str | None, limit: int) -> tuple[str | None, bool]:
     if text is None or len(text) <= limit:
         return text, False
@@ -118,6 +136,7 @@ def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
     request, request_cut = _truncate(_json_text(record.get("request")), max_payload_chars)
     response = record.get("response")
     response_text, response_cut = _truncate(None if response is None else _json_text(response), max_payload_chars)
+    usage = record.get("usage") if isinstance(record.get("usage"), dict) else {}
     return {
         "request_id": header["request_id"],
         "client_request_id": header.get("client_request_id"),
@@ -137,4 +156,9 @@ def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
         "response_truncated": response_cut or bool(record.get("response_truncated")),
         "trace_id": record.get("trace_id"),
         "error": record.get("error"),
+        # An LLM endpoint's call carries its token usage; an agent's request has none.
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "usage_estimated": usage.get("estimated") if usage else None,
     }

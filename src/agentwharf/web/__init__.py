@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
-from agentwharf.platform.login_page import SIGN_IN_PATH, SIGN_OUT_PATH
+from agentwharf.web.sign_in import SIGN_IN_PATH, SIGN_OUT_PATH
 from agentwharf.web import console, playground, review, session
 from agentwharf.web.console_link import with_console_link
 from agentwharf.web.context import WebContext

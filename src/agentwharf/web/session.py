@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from agentwharf.auth.gatekeeper import COOKIE, same_origin
 from agentwharf.errors import Unauthenticated
-from agentwharf.platform.login_page import SIGN_IN_PATH, safe_next, sign_in_page
+from agentwharf.web.sign_in import SIGN_IN_PATH, safe_next, sign_in_page
 from agentwharf.web.context import context_of
 
 #: The most of a sign-in form that is read (a token is ~50 characters).

@@ -9,6 +9,7 @@ phase saw is printed last, as one JSON object.
     redeploy            the same again: a new version on the existing endpoint (with tags, description)
     permissions         list/get deployments, set_permissions CAN_QUERY for alice, get_permissions
     revoke              set_permissions NO_PERMISSIONS for alice, get_permissions
+    group NAME [LEVEL]  set_permissions for a name without "@" (sent as a group), get_permissions
     delete VERSION      delete_deployment of that version
     adopt MODEL         list/get a deployment made with agentwharf.agents, then delete it
     refused             calls agentwharf does not serve, with what the client raised
@@ -72,6 +73,13 @@ def revoke() -> dict:
     return {"levels": _levels(agents.get_permissions("main.default.echo"))}
 
 
+def group(name: str, level: str = "CAN_QUERY") -> dict:
+    """set_permissions with a name without "@": databricks-agents sends it as a group."""
+    from databricks import agents
+    agents.set_permissions(model_name="main.default.echo", users=[name], permission_level=agents.PermissionLevel[level])
+    return {"levels": _levels(agents.get_permissions("main.default.echo"))}
+
+
 def delete(version: str) -> dict:
     from databricks import agents
     agents.delete_deployment(model_name="main.default.echo", model_version=version)
@@ -104,4 +112,4 @@ def refused() -> dict:
 if __name__ == "__main__":
     phase, args = sys.argv[1], sys.argv[2:]
     print(json.dumps({"deploy": deploy, "redeploy": redeploy, "permissions": permissions, "revoke": revoke, "delete": delete,
-                      "adopt": adopt, "refused": refused}[phase](*args)))
+                      "group": group, "adopt": adopt, "refused": refused}[phase](*args)))

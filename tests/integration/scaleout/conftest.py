@@ -18,7 +18,7 @@ import mlflow
 import pytest
 
 from tests.integration.conftest import AGENTS, PLATFORM_ENV, _log
-from tests.integration.platform_process import PlatformProcess
+from tests.integration.platform_process import PlatformProcess, client_state
 from tests.integration.services import PostgresCluster, S3Server
 
 BUCKET = "agentwharf-scaleout"
@@ -34,22 +34,15 @@ def scaleout_env(postgres: PostgresCluster, s3: S3Server, name: str) -> dict[str
 
 @contextlib.contextmanager
 def clients_at(platform: PlatformProcess):
-    """MLflow's client and agentwharf's (this process's) pointed at ``platform``, then back."""
+    """MLflow's client and agentwharf's (this process's) pointed at ``platform``, then put back
+    as they were (``client_state``: the variables, the tracking URI, the active experiment)."""
     import mlflow.tracking.fluent as fluent
 
-    keys = (*platform.client_env(), "MLFLOW_TRACKING_URI")
-    saved = {k: os.environ.get(k) for k in keys}
-    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
-    os.environ.update(platform.client_env())
-    mlflow.set_tracking_uri(platform.base_url)
-    fluent._active_experiment_id = None  # an experiment id of another platform means nothing here
-    try:
+    with client_state():
+        os.environ.update(platform.client_env())
+        mlflow.set_tracking_uri(platform.base_url)
+        fluent._active_experiment_id = None  # an experiment id of another platform means nothing here
         yield platform
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-        mlflow.set_tracking_uri(uri)
-        fluent._active_experiment_id = experiment
 
 
 @pytest.fixture(scope="package")
@@ -58,9 +51,11 @@ def platform(postgres, s3, tmp_path_factory):
                            env={**PLATFORM_ENV, **scaleout_env(postgres, s3, "package-platform")}).start()
     # Fixtures of wider scope than a test (``logged``, the governance module's ``shared``)
     # call MLflow's client before any per-test fixture runs: point it here for the package.
-    with clients_at(proc):
-        yield proc
-    proc.stop()
+    try:
+        with clients_at(proc):
+            yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="package")

@@ -67,6 +67,8 @@ class ResponsesAgentInterface(ModelInterface):
     def validate(self, body: dict[str, Any]) -> Any:
         from mlflow.types.responses import ResponsesAgentRequest
 
+        if isinstance(body.get("input"), str):  # one user message, as OpenAI's Responses API takes it
+            body = {**body, "input": [{"role": "user", "content": body["input"]}]}
         return self.build(ResponsesAgentRequest, body, "input")
 
     def predict(self, request: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""agentwharf.platform.login_page: the 401 answer, JSON for clients, a sign-in page for browsers."""
+"""agentwharf.web.sign_in: the 401 answer, JSON for clients, a sign-in page for browsers."""
 
 import asyncio
 
@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from agentwharf.errors import Unauthenticated
-from agentwharf.platform.login_page import MESSAGES, safe_next, send_unauthenticated, sign_in_page
+from agentwharf.web.sign_in import MESSAGES, safe_next, send_unauthenticated, sign_in_page
 
 
 def answer(method="GET", accept=None, message="Authentication required"):
