@@ -243,8 +243,7 @@ class Platform:
         self.mlflow_proxy = databricks_compat.DatabricksTrackingView(
             MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities, self.settings.mlflow_proxy_timeout))
         self.proxy = web.with_console_link(self.mlflow_proxy)
-        self.llm_runtime = LlmRuntime(self.settings.database_uri, self.settings.artifacts_dir, gateway_env,
-                                      self.settings.llm_config_refresh_seconds)
+        self.llm_runtime = LlmRuntime(self.settings.database_uri, gateway_env, self.settings.llm_config_refresh_seconds)
         await self.llm_runtime.start()
         self.gateway.llm_runtime = self.llm_runtime
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
