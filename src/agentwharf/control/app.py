@@ -10,7 +10,8 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from agentwharf import __version__, databricks_compat
-from agentwharf.control import access_routes, api_docs, diagnostics_routes, review_instructions, routes, scim_routes, token_routes
+from agentwharf.control import (access_routes, api_docs, diagnostics_routes, review_instructions, rollout_routes, routes,
+                                scim_routes, token_routes)
 from agentwharf.control.routes import ControlState
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
@@ -19,7 +20,7 @@ log = logging.getLogger("agentwharf.control")
 
 #: The control plane's own routers (the Databricks facades follow them, see create_control_app).
 ROUTERS = (api_docs.router, routes.router, diagnostics_routes.router, access_routes.router, token_routes.router,
-           scim_routes.router, review_instructions.router)
+           scim_routes.router, review_instructions.router, rollout_routes.router)
 
 #: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
 _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
