@@ -142,11 +142,11 @@ def parse_rollout(raw: Any) -> Rollout:
     """
     if not isinstance(raw, dict):
         raise InvalidParameter(f"rollout must be an object, got {raw!r}")
+    if "shadow_percent" in raw:
+        raise InvalidParameter("rollout.shadow_percent: shadow traffic is not supported yet; use canary_percent")
     unknown = sorted(set(raw) - set(Rollout.__dataclass_fields__))
     if unknown:
         raise InvalidParameter(f"rollout has unknown fields {unknown}; it takes {sorted(Rollout.__dataclass_fields__)}")
-    if raw.get("shadow_percent") is not None:
-        raise InvalidParameter("rollout.shadow_percent is not supported yet")
     canary = _whole(raw.get("canary_percent", 10), "rollout.canary_percent", 1, 99)
     steps = raw.get("steps")
     if steps is None:

@@ -39,7 +39,7 @@ def test_the_client_side_dataclasses_serialize_to_what_the_server_accepts():
     ({"gates": [SAFETY], "max_duration": "soon"}, "max_duration"),
     ({"gates": [SAFETY], "min_requests": 0}, "min_requests"),
     ({"gates": [SAFETY], "colour": "red"}, "unknown fields ['colour']"),
-    ({"gates": [SAFETY], "shadow_percent": 100}, "shadow_percent"),
+    ({"gates": [SAFETY], "shadow_percent": 100}, "shadow traffic is not supported yet"),
     ({"gates": [{"scorer": "safety", "max": 1}]}, "takes min_pass_rate or min_ratio"),
     ({"gates": [{"metric": "error_rate", "min_pass_rate": 0.5}]}, "takes max or max_ratio"),
     ({"gates": [{"metric": "cpu", "max": 1}]}, "metric must be one of"),
