@@ -9,6 +9,7 @@ PORT   ?= 8710
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+WRK      := /usr/bin/wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install quickstart stop test test-unit test-integration bench clean
@@ -27,6 +28,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq chromium
 
+# The serving benchmark drives every system with wrk, from Debian's packages.
+$(WRK):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq wrk
+
 ## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
 quickstart: install
 	$(PY) scripts/quickstart.py --home $(HOME_DIR) --port $(PORT)
@@ -44,7 +50,7 @@ test-unit: install
 test-integration: install $(CHROMIUM)
 	$(PY) -m pytest -q tests/integration
 
-bench: install
+bench: install $(WRK)
 	$(PY) benchmarks/run.py
 
 clean: stop
