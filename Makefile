@@ -9,6 +9,7 @@ PORT   ?= 8710
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+WRK      := /usr/bin/wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install quickstart stop test test-unit test-integration bench clean postgresql
@@ -33,6 +34,11 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# The serving benchmark drives every system with wrk, from Debian's packages.
+$(WRK):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq wrk
+
 ## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
 quickstart: install
 	$(PY) scripts/quickstart.py --home $(HOME_DIR) --port $(PORT)
@@ -50,7 +56,7 @@ test-unit: install
 test-integration: install $(CHROMIUM) postgresql
 	$(PY) -m pytest -q tests/integration
 
-bench: install postgresql
+bench: install $(WRK) postgresql
 	$(PY) benchmarks/run.py
 
 clean: stop

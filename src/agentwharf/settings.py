@@ -70,6 +70,8 @@ class PlatformSettings(BaseSettings):
     #: Back-off between restarts of a crashed worker: doubles from min to max.
     restart_backoff_min: float = 0.5
     restart_backoff_max: float = 30.0
+    #: How often the rollout controller judges running rollouts' gates.
+    rollout_interval_seconds: float = Field(default=5.0, gt=0)
     #: A scale-to-zero version stops its workers after this many idle seconds.
     scale_to_zero_idle_seconds: float = 900.0
     #: How long a request to a scaled-to-zero version waits for its workers to start.

@@ -32,6 +32,8 @@ PLATFORM_ENV = {
     # model use the platform's LLM endpoint named "judge" (test_llm_endpoints makes it).
     "AGENTWHARF_LLM_REQUEST_TIMEOUT": "5",
     "AGENTWHARF_JUDGE_ENDPOINT": "judge",
+    # Rollouts judge their gates twice a second, so a canary is decided in seconds.
+    "AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5",
 }
 
 

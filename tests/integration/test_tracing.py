@@ -90,7 +90,7 @@ def test_gateway_rejections_on_a_known_endpoint_are_recorded(http, traced):
     assert answer.status_code == 415
     request_id = answer.headers["x-agentwharf-request-id"]
     assert answer.headers["x-request-id"] == request_id  # no id of the client's: the platform's
-    bad_id, bad = send(http, traced.endpoint_name, {"input": "not a list"})
+    bad_id, bad = send(http, traced.endpoint_name, {"input": 42})
     assert bad.status_code == 400
     rows = rows_for(http, traced.endpoint_name, {request_id, bad_id})
     assert rows[request_id]["status_code"] == 415 and rows[bad_id]["status_code"] == 400

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentwharf.cli import access_cmds, endpoints, inference, llm, platform_cmds, serving_cmds
+from agentwharf.cli import access_cmds, endpoints, inference, llm, platform_cmds, rollout_cmds, serving_cmds
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -30,6 +30,7 @@ app.command()(serving_cmds.query)
 app.command()(endpoints.logs)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(llm.app, name="llm")
+app.add_typer(rollout_cmds.app, name="rollout")
 app.add_typer(inference.app, name="inference")
 app.add_typer(access_cmds.users, name="users")
 app.add_typer(access_cmds.service_principals, name="service-principals")

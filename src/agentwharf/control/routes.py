@@ -35,8 +35,10 @@ class ControlState:
 
     def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
                  identities=None, gatekeeper=None, registry=None, metrics: EndpointMetrics | None = None,
-                 worker_threads: int = 1):
+                 worker_threads: int = 1, rollouts=None):
         self.identities = identities
+        #: RolloutService (quality-gated rollouts); None where rollouts are not run.
+        self.rollouts = rollouts
         #: Per-endpoint request metrics (export_metrics) and the threads of each worker process.
         self.metrics = metrics or EndpointMetrics()
         self.worker_threads = worker_threads
@@ -203,6 +205,7 @@ async def deploy(control: Control, request: Request, body: Body, caller: CallerD
         endpoint_name=body.get("endpoint_name"),
         env_manager=body.get("env_manager"),
         description=body.get("description"),
+        rollout=body.get("rollout"),
         caller=caller,
     )
     url = base_url(request)

@@ -22,6 +22,7 @@ import os
 import time
 import uuid
 
+import httpx
 import orjson
 
 from agentwharf import credentials, databricks_compat, web
@@ -38,6 +39,7 @@ from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.llm_endpoints import LlmEndpoints
 from agentwharf.control.reconciler import Reconciler
+from agentwharf.control.rollouts import RolloutService
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
 from agentwharf.databricks_compat.mlflow_calls import MlflowCalls
@@ -118,6 +120,7 @@ class Platform:
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
+        self._rollout_controller: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
                                start_wait=settings.cold_start_timeout)
@@ -249,13 +252,18 @@ class Platform:
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper,
                                     LlmEndpoints(GatewayAdmin(self.registry.client)))
-        control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
-                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads)
+        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient())
+        control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
+                               self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
+                               self.settings.worker_threads, self.rollouts)
         self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
         self.supervisor.start_background()
         await self.reconciler.restore()
+        # Rollouts resume from the database: judged only once the endpoints serve again.
+        self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
+                                                       name="rollout-controller")
         self.started_at = time.time()
         # Start-up objects (MLflow, FastAPI, SQLAlchemy) never die: keep full GC passes off them.
         gc.collect()
@@ -277,6 +285,9 @@ class Platform:
         # Order: no more requests reach workers; the spool is closed; the writer drains it
         # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
+        if self._rollout_controller is not None:
+            self._rollout_controller.cancel()
+            await self.rollouts.http.aclose()
         await self.supervisor.close()
         if self._monitor is not None:
             self._monitor.cancel()
