@@ -1,0 +1,13 @@
+"""The quality loop: the same scorers in development, before a deploy and on live traffic.
+
+    scorers         which registered scorers are active (MLflow's tables), built-in or custom
+    online          scores live traces seconds after the writer stores them
+    sandbox         runs custom @scorer code in processes of its own, limited and confined
+    sandbox_runner  the program those processes run
+    landlock        Linux Landlock: files, TCP and signals a process may reach
+    results         assessments on the traces, and their numbers for trends
+    scoring_process online scoring's process, and the platform's handle on it
+    guard           CAN_MANAGE to register scorers on an endpoint's experiment
+    monitor         the platform's quality loop (scoring process, metrics, alerts, rules)
+    trends          per-bucket figures of an endpoint and its versions
+"""
