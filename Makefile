@@ -9,9 +9,10 @@ PORT   ?= 8710
 STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+WRK      := /usr/bin/wrk
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install quickstart stop test test-unit test-integration bench clean
+.PHONY: install quickstart stop test test-unit test-integration bench clean postgresql
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "agentwharf needs Python >= 3.11"'
@@ -27,6 +28,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq chromium
 
+# The PostgreSQL configuration's tests (and the writer benchmark) start a throwaway cluster with
+# this machine's initdb/postgres, which Debian keeps in /usr/lib/postgresql/<version>/bin.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+# The serving benchmark drives every system with wrk, from Debian's packages.
+$(WRK):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq wrk
+
 ## Start the platform in the background, deploy the guide's EchoAgent, query it three ways.
 quickstart: install
 	$(PY) scripts/quickstart.py --home $(HOME_DIR) --port $(PORT)
@@ -35,16 +47,16 @@ quickstart: install
 stop:
 	@if [ -x $(VENV)/bin/agentwharf ]; then $(VENV)/bin/agentwharf down --home $(HOME_DIR); else echo "nothing to stop"; fi
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) postgresql
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit
 
-test-integration: install $(CHROMIUM)
+test-integration: install $(CHROMIUM) postgresql
 	$(PY) -m pytest -q tests/integration
 
-bench: install
+bench: install $(WRK) postgresql
 	$(PY) benchmarks/run.py
 
 clean: stop

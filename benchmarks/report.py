@@ -107,6 +107,16 @@ def auth_cost(rows: list[dict], micro: dict[str, float] | None, console: Console
         console.print(f"agentwharf auth check in-process, {label}: {micros:.2f} µs per request")
 
 
+def worker_replicas(rows: list[dict], console: Console) -> None:
+    """One worker process against two behind the same gateway, in this run."""
+    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
+    if "agentwharf" in ok and "agentwharf-2-workers" in ok:
+        one, two = ok["agentwharf"], ok["agentwharf-2-workers"]
+        console.print(f"agentwharf worker replicas, 2 vs 1 (one gateway): {two['rps']:,.0f} vs {one['rps']:,.0f} rps "
+                      f"({_fmt_ratio(_ratio(two['rps'], one['rps']))}); p99 {two['p99_ms']:.1f} vs {one['p99_ms']:.1f} ms "
+                      f"({_fmt_ratio(_ratio(two['p99_ms'], one['p99_ms']))})")
+
+
 def warnings(rows: list[dict], console: Console) -> None:
     for row in rows:
         if row.get("error"):

@@ -4,6 +4,7 @@ scoring's time from an answer to its assessments (``time-to-assessment``: no wrk
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
                                        [--only NAME[,NAME]] [--json PATH] [--keep-temp]
+                                       [--no-costs] [--no-writer] [--writer-records N]
 
 Each system is started in turn on a free 127.0.0.1 port in its own temp dir, checked with one
 real request (200 and the echo text, or the run fails loudly), driven with
@@ -37,6 +38,7 @@ import report  # noqa: E402
 import systems  # noqa: E402
 import auth_check  # noqa: E402
 import wrk  # noqa: E402
+import writer_throughput  # noqa: E402
 
 TRACE_SETTLE_SECONDS = 5.0
 PAUSE_BETWEEN_SYSTEMS = 2.0
@@ -97,6 +99,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep-temp", action="store_true", help="keep each system's temp dir (logs, databases)")
     parser.add_argument("--no-costs", action="store_true",
                         help="skip agentwharf's idle footprint and model-environment measurements")
+    parser.add_argument("--no-writer", action="store_true",
+                        help="skip the spool writer's throughput on SQLite and PostgreSQL")
+    parser.add_argument("--writer-records", type=int, default=20000,
+                        help="records the writer benchmark drains into each database (default 20000)")
     args = parser.parse_args()
     args.names = list(systems.SYSTEMS)
     args.llm = args.scoring = True
@@ -209,18 +215,31 @@ def main() -> int:
             except Exception:
                 err.print(traceback.format_exc(), markup=False, highlight=False)
 
+    writer = None
+    if not args.no_writer:
+        err.print(f"[bold]spool writer[/]: {args.writer_records} records into SQLite, then PostgreSQL")
+        try:
+            writer = writer_throughput.measure(args.writer_records)
+        except Exception as e:
+            err.print(traceback.format_exc(), markup=False, highlight=False)
+            rows.append({"system": "writer", "wrk": None, "traces": None, "notes": {}, "error": str(e).splitlines()[0]})
+
     console.print()
-    console.print(report.table(rows))
+    console.print(report.table([r for r in rows if r["system"] != "writer"]))
     report.agentwharf_details(rows, console)
     micro = auth_check.measure() if any(n.startswith("agentwharf") for n in args.names) else None
     report.auth_cost(rows, micro, console)
+    report.worker_replicas(rows, console)
     if costs is not None:
         platform_costs.report(costs, console)
+    if writer is not None:
+        writer_throughput.report(writer, console)
     report.warnings(rows, console)
     results, errors = _extra_rows(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, **results}, indent=2))
+        args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, "writer": writer,
+                                         **results}, indent=2))
         console.print(f"results saved to {args.json}")
     return 1 if any(r.get("error") for r in rows) or errors else 0
 

@@ -151,13 +151,14 @@ def _memory(platform_pid: int) -> dict:
 
 
 @contextlib.contextmanager
-def agentwharf(tmp: Path, with_auth: bool = True) -> Iterator[Running]:
+def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small") -> Iterator[Running]:
     """The platform as users run it (every request carries a token it checks), or, for the
-    comparison that prices that check, with AGENTWHARF_BENCHMARK_WITHOUT_AUTH."""
+    comparison that prices that check, with AGENTWHARF_BENCHMARK_WITHOUT_AUTH; the EchoAgent
+    deployed with ``workload_size`` (Small: one worker process, Medium: two)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     home = tmp / "home"
-    name = "agentwharf" if with_auth else "agentwharf-no-auth"
+    name = ("agentwharf" if with_auth else "agentwharf-no-auth") + ("" if workload_size == "Small" else f"-{workload_size.lower()}")
     command = [PY, "-m", "agentwharf.cli.main", "up", "--home", str(home), "--port", str(port)]
     env = child_env() if with_auth else child_env(AGENTWHARF_BENCHMARK_WITHOUT_AUTH="1")
     with started(name, command, tmp, env) as service:
@@ -170,7 +171,7 @@ def agentwharf(tmp: Path, with_auth: bool = True) -> Iterator[Running]:
             from agentwharf import agents
 
             started_at = time.monotonic()
-            agents.deploy(AW_MODEL, version)
+            agents.deploy(AW_MODEL, version, workload_size=workload_size)
             deadline = started_at + 300
             while query(url, headers=headers).status_code != 200:
                 if time.monotonic() > deadline:
@@ -195,4 +196,7 @@ SYSTEMS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Running]]]
     "mlflow-models-serve": mlflow_models_serve,
     "agentwharf": agentwharf,
     "agentwharf-no-auth": lambda tmp: agentwharf(tmp, with_auth=False),
+    # Two worker processes (replicas of the model) behind the one gateway: what a second
+    # replica buys on this machine, against the one-worker row of the same run.
+    "agentwharf-2-workers": lambda tmp: agentwharf(tmp, workload_size="Medium"),
 }

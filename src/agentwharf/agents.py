@@ -19,10 +19,12 @@ from urllib.parse import quote
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.client import PlatformClient
 from agentwharf.errors import NotFound
+from agentwharf.rollouts import Gate, Rollout
 from agentwharf.settings import ClientSettings
 
-__all__ = ["Deployment", "PermissionLevel", "deploy", "delete_deployment", "get_deployments", "get_permissions",
-           "get_review_instructions", "list_deployments", "set_permissions", "set_review_instructions"]
+__all__ = ["Deployment", "Gate", "PermissionLevel", "Rollout", "abort_rollout", "delete_deployment", "deploy", "get_deployments",
+           "get_permissions", "get_review_instructions", "get_rollout", "list_deployments", "promote_rollout",
+           "set_permissions", "set_review_instructions"]
 
 #: How long ``deploy`` waits for the new version to answer (building a model's environment
 #: the first time can take minutes).
@@ -64,6 +66,7 @@ def deploy(
     endpoint_name: str | None = None,
     description: str | None = None,
     env_manager: str | None = None,
+    rollout: Rollout | None = None,
     copy_scorers: bool | str = False,
     **databricks_only: Any,
 ) -> Deployment:
@@ -84,6 +87,10 @@ def deploy(
         description: The endpoint's description (a new endpoint's).
         env_manager: ``"uv"`` runs the version in an environment built from its model's logged
             requirements, ``"local"`` in the platform's own; default: the platform's setting.
+        rollout: Let the version earn its traffic (``Rollout(canary_percent=10, gates=[...])``):
+            it starts at the canary share beside the version serving now, and the platform
+            steps it up while every gate holds or rolls it back when one fails. ``deploy``
+            returns once the version answers; follow the rollout with ``get_rollout``.
         **databricks_only: ``instance_profile_arn``, ``budget_policy_id``, ``usage_policy_id``,
             ``deploy_feedback_model``, accepted for Databricks' calls and ignored. Anything
             else is a ``TypeError``.
@@ -119,6 +126,7 @@ def deploy(
             "endpoint_name": endpoint_name,
             "description": description,
             "env_manager": env_manager,
+            **({"rollout": rollout.to_json() if isinstance(rollout, Rollout) else rollout} if rollout is not None else {}),
         })
         deployment = Deployment.from_json(answer["deployed_chain"])
         log.info("deploying %s version %s to %s", model_name, model_version, deployment.endpoint_name)
@@ -224,3 +232,23 @@ def get_review_instructions(model_name: str) -> str:
     """The review instructions of a deployed model ('' when none were set)."""
     with _client() as client:
         return client.request("GET", f"/api/2.0/agents/review-instructions/{quote(model_name, safe='')}")["instructions"]
+
+
+def get_rollout(endpoint_name: str) -> dict[str, Any]:
+    """The endpoint's latest rollout: ``state`` (RUNNING, PROMOTED, ROLLED_BACK, ABORTED), the
+    candidate's ``traffic_percentage``, the current ``window`` (each gate's verdict with both
+    versions' figures) and every ``decisions`` entry with its reason."""
+    with _client() as client:
+        return client.request("GET", f"/api/2.0/serving-endpoints/{endpoint_name}/rollout")
+
+
+def promote_rollout(endpoint_name: str) -> dict[str, Any]:
+    """Give the running rollout's candidate all the traffic now. Needs CAN_MANAGE."""
+    with _client() as client:
+        return client.request("POST", f"/api/2.0/serving-endpoints/{endpoint_name}/rollout/promote")
+
+
+def abort_rollout(endpoint_name: str) -> dict[str, Any]:
+    """Send all traffic back to the version serving before the rollout. Needs CAN_MANAGE."""
+    with _client() as client:
+        return client.request("POST", f"/api/2.0/serving-endpoints/{endpoint_name}/rollout/abort")

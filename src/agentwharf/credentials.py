@@ -27,6 +27,19 @@ CREDENTIAL_VARIABLES = frozenset({
     # The key that decrypts every LLM endpoint's provider keys (MLflow's AI Gateway).
     "MLFLOW_CRYPTO_KEK_PASSPHRASE",
 })
+#: What else in the platform's own environment reaches its stores: the database URL (it may
+#: carry a password), the object store's keys, whether as agentwharf's settings or as the
+#: variables boto3 and MLflow read. Only MLflow's server gets them (as settings, not inherited).
+STORE_VARIABLES = frozenset({
+    "AGENTWHARF_DATABASE_URL", "AGENTWHARF_S3_ACCESS_KEY_ID", "AGENTWHARF_S3_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "MLFLOW_BACKEND_STORE_URI", "MLFLOW_S3_ENDPOINT_URL", "PGPASSWORD",
+})
+
+
+def platform_secret(name: str) -> bool:
+    """Whether the platform's environment variable ``name`` must stay out of its workers'."""
+    return name in CREDENTIAL_VARIABLES or name in STORE_VARIABLES
 
 
 class NoCredentials(RuntimeError):

@@ -23,7 +23,8 @@
      ├── Unavailable               503 TEMPORARILY_UNAVAILABLE  (Retry-After)
      │    └── MlflowUnavailable    503 TEMPORARILY_UNAVAILABLE
      ├── DeadlineExceeded          504 DEADLINE_EXCEEDED
-     └── InsufficientStorage       507 INSUFFICIENT_STORAGE
+     ├── InsufficientStorage       507 INSUFFICIENT_STORAGE
+     └── InvalidConfiguration      500 INVALID_CONFIGURATION    (at start: `agentwharf up` says why)
 
 Routes raise these; one function per server turns them into the JSON body
 ``{"error_code": ..., "message": ...}`` (``error_body``), the shape Databricks' clients parse.
@@ -198,6 +199,14 @@ class InsufficientStorage(AgentwharfError):
 
     error_code = "INSUFFICIENT_STORAGE"
     http_status = 507
+
+
+class InvalidConfiguration(AgentwharfError):
+    """The platform's settings name something it cannot use (a database it cannot reach, an
+    artifact store it cannot write); found before it starts, the message says what to fix."""
+
+    error_code = "INVALID_CONFIGURATION"
+    http_status = 500
 
 
 class ForeignError(AgentwharfError):

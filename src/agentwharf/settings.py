@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8710
@@ -21,6 +22,25 @@ ADMIN_TOKEN_FILE_NAME = "admin.token"
 
 #: Worker processes per served version for each Databricks workload size.
 DEFAULT_WORKLOAD_SIZES = {"Small": 1, "Medium": 2, "Large": 4}
+#: Databases AGENTWHARF_DATABASE_URL may name (``postgres`` is libpq's spelling of ``postgresql``).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` or ``postgres://`` (libpq's spellings) as SQLAlchemy's psycopg (3)
+    dialect; a URL that names its driver (``postgresql+psycopg2://``) is left as it is."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit for a message or a log: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 class PlatformSettings(BaseSettings):
@@ -50,6 +70,8 @@ class PlatformSettings(BaseSettings):
     #: Back-off between restarts of a crashed worker: doubles from min to max.
     restart_backoff_min: float = 0.5
     restart_backoff_max: float = 30.0
+    #: How often the rollout controller judges running rollouts' gates.
+    rollout_interval_seconds: float = Field(default=5.0, gt=0)
     #: A scale-to-zero version stops its workers after this many idle seconds.
     scale_to_zero_idle_seconds: float = 900.0
     #: How long a request to a scaled-to-zero version waits for its workers to start.
@@ -164,18 +186,76 @@ class PlatformSettings(BaseSettings):
         host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::") else self.listen_host
         return f"http://{host}:{self.port}"
 
-    #: One database for MLflow's tables and agentwharf's. Defaults to SQLite in the home.
+    #: One database for MLflow's tables and agentwharf's: ``postgresql://user:password@host:port/db``
+    #: (or ``sqlite:///path``). Defaults to SQLite in the home.
     database_url: str | None = None
+    #: Where MLflow keeps artifacts (models, run files): ``s3://bucket/prefix`` or a local folder.
+    #: Defaults to ``<home>/artifacts``. Clients and workers reach them through MLflow's artifact
+    #: service at the base URL either way; only MLflow's server holds the store's credentials.
+    artifacts_uri: str | None = None
+    #: An S3-compatible store's endpoint (MinIO, Ceph, ...); unset for AWS S3.
+    s3_endpoint_url: str | None = None
+    #: The store's access key; unset: boto3's own chain (AWS_* variables, ~/.aws, an instance role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme.split("+", 1)[0] not in DATABASE_SCHEMES:
+            raise ValueError(f"AGENTWHARF_DATABASE_URL must be postgresql://user:password@host:port/database or "
+                             f"sqlite:///path, got one starting {scheme or url[:12]!r}")
+        return url
+
+    @field_validator("artifacts_uri")
+    @classmethod
+    def _known_artifact_store(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return None
+        parts = urlsplit(uri)
+        if parts.scheme == "s3":
+            if not parts.netloc:
+                raise ValueError(f"AGENTWHARF_ARTIFACTS_URI {uri!r} names no bucket: use s3://bucket/prefix")
+            return uri.rstrip("/")
+        if parts.scheme in ("", "file"):
+            return uri
+        raise ValueError(f"AGENTWHARF_ARTIFACTS_URI must be s3://bucket/prefix or a local folder, got {uri!r}")
 
     @property
     def database_uri(self) -> str:
-        return self.database_url or f"sqlite:///{self.home.resolve() / 'agentwharf.db'}"
+        """The database as SQLAlchemy (ours and MLflow's) is told it: ``postgresql://`` names
+        the psycopg (3) driver, the one the server extra installs."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home.resolve() / 'agentwharf.db'}"
+        return sqlalchemy_url(self.database_url)
 
     @property
     def auth_database_uri(self) -> str:
         """MLflow's basic-auth store (users, MLflow permissions): its own SQLite file beside
         agentwharf's, or the same server database when one is configured."""
-        return self.database_url or f"sqlite:///{self.home.resolve() / 'mlflow-auth.db'}"
+        return self.database_uri if self.database_url else f"sqlite:///{self.home.resolve() / 'mlflow-auth.db'}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        """What MLflow's server stores artifacts in (``--artifacts-destination``)."""
+        return self.artifacts_uri or str(self.artifacts_dir)
+
+    @property
+    def artifacts_in_s3(self) -> bool:
+        return (self.artifacts_uri or "").startswith("s3://")
+
+    def artifact_store_environment(self) -> dict[str, str]:
+        """The variables MLflow's S3 artifact repository (boto3) reads, for MLflow's server only."""
+        if not self.artifacts_in_s3:
+            return {}
+        values = {"MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url, "AWS_ACCESS_KEY_ID": self.s3_access_key_id,
+                  "AWS_SECRET_ACCESS_KEY": self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None,
+                  "AWS_DEFAULT_REGION": self.s3_region}
+        return {k: v for k, v in values.items() if v}
 
     @property
     def secrets_dir(self) -> Path:

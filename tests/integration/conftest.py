@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from tests.integration.platform_process import PlatformProcess, client_state, wait_until
+from tests.integration.services import PostgresCluster, S3Server
 
 AGENTS = Path(__file__).parent / "agents"
 _counter = itertools.count(1)
@@ -31,6 +32,8 @@ PLATFORM_ENV = {
     # model use the platform's LLM endpoint named "judge" (test_llm_endpoints makes it).
     "AGENTWHARF_LLM_REQUEST_TIMEOUT": "5",
     "AGENTWHARF_JUDGE_ENDPOINT": "judge",
+    # Rollouts judge their gates twice a second, so a canary is decided in seconds.
+    "AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5",
     # Online scoring: a custom scorer that spins or sleeps is stopped within seconds.
     "AGENTWHARF_SCORER_TIMEOUT_SECONDS": "4",
     "AGENTWHARF_SCORER_CPU_SECONDS": "2",
@@ -45,6 +48,23 @@ def _shared_model_environments(tmp_path_factory):
     homes on one machine may (AGENTWHARF_ENVIRONMENTS_DIR): each distinct set of requirements
     is built once per session, not once per platform."""
     os.environ["AGENTWHARF_ENVIRONMENTS_DIR"] = str(tmp_path_factory.mktemp("model-environments"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster of the session's own (installed by ``make test`` if missing; a
+    missing one fails the tests that need it, never skips them)."""
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible object store of the session's own."""
+    server = S3Server().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

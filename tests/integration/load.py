@@ -8,7 +8,6 @@ in the inference row (``client_request_id``) and in MLflow's ``trace_info.client
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import uuid
 from collections import Counter
@@ -17,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import sqlalchemy as sa
+
+from agentwharf.settings import sqlalchemy_url
 
 from tests.integration.platform_process import PlatformProcess, auth_headers, wait_until
 
@@ -74,16 +76,24 @@ def deploy_info(base_url: str, model: str, environment_vars: dict | None = None)
     return endpoint
 
 
-def stored(home: Path, client_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """How many inference rows and how many MLflow traces each client request id has."""
+def stored(platform: PlatformProcess, client_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """How many inference rows and how many MLflow traces each client request id has, read
+    from the platform's database (SQLite or PostgreSQL) directly."""
     if not client_ids:
         return {}, {}
-    marks = ",".join("?" * len(client_ids))
-    with sqlite3.connect(home / "agentwharf.db", timeout=30) as db:
-        rows = dict(db.execute(f"SELECT client_request_id, COUNT(*) FROM aw_inference_log WHERE client_request_id IN ({marks}) "
-                               "GROUP BY client_request_id", client_ids).fetchall())
-        traces = dict(db.execute(f"SELECT client_request_id, COUNT(*) FROM trace_info WHERE client_request_id IN ({marks}) "
-                                 "GROUP BY client_request_id", client_ids).fetchall())
+    url = sqlalchemy_url(platform.database_url)
+    engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    ids = sa.bindparam("ids", expanding=True)
+    try:
+        with engine.connect() as db:
+            rows = dict(db.execute(sa.text("SELECT client_request_id, COUNT(*) FROM aw_inference_log "
+                                           "WHERE client_request_id IN :ids GROUP BY client_request_id").bindparams(ids),
+                                   {"ids": client_ids}).all())
+            traces = dict(db.execute(sa.text("SELECT client_request_id, COUNT(*) FROM trace_info "
+                                             "WHERE client_request_id IN :ids GROUP BY client_request_id").bindparams(ids),
+                                     {"ids": client_ids}).all())
+    finally:
+        engine.dispose()
     return rows, traces
 
 
@@ -127,14 +137,14 @@ class Ledger:
     def server_errors(self) -> int:
         return sum(count for status, count in self.statuses.items() if status >= 500)
 
-    def verify(self, home: Path, timeout: float = 120.0) -> None:
+    def verify(self, platform: PlatformProcess, timeout: float = 120.0) -> None:
         """Every acknowledged request stored exactly once (row and trace), no error that was
         not JSON; the figures go to the session summary. A client id sent N times and
         acknowledged N times must have N rows and N traces."""
         expected = Counter(self.acknowledged)
 
         def all_stored():
-            rows, traces = stored(home, list(expected))
+            rows, traces = stored(platform, list(expected))
             return (rows, traces) if rows.keys() == traces.keys() == expected.keys() else None
 
         rows, traces = wait_until(all_stored, timeout=timeout, interval=0.5, message=f"{self.name}: every acknowledged request stored")

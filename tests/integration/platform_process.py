@@ -59,6 +59,12 @@ class PlatformProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def database_url(self) -> str:
+        """The database the platform stores into: the one it was configured with, or its home's
+        SQLite file."""
+        return self.env.get("AGENTWHARF_DATABASE_URL") or f"sqlite:///{self.home / 'agentwharf.db'}"
+
+    @property
     def token(self) -> str:
         """The admin token the platform's first start wrote into its home."""
         return (self.home / "admin.token").read_text().strip()

@@ -15,7 +15,13 @@ from tests.integration.platform_process import PlatformProcess, auth_headers, wa
 
 
 def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
-    platform = PlatformProcess(tmp_path / "home").start()
+    kill_9_under_load_loses_nothing(PlatformProcess(tmp_path / "home"))
+
+
+def kill_9_under_load_loses_nothing(platform: PlatformProcess) -> None:
+    """kill -9 of the whole platform under load, then ``up`` again: every acknowledged request
+    is stored exactly once (whatever database ``platform`` is configured with)."""
+    platform.start()
     os.environ.update(platform.client_env())
     try:
         endpoint = deploy_info(platform.base_url, "main.durable.info")
@@ -57,7 +63,7 @@ def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
         ids = list(acknowledged)
 
         def all_stored():
-            rows, traces = stored(platform.home, ids)
+            rows, traces = stored(platform, ids)
             return (rows, traces) if len(rows) == len(ids) and len(traces) == len(ids) else None
 
         rows, traces = wait_until(all_stored, timeout=120, interval=0.5, message="every acknowledged request to be stored")
@@ -93,8 +99,8 @@ def test_a_full_spool_refuses_work_with_503_and_loses_nothing(tmp_path):
         assert f"agentwharf_spool_rejected_total {len(refused)}" in metrics
 
         os.kill(writer, signal.SIGCONT)
-        wait_until(lambda: stored(platform.home, answered)[0].keys() == set(answered), timeout=60, message="the backlog to drain")
-        assert stored(platform.home, refused) == ({}, {})  # refused before any work: nothing to record
+        wait_until(lambda: stored(platform, answered)[0].keys() == set(answered), timeout=60, message="the backlog to drain")
+        assert stored(platform, refused) == ({}, {})  # refused before any work: nothing to record
         after = httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations", json={"input": [{"role": "user", "content": "x"}]}, headers=auth_headers())
         wait_until(lambda: httpx.post(f"{platform.base_url}/serving-endpoints/{endpoint}/invocations", headers=auth_headers(),
                                       json={"input": [{"role": "user", "content": "x"}]}).status_code == 200,

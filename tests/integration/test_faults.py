@@ -56,7 +56,7 @@ def test_kill_9_of_a_worker_under_load(faulty):
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: serves(faulty), timeout=60, message="the worker to be replaced")
         load.wait_for(len(ledger.acknowledged) + 50)
-    ledger.verify(faulty.home)
+    ledger.verify(faulty)
     assert set(ledger.statuses) <= {200, 503}
 
 
@@ -68,7 +68,7 @@ def test_kill_9_of_the_writer_under_load(faulty):
         os.kill(old, signal.SIGKILL)
         wait_until(lambda: writer_pid(faulty) not in (None, old), timeout=30, message="a new writer")
         load.wait_for(len(ledger.acknowledged) + 100)
-    ledger.verify(faulty.home)
+    ledger.verify(faulty)
     assert set(ledger.statuses) == {200}
 
 
@@ -83,7 +83,7 @@ def test_sigstop_of_the_writer_under_load(faulty):
             load.wait_for(len(ledger.acknowledged) + 100)
         finally:
             os.kill(writer, signal.SIGCONT)
-    ledger.verify(faulty.home)
+    ledger.verify(faulty)
     assert set(ledger.statuses) == {200}
 
 
@@ -134,7 +134,7 @@ def test_hostile_bodies_get_json_errors_and_leave_the_platform_serving(faulty):
     assert not_http.startswith(b"HTTP/1.1 400") and b"application/json" in not_http and b'"error_code"' in not_http
     assert serves(faulty)
     assert ledger.acknowledged.count("hostile-same-id") == 3
-    ledger.verify(faulty.home)  # three rows and three traces for the id sent three times
+    ledger.verify(faulty)  # three rows and three traces for the id sent three times
     assert ledger.statuses[400] >= 7 and ledger.statuses[413] == 1
 
 
@@ -168,7 +168,7 @@ def test_requests_past_the_concurrency_limit_get_503_json(faulty):
     assert refused and all(a.headers["retry-after"] and a.json()["error_code"] == "TEMPORARILY_UNAVAILABLE" for a in refused)
     assert "AGENTWHARF_LIMIT_CONCURRENCY" in refused[0].json()["message"]
     assert ledger.statuses[200] >= 16
-    ledger.verify(faulty.home)
+    ledger.verify(faulty)
 
 
 def test_mlflow_silent_or_failing_is_answered_in_json(faulty):
@@ -251,7 +251,7 @@ def test_kill_9_of_the_platform_with_its_writer_stopped(faulty):
     wait_until(lambda: not pid_alive(stale), timeout=30, message="the stale writer to be ended")
     assert writer_pid(faulty) != stale
     wait_until(lambda: serves(faulty), timeout=120, message="serving after the restart")
-    ledger.verify(faulty.home)
+    ledger.verify(faulty)
 
 
 def _can_mount_tmpfs() -> bool:
@@ -298,7 +298,7 @@ def test_a_full_disk_refuses_work_in_json_and_loses_nothing(tmp_path):
             filler.unlink()
             wait_until(lambda: serves(platform), timeout=60, message="serving once space is free")
             load.wait_for(len(ledger.acknowledged) + 50)
-        ledger.verify(platform.home)
+        ledger.verify(platform)
     finally:
         platform.stop()
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -3,6 +3,7 @@ with exactly the rights granted; models get exactly the credentials they declare
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -371,11 +372,12 @@ def test_cli_manages_people_tokens_and_grants(platform, shared, tmp_path):
     assert run("tokens", "list", env=carol_env).returncode == 0
     assert run("groups", "delete", team, "--yes").returncode == 0
 
-    # Piped, the table is tab-separated: the token id is the first field, whole.
-    token_id = next(line.split("\t")[0] for line in run("tokens", "list", "--all").stdout.splitlines() if "cli test" in line)
+    listed_tokens = json.loads(run("tokens", "list", "--all", "--json").stdout)
+    token_id = next(t["token_id"] for t in listed_tokens if t["comment"] == "cli test")
     assert run("tokens", "revoke", token_id, "--any").returncode == 0
     revoked = run("tokens", "list", env=carol_env)
     assert revoked.returncode != 0 and "revoked" in revoked.stdout + revoked.stderr
+    # No token at all: the client also falls back to MLFLOW_TRACKING_TOKEN and DATABRICKS_TOKEN.
     anonymous = {k: v for k, v in admin_env.items() if k not in ("AGENTWHARF_TOKEN", "MLFLOW_TRACKING_TOKEN", "DATABRICKS_TOKEN")}
     nobody = run("endpoints", "list", env=anonymous)
     assert nobody.returncode != 0 and "Authentication required" in nobody.stdout + nobody.stderr

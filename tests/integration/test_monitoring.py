@@ -15,7 +15,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import mlflow
 import pytest
 from mlflow.entities import AssessmentSource

@@ -90,7 +90,6 @@ def test_gateway_rejections_on_a_known_endpoint_are_recorded(http, traced):
     assert answer.status_code == 415
     request_id = answer.headers["x-agentwharf-request-id"]
     assert answer.headers["x-request-id"] == request_id  # no id of the client's: the platform's
-    # A string is one user message (as OpenAI's Responses API takes it); a number is no input at all.
     bad_id, bad = send(http, traced.endpoint_name, {"input": 42})
     assert bad.status_code == 400
     rows = rows_for(http, traced.endpoint_name, {request_id, bad_id})

@@ -77,6 +77,18 @@ def test_credential_variables_cover_every_token_a_worker_could_inherit():
     assert "DATABRICKS_HOST" not in CREDENTIAL_VARIABLES
 
 
+def test_the_platforms_store_credentials_are_never_a_workers():
+    from agentwharf.credentials import platform_secret
+
+    for name in ("AGENTWHARF_DATABASE_URL", "AGENTWHARF_S3_SECRET_ACCESS_KEY", "AGENTWHARF_S3_ACCESS_KEY_ID",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert platform_secret(name), name
+    for name in ("PATH", "HOME", "AGENTWHARF_ENDPOINT", "MLFLOW_EXPERIMENT_ID"):
+        assert not platform_secret(name), name
+    # A deploy's own environment_vars may still give a model credentials of its own.
+    assert "AWS_SECRET_ACCESS_KEY" not in CREDENTIAL_VARIABLES
+
+
 def test_credentials_are_immutable_and_headers_fresh():
     creds = Credentials(HOST, "awo_a.b")
     with pytest.raises(AttributeError):

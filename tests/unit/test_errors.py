@@ -30,6 +30,7 @@ DOCUMENTED = [
     (errors.MlflowUnavailable, 503, "TEMPORARILY_UNAVAILABLE"),
     (errors.DeadlineExceeded, 504, "DEADLINE_EXCEEDED"),
     (errors.InsufficientStorage, 507, "INSUFFICIENT_STORAGE"),
+    (errors.InvalidConfiguration, 500, "INVALID_CONFIGURATION"),
     (errors.AgentwharfError, 500, "INTERNAL_ERROR"),
 ]
 

@@ -8,8 +8,9 @@ import pytest
 import agentwharf
 
 EXPECTED_TOP_LEVEL = ["AgentwharfError", "DeploymentFailed", "__version__", "agents"]
-EXPECTED_AGENTS = ["Deployment", "PermissionLevel", "delete_deployment", "deploy", "get_deployments", "get_permissions",
-                   "get_review_instructions", "list_deployments", "set_permissions", "set_review_instructions"]
+EXPECTED_AGENTS = ["Deployment", "Gate", "PermissionLevel", "Rollout", "abort_rollout", "delete_deployment", "deploy",
+                   "get_deployments", "get_permissions", "get_review_instructions", "get_rollout", "list_deployments",
+                   "promote_rollout", "set_permissions", "set_review_instructions"]
 
 
 def test_top_level_all_is_pinned_and_sorted():

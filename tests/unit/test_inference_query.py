@@ -223,3 +223,11 @@ def test_max_results_bounds_and_default(db):
     assert len(whole["rows"]) == 1001 and "next_page_token" not in whole
     exact = query(db, "ep", max_results="1001")
     assert len(exact["rows"]) == 1001 and "next_page_token" not in exact
+
+
+def test_the_cli_exports_every_column_of_the_inference_table():
+    """The CLI (client-only, no store import) lists the columns for CSV and Parquet itself."""
+    from agentwharf.cli.inference import COLUMNS
+    from agentwharf.store.models import InferenceLog
+
+    assert COLUMNS == [c.name for c in InferenceLog.__table__.columns]

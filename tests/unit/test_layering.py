@@ -144,3 +144,30 @@ def test_the_worker_imports_nothing_a_model_environment_lacks():
     assert third_party <= WORKER_THIRD_PARTY, sorted(third_party - WORKER_THIRD_PARTY)
     assert not any(m.startswith(("agentwharf.control", "agentwharf.platform", "agentwharf.auth", "agentwharf.store"))
                    for m in closure)
+
+
+PYPROJECT = PACKAGE_DIR.parents[1] / "pyproject.toml"
+
+
+def _lint_imports(config: Path) -> int:
+    from importlinter.cli import lint_imports
+
+    return lint_imports(config_filename=str(config), no_cache=True, no_logo=True)
+
+
+def test_the_import_contracts_in_pyproject_hold():
+    """import-linter's contracts (pyproject.toml, [tool.importlinter]): the core never imports
+    the CLI or the pages; the store imports no API; databricks_compat sits on the control
+    plane, never under it; the serving split's layers. ``lint-imports`` prints which import
+    breaks a contract."""
+    assert PYPROJECT.exists()
+    assert _lint_imports(PYPROJECT) == 0
+
+
+def test_import_linter_sees_a_broken_contract(tmp_path):
+    # Guards the test above: the platform does import the control plane, so forbidding it fails.
+    config = tmp_path / "broken.toml"
+    config.write_text('[tool.importlinter]\nroot_package = "agentwharf"\n\n[[tool.importlinter.contracts]]\n'
+                      'name = "deliberately broken"\ntype = "forbidden"\nsource_modules = ["agentwharf.platform"]\n'
+                      'forbidden_modules = ["agentwharf.control"]\n')
+    assert _lint_imports(config) == 1

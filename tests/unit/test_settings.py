@@ -4,13 +4,15 @@
 import pydantic
 import pytest
 
-from agentwharf.settings import DEFAULT_PORT, ClientSettings, PlatformSettings
+from agentwharf.settings import DEFAULT_PORT, ClientSettings, PlatformSettings, redacted_url
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     for name in ("AGENTWHARF_HOME", "AGENTWHARF_PORT", "AGENTWHARF_HOST", "AGENTWHARF_TOKEN",
-                 "AGENTWHARF_WORKLOAD_SIZES", "AGENTWHARF_DATABASE_URL"):
+                 "AGENTWHARF_WORKLOAD_SIZES", "AGENTWHARF_DATABASE_URL", "AGENTWHARF_ARTIFACTS_URI",
+                 "AGENTWHARF_S3_ENDPOINT_URL", "AGENTWHARF_S3_ACCESS_KEY_ID", "AGENTWHARF_S3_SECRET_ACCESS_KEY",
+                 "AGENTWHARF_S3_REGION"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -48,6 +50,57 @@ def test_run_dir_stays_short_for_a_very_deep_home(tmp_path):
     # Stable for the same home, different for another one.
     assert PlatformSettings(home=deep).run_dir == settings.run_dir
     assert PlatformSettings(home=deep / "other").run_dir != settings.run_dir
+
+
+def test_a_postgresql_url_is_every_stores_and_names_the_psycopg_driver(monkeypatch, tmp_path):
+    monkeypatch.setenv("AGENTWHARF_DATABASE_URL", "postgresql://aw:s%40cret@db.internal:5432/agentwharf")
+    settings = PlatformSettings(home=tmp_path)
+    assert settings.database_uri == "postgresql+psycopg://aw:s%40cret@db.internal:5432/agentwharf"
+    assert settings.auth_database_uri == settings.database_uri  # MLflow's basic-auth store too
+    assert PlatformSettings(database_url="postgres://h/db").database_uri == "postgresql+psycopg://h/db"
+    assert PlatformSettings(database_url="postgresql+psycopg2://h/db").database_uri == "postgresql+psycopg2://h/db"
+
+
+def test_without_a_database_url_each_store_is_a_sqlite_file_in_the_home(tmp_path):
+    settings = PlatformSettings(home=tmp_path)
+    assert settings.database_uri == f"sqlite:///{tmp_path.resolve() / 'agentwharf.db'}"
+    assert settings.auth_database_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow-auth.db'}"
+
+
+@pytest.mark.parametrize("url", ["mysql://root@db/aw", "db.internal:5432", "oracle+cx://x"])
+def test_a_database_other_than_sqlite_or_postgresql_is_refused(url):
+    with pytest.raises(pydantic.ValidationError, match="AGENTWHARF_DATABASE_URL must be postgresql://"):
+        PlatformSettings(database_url=url)
+
+
+def test_redacted_url_masks_only_the_password():
+    assert redacted_url("postgresql://aw:s3cret@db:5432/x") == "postgresql://aw:***@db:5432/x"
+    assert redacted_url("postgresql://aw@db/x") == "postgresql://aw@db/x"
+    assert redacted_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_s3_artifacts_give_mlflows_server_its_s3_variables(tmp_path):
+    settings = PlatformSettings(home=tmp_path, artifacts_uri="s3://models/agentwharf/", s3_endpoint_url="http://minio:9000",
+                                s3_access_key_id="AKIA", s3_secret_access_key="shh", s3_region="eu-west-1")
+    assert settings.artifacts_destination == "s3://models/agentwharf" and settings.artifacts_in_s3
+    assert settings.artifact_store_environment() == {"MLFLOW_S3_ENDPOINT_URL": "http://minio:9000", "AWS_ACCESS_KEY_ID": "AKIA",
+                                                     "AWS_SECRET_ACCESS_KEY": "shh", "AWS_DEFAULT_REGION": "eu-west-1"}
+    assert "shh" not in repr(settings)  # a secret setting never shows in a log of the settings
+    # Keys left unset: boto3's own chain (AWS_* variables, ~/.aws, an instance role) decides.
+    assert PlatformSettings(artifacts_uri="s3://models").artifact_store_environment() == {}
+
+
+def test_local_artifacts_are_the_homes_folder_or_the_one_named(tmp_path):
+    assert PlatformSettings(home=tmp_path).artifacts_destination == str(tmp_path.resolve() / "artifacts")
+    assert PlatformSettings(home=tmp_path, artifacts_uri="/srv/artifacts").artifacts_destination == "/srv/artifacts"
+    assert PlatformSettings(home=tmp_path, artifacts_uri="/srv/artifacts").artifact_store_environment() == {}
+
+
+@pytest.mark.parametrize(("uri", "fragment"), [("gs://bucket/x", "must be s3://bucket/prefix or a local folder"),
+                                               ("s3:///x", "names no bucket")])
+def test_artifact_stores_other_than_s3_or_a_folder_are_refused(uri, fragment):
+    with pytest.raises(pydantic.ValidationError, match=fragment):
+        PlatformSettings(artifacts_uri=uri)
 
 
 def test_workload_size_below_one_worker_is_rejected():

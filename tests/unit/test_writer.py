@@ -277,3 +277,25 @@ def test_empty_spool_is_nothing_to_do(env):
     assert writer.run_once() == 0
     assert writer.checkpoint() == (0, 0)
     assert counts(env)["aw_inference_log"] == 0
+
+
+def test_values_longer_than_their_column_are_cut_and_nul_characters_dropped(env):
+    """PostgreSQL refuses a VARCHAR(n) value past n characters and any NUL character, and a
+    refused batch would be retried forever: the writer makes every value fit, on every
+    database, so a trace reads the same whichever stores it."""
+    built = make_record(0)
+    built["metadata"] = {"k" * 300: "long key", "with-nul": "a\x00b"}
+    built["error"] = "boom\x00"
+    spool(env, [(header("fit", env.experiment_id) | {"caller": "c" * 300}, built)])
+    assert env.writer().run_once() == 1
+    trace = env.store.get_trace(built["trace_id"])
+    assert trace.info.trace_metadata["k" * 250] == "long key"  # MLflow's key column is VARCHAR(250)
+    assert trace.info.trace_metadata["with-nul"] == "ab"
+    row = inference_rows(env)["fit"]
+    assert row.caller == "c" * 256 and row.error == "boom"
+
+
+def test_fitted_touches_only_text_values_of_the_checked_columns():
+    from agentwharf.tracing.writer import fitted
+
+    assert fitted(["abcdef", 7, None, "x\x00y", "zz\x00"], [(0, 3), (1, 3), (2, 3), (3, None)]) == ("abc", 7, None, "xy", "zz\x00")

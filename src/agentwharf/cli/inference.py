@@ -22,9 +22,8 @@ COLUMN_TYPES = {
     "served_entity": "string", "model_name": "string", "model_version": "string", "status_code": "int32",
     "latency_ms": "float64", "caller": "string", "route": "string", "stream": "bool_", "request": "string",
     "response": "string", "request_truncated": "bool_", "response_truncated": "bool_", "trace_id": "string",
-    "error": "string",
-    # An LLM endpoint's token usage (None for agents).
-    "prompt_tokens": "int64", "completion_tokens": "int64", "total_tokens": "int64", "usage_estimated": "bool_",
+    "error": "string", "prompt_tokens": "int64", "completion_tokens": "int64", "total_tokens": "int64",
+    "usage_estimated": "bool_",
 }
 COLUMNS = list(COLUMN_TYPES)
 

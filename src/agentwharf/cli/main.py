@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentwharf.cli import (access_cmds, endpoints, eval_cmd, inference, llm, monitor_cmds, platform_cmds, review_cmds,
-                            serving_cmds)
+                            rollout_cmds, serving_cmds)
 
 app = typer.Typer(help="agentwharf: deploy, serve and govern MLflow agents on your own machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,6 +32,7 @@ app.command()(endpoints.logs)
 app.command("eval")(eval_cmd.eval_)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(llm.app, name="llm")
+app.add_typer(rollout_cmds.app, name="rollout")
 app.add_typer(inference.app, name="inference")
 app.add_typer(access_cmds.users, name="users")
 app.add_typer(access_cmds.service_principals, name="service-principals")

@@ -8,7 +8,7 @@ import typer
 
 from agentwharf.cli.connection import HomeOption, HostOption, JsonOption, connect
 from agentwharf.cli.output import console, fail, handle_errors, print_json, print_table
-from agentwharf.errors import Unauthenticated
+from agentwharf.errors import InvalidConfiguration, Unauthenticated
 from agentwharf.platform import runner
 from agentwharf.settings import DEFAULT_PORT, PlatformSettings
 
@@ -16,8 +16,17 @@ UpHomeOption = typer.Option(None, "--home", help="Platform home (database, artif
 
 
 def _settings(home: Path | None, host: str | None = None, port: int | None = None) -> PlatformSettings:
+    """The platform's settings; a bad one ends the command with what is wrong with it (never a
+    stack trace, nor the value itself: it may hold a password)."""
+    import pydantic
+
     overrides = {k: v for k, v in {"home": home, "listen_host": host, "port": port}.items() if v is not None}
-    return PlatformSettings(**overrides)
+    try:
+        return PlatformSettings(**overrides)
+    except pydantic.ValidationError as error:
+        problems = [f"AGENTWHARF_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in error.errors()]
+        fail("Invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def up(
@@ -41,6 +50,8 @@ def up(
             running = runner.start_detached(settings, on_wait=lambda s: status.update(f"Starting agentwharf... {s:.0f}s"))
     except runner.PlatformError as error:
         fail(str(error))
+    except InvalidConfiguration as error:
+        fail(error.message)
     console.print(f"agentwharf is up at [bold]{running.base_url}[/] (pid {running.pid}, home {settings.home.resolve()})")
     console.print(f"  MLflow UI: {running.base_url}/    stop with: agentwharf down --home {settings.home}")
     _print_exports(settings)

@@ -6,6 +6,7 @@ from enum import Enum
 
 import typer
 
+from agentwharf.cli import rollout_cmds
 from agentwharf.cli.connection import HomeOption, HostOption, connect
 from agentwharf.cli.output import console, fail, handle_errors
 
@@ -45,14 +46,26 @@ def deploy(
                                            help="uv: run in an environment built from the model's requirements; local: in "
                                                 "the platform's own (default: the platform's setting)"),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the version to answer"),
+    canary: int = typer.Option(None, "--canary", min=1, max=99,
+                               help="Roll out: start at this share of the traffic and earn the rest through --gate"),
+    gate: list[str] = typer.Option([], "--gate", help="With --canary: 'scorer>=0.98', 'error_rate<=0.01', "
+                                                      "'p95_latency_ms<=1.2x' (x: vs the current version); repeatable"),
+    min_requests: int = typer.Option(200, "--min-requests", min=1, help="With --canary: requests per step before a promotion"),
+    max_duration: str = typer.Option("2h", "--max-duration", help="With --canary: roll back if not promoted by then"),
     host: HostOption = None,
     home: HomeOption = None,
 ) -> None:
     """Deploy a registered model version and wait until it answers."""
+    body = {"model_name": model, "model_version": version, "endpoint_name": endpoint,
+            "workload_size": workload_size.value, "scale_to_zero": scale_to_zero,
+            "environment_vars": _env_pairs(env), "env_manager": env_manager.value if env_manager else None}
+    if canary is None and gate:
+        fail("--gate needs --canary (the share of traffic the new version starts with)")
+    if canary is not None:
+        body["rollout"] = {"canary_percent": canary, "gates": [rollout_cmds.parse_gate(g) for g in gate],
+                           "min_requests": min_requests, "max_duration": max_duration}
     client = connect(host, home)
-    answer = client.deploy({"model_name": model, "model_version": version, "endpoint_name": endpoint,
-                            "workload_size": workload_size.value, "scale_to_zero": scale_to_zero,
-                            "environment_vars": _env_pairs(env), "env_manager": env_manager.value if env_manager else None})
+    answer = client.deploy(body)
     chain = answer["deployed_chain"]
     with console.status(f"Starting {chain['served_entity_name']} on {chain['endpoint_name']}...") as status:
         client.wait_for_entity(chain["endpoint_name"], chain["served_entity_name"], timeout,
@@ -60,6 +73,8 @@ def deploy(
     console.print(f"[green]Deployed[/] {model} version {version} to endpoint [bold]{chain['endpoint_name']}[/]")
     console.print(f"  query endpoint: {chain['query_endpoint']}")
     console.print(f"  endpoint URL:   {chain['endpoint_url']}")
+    if canary is not None:
+        console.print(f"  rollout:        {canary}% now; follow it with: agentwharf rollout status {chain['endpoint_name']}")
 
 
 @handle_errors

@@ -1,26 +1,31 @@
-"""The control plane's FastAPI app: its routes and the one place errors become JSON."""
+"""The control plane's FastAPI app: its routes and the one place errors become JSON.
+
+Routers of outer layers (``databricks_compat``'s facades, which are built on the control plane)
+are handed in by the platform, so the control plane never imports them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
-from agentwharf import __version__, databricks_compat
-from agentwharf.control import (access_routes, api_docs, diagnostics_routes, monitoring_routes, review_instructions, routes,
-                               scim_routes, token_routes)
+from agentwharf import __version__
+from agentwharf.control import (access_routes, api_docs, diagnostics_routes, monitoring_routes, review_instructions,
+                                rollout_routes, routes, scim_routes, token_routes)
 from agentwharf.control.routes import ControlState
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
 
 log = logging.getLogger("agentwharf.control")
 
-#: The control plane's own routers (the Databricks facades follow them, see create_control_app).
+#: The control plane's own routers (the platform's extra routers, the Databricks facades, follow them).
 ROUTERS = (api_docs.router, routes.router, diagnostics_routes.router, access_routes.router, token_routes.router,
-           scim_routes.router, review_instructions.router, monitoring_routes.router)
+           scim_routes.router, review_instructions.router, rollout_routes.router, monitoring_routes.router)
 
 #: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
 _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
@@ -39,7 +44,9 @@ def request_id(request: Request) -> str:
     return request.scope.get("agentwharf.request_id", "-")
 
 
-def create_control_app(state: ControlState) -> FastAPI:
+def create_control_app(state: ControlState, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The control plane's app over ``state``, with ``extra_routers`` mounted after its own
+    (in their order)."""
     app = FastAPI(title="agentwharf control plane", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=api_docs.OPENAPI_PATH, default_response_class=ORJSONResponse,
                   description="Serving endpoints, agent deployments, identities, tokens and permissions, in the "
@@ -47,8 +54,8 @@ def create_control_app(state: ControlState) -> FastAPI:
     app.state.control = state
     for own_router in ROUTERS:
         app.include_router(own_router)
-    for compat_router in databricks_compat.ROUTERS:
-        app.include_router(compat_router)
+    for extra in extra_routers:
+        app.include_router(extra)
 
     @app.exception_handler(AgentwharfError)
     async def _domain_error(request: Request, error: AgentwharfError):

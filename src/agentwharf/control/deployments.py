@@ -11,6 +11,7 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control.endpoints import EndpointService, parse_tags
 from agentwharf.control.views import entity_config
 from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound, ResourceLimitExceeded
+from agentwharf.rollouts import parse_rollout
 from agentwharf.store.models import Endpoint, ServedEntity
 
 
@@ -21,8 +22,11 @@ def check_uc_name(model_name: Any) -> str:
 
 
 class DeploymentService:
-    def __init__(self, endpoints: EndpointService):
+    def __init__(self, endpoints: EndpointService, rollouts=None):
         self.endpoints = endpoints
+        #: RolloutService: deploys with a rollout, and keeps plain deploys off an endpoint with
+        #: one in progress (None: rollouts refused, as in unit tests).
+        self.rollouts = rollouts
 
     def find(self, model_name: str, model_version: str | None = None) -> list[tuple[Endpoint, ServedEntity]]:
         found = []
@@ -52,11 +56,15 @@ class DeploymentService:
         endpoint_name: Any = None,
         env_manager: Any = None,
         description: Any = None,
+        rollout: Any = None,
         caller: Caller | None = None,
     ) -> tuple[Endpoint, str]:
         """Serve a model version: a new endpoint at 100%, or added at 100% to the existing one
-        with the versions already there kept at 0%. Returns the endpoint and the entity name."""
+        with the versions already there kept at 0%; with a ``rollout``, added at its canary
+        share beside the version that has the traffic, to earn the rest (see ``rollouts``).
+        Returns the endpoint and the entity name."""
         check_uc_name(model_name)
+        plan = None if rollout is None else self._rollout_plan(rollout)
         version = names.check_model_version(model_version)
         endpoint_name = names.check_endpoint_name(endpoint_name or names.default_endpoint_name(model_name))
         entity = {
@@ -69,6 +77,12 @@ class DeploymentService:
         }
         entity_name = names.served_entity_name(model_name, version)
         current = self.endpoints.find(endpoint_name)
+        compared_with = None
+        if self.rollouts is not None:
+            if plan is not None:
+                compared_with = self.rollouts.check_can_start(current, endpoint_name)
+            elif current is not None:
+                self.rollouts.refuse_if_running(endpoint_name)
         if current is None:
             config = {"served_entities": [entity], "traffic_config": {"routes": [{"served_model_name": entity_name, "traffic_percentage": 100}]}}
             return await self.endpoints.create(endpoint_name, config, tags=tags, description=description,
@@ -81,13 +95,23 @@ class DeploymentService:
                 f"Endpoint {endpoint_name!r} already serves {len(served)} versions, the most allowed is "
                 f"{self.endpoints.max_entities}; delete an old deployment first"
             )
-        routes = [{"served_model_name": e["name"], "traffic_percentage": 0} for e in served]
-        routes.append({"served_model_name": entity_name, "traffic_percentage": 100})
+        if plan is not None:
+            routes = self.rollouts.canary_routes(current, entity_name, compared_with, plan.steps[0])
+        else:
+            routes = [{"served_model_name": e["name"], "traffic_percentage": 0} for e in served]
+            routes.append({"served_model_name": entity_name, "traffic_percentage": 100})
         config = {"served_entities": [*served, entity], "traffic_config": {"routes": routes}}
         endpoint = await self.endpoints.update_config(endpoint_name, config, add_tags=parse_tags(tags), caller=caller)
+        if plan is not None:
+            self.rollouts.record(endpoint_name, entity_name, compared_with, plan, caller)
         if description is not None:
             endpoint = await self.endpoints.update_metadata(endpoint_name, description=description, caller=caller)
         return endpoint, entity_name
+
+    def _rollout_plan(self, raw: Any):
+        if self.rollouts is None:
+            raise InvalidParameter("rollouts are not available on this platform")
+        return parse_rollout(raw)
 
     async def delete(self, model_name: str, model_version: Any = None, caller: Caller | None = None) -> int:
         """Stop serving one version (or every version) of a model. Returns how many were removed.

@@ -102,5 +102,9 @@ class MlflowRegistry:
             self._json("POST", "/api/2.0/mlflow/experiments/restore", json={"experiment_id": experiment["experiment_id"]})
         return experiment["experiment_id"]
 
+    def set_version_tag(self, model_name: str, version: str, key: str, value: str) -> None:
+        self._json("POST", "/api/2.0/mlflow/model-versions/set-tag",
+                   json={"name": model_name, "version": version, "key": key, "value": value})
+
     def close(self) -> None:
         self.client.close()

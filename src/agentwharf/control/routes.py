@@ -35,8 +35,10 @@ class ControlState:
 
     def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
                  identities=None, gatekeeper=None, registry=None, metrics: EndpointMetrics | None = None,
-                 worker_threads: int = 1, tracking_store=None):
+                 worker_threads: int = 1, rollouts=None, tracking_store=None):
         self.identities = identities
+        #: RolloutService (quality-gated rollouts); None where rollouts are not run.
+        self.rollouts = rollouts
         #: () -> MLflow's SQL store of the platform's database (review rules' queues and filters).
         self.tracking_store = tracking_store
         #: Per-endpoint request metrics (export_metrics) and the threads of each worker process.
@@ -205,6 +207,7 @@ async def deploy(control: Control, request: Request, body: Body, caller: CallerD
         endpoint_name=body.get("endpoint_name"),
         env_manager=body.get("env_manager"),
         description=body.get("description"),
+        rollout=body.get("rollout"),
         caller=caller,
     )
     url = base_url(request)

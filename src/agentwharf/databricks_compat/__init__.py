@@ -10,9 +10,10 @@ plane without state of its own. The recorded requests are in shared/reference/da
     tracking_view    MLflow's tracking REST with artifact URIs as a Databricks client must see them
     uris             the pure mapping between MLflow's and Databricks' names for the same files
 
-Only the two composition points import this package: ``control.app`` mounts its routers, and the
-platform routes its prefixes (``ROUTE_PREFIXES``) to the control app and wraps its MLflow proxy in
-``DatabricksTrackingView``. Services and stores know nothing of it.
+It depends on the control plane, never the other way round (an import-linter contract in
+pyproject.toml keeps it so): the platform, the composition root, mounts its routers on the
+control app (``ROUTERS``), routes its prefixes there (``ROUTE_PREFIXES``) and wraps its MLflow
+proxy in ``DatabricksTrackingView``. Services and stores know nothing of it.
 """
 
 from __future__ import annotations

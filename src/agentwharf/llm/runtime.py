@@ -20,7 +20,6 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agentwharf.errors import NotFound, Unavailable
@@ -79,9 +78,8 @@ class LoadedEndpoint:
 
 
 class LlmRuntime:
-    def __init__(self, database_uri: str, artifacts_dir: Path, environment: dict[str, str], refresh_seconds: float = 5.0):
+    def __init__(self, database_uri: str, environment: dict[str, str], refresh_seconds: float = 5.0):
         self.database_uri = database_uri
-        self.artifacts_dir = artifacts_dir
         self.environment = environment
         self.refresh_seconds = refresh_seconds
         self.store = None
@@ -100,7 +98,10 @@ class LlmRuntime:
         from mlflow.server import gateway_api  # noqa: F401 - imported here, once, off the event loop
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        self.store = SqlAlchemyStore(self.database_uri, str(self.artifacts_dir))
+        # Only the gateway's tables are read here. The artifact root is the one MLflow's server
+        # uses with --serve-artifacts, so this process never needs a local folder or the
+        # object store's keys for it (the store would create a folder for a local root).
+        self.store = SqlAlchemyStore(self.database_uri, "mlflow-artifacts:/")
 
     async def close(self) -> None:
         if self._refresher is not None:

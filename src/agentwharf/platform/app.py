@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 
+import httpx
 import orjson
 
 from agentwharf import credentials, databricks_compat, web
@@ -40,6 +41,7 @@ from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
 from agentwharf.control.llm_endpoints import LlmEndpoints
 from agentwharf.control.reconciler import Reconciler
+from agentwharf.control.rollouts import RolloutService
 from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
 from agentwharf.databricks_compat.mlflow_calls import MlflowCalls
@@ -92,10 +94,11 @@ class Platform:
         #: This run's id: credentials minted for online scoring are good for this run only.
         self.boot_id = secrets.token_hex(16)
         self.db = Database(settings.database_uri)
-        self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_dir, settings.logs_dir / "mlflow.log",
+        self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_destination, settings.logs_dir / "mlflow.log",
                                    settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
                                    secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
-                                   job_execution=settings.mlflow_job_execution)
+                                   job_execution=settings.mlflow_job_execution,
+                                   artifact_store_env=settings.artifact_store_environment())
         self.scoring = ScoringProcess(ScoringConfig(
             database_uri=settings.database_uri, artifacts_dir=settings.artifacts_dir, logs_dir=settings.logs_dir,
             runtime_dir=settings.runtime_dir, served_environments=settings.monitor_dir / "served-environments.json",
@@ -135,6 +138,7 @@ class Platform:
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
+        self._rollout_controller: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
                                start_wait=settings.cold_start_timeout)
@@ -187,8 +191,9 @@ class Platform:
             self.gateway.limiter.forget(name)
 
     def _worker_base_env(self) -> dict[str, str]:
-        # The platform's own credentials (whoever started it) never reach model code.
-        env = {k: v for k, v in self.environ.items() if k not in credentials.CREDENTIAL_VARIABLES}
+        # The platform's own credentials (whoever started it, its database and object store)
+        # never reach model code, nor the environment builder that fetches the model.
+        env = {k: v for k, v in self.environ.items() if not credentials.platform_secret(k)}
         # Workers reach MLflow through the platform's base URL, like any other client.
         env["MLFLOW_TRACKING_URI"] = self.settings.base_url
         env["MLFLOW_REGISTRY_URI"] = self.settings.base_url
@@ -297,21 +302,25 @@ class Platform:
                               store_of=lambda: self.llm_runtime.store)
         self.mlflow_proxy = databricks_compat.DatabricksTrackingView(guarded)
         self.proxy = web.with_console_link(self.mlflow_proxy)
-        self.llm_runtime = LlmRuntime(self.settings.database_uri, self.settings.artifacts_dir, gateway_env,
-                                      self.settings.llm_config_refresh_seconds)
+        self.llm_runtime = LlmRuntime(self.settings.database_uri, gateway_env, self.settings.llm_config_refresh_seconds)
         await self.llm_runtime.start()
         self.gateway.llm_runtime = self.llm_runtime
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper,
                                     LlmEndpoints(GatewayAdmin(self.registry.client)))
-        control = ControlState(endpoints, DeploymentService(endpoints), self.supervisor, self.db, self.identities,
-                               self.gatekeeper, self.registry, self.metrics.endpoint_window, self.settings.worker_threads,
+        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient())
+        control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
+                               self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
+                               self.settings.worker_threads, self.rollouts,
                                tracking_store=lambda: self.llm_runtime.store)
-        self.control_app = create_control_app(control)
+        self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
         self.supervisor.start_background()
         await self.reconciler.restore()
+        # Rollouts resume from the database: judged only once the endpoints serve again.
+        self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
+                                                       name="rollout-controller")
         self.quality = QualityMonitor(
             self.db, self.scoring, self._served_environments, self.settings.monitor_dir / "served-environments.json",
             self.settings.monitor_interval_seconds, self.settings.monitor_retention_days,
@@ -340,6 +349,9 @@ class Platform:
         # Order: no more requests reach workers; the spool is closed; the writer drains it
         # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
+        if self._rollout_controller is not None:
+            self._rollout_controller.cancel()
+            await self.rollouts.http.aclose()
         await self.supervisor.close()
         if self._monitor is not None:
             self._monitor.cancel()

@@ -5,6 +5,13 @@ runner when a setting asks for it (its consumers cost ~2 GB at rest; without it 
 as one process, see ``mlflow_exec``).
 It listens on a private loopback port; the platform proxies everything that is not its own
 to it, so users see one base URL.
+
+Artifacts are served by MLflow (``--serve-artifacts``): every client, the platform's workers and
+environment builder included, reads and writes them through MLflow's artifact service at the
+base URL, whatever stores them (a local folder, or S3 through MLflow's own S3 repository). So
+the object store's credentials are given to this process alone, and model code never holds
+them. The database URL (which may carry a password) is handed over in the environment, not on
+the command line, where any user of the machine could read it in ``ps``.
 """
 
 from __future__ import annotations
@@ -48,9 +55,9 @@ authorization_function = agentwharf.auth.mlflow_plugin:authenticate
 
 
 class MlflowServer:
-    def __init__(self, database_uri: str, artifacts_dir: Path, log_path: Path, workers: int, environ: dict[str, str],
+    def __init__(self, database_uri: str, artifacts_destination: str, log_path: Path, workers: int, environ: dict[str, str],
                  *, auth_database_uri: str, secrets_dir: Path, admin: str, job_execution: bool = False,
-                 extra_env: dict[str, str] | None = None):
+                 artifact_store_env: dict[str, str] | None = None, extra_env: dict[str, str] | None = None):
         self.database_uri = database_uri
         #: MLflow's own settings the platform chooses (its AI Gateway's key and policy).
         self.extra_env = extra_env or {}
@@ -59,7 +66,9 @@ class MlflowServer:
         self.admin = admin
         #: Per start: only this platform process and the MLflow server ever hold it.
         self.secret = secrets.token_urlsafe(32)
-        self.artifacts_dir = artifacts_dir
+        #: A local folder, or ``s3://bucket/prefix`` (whose credentials are ``artifact_store_env``).
+        self.artifacts_destination = artifacts_destination
+        self.artifact_store_env = artifact_store_env or {}
         self.log_path = log_path
         self.workers = workers
         self.environ = environ
@@ -75,8 +84,8 @@ class MlflowServer:
         launcher = ["-m", "mlflow", "server"] if self.job_execution else ["-m", "agentwharf.platform.mlflow_exec"]
         return [
             sys.executable, *launcher,
-            "--backend-store-uri", self.database_uri,
-            "--artifacts-destination", str(self.artifacts_dir),
+            # --backend-store-uri: MLFLOW_BACKEND_STORE_URI in the environment (see start).
+            "--artifacts-destination", self.artifacts_destination,
             "--serve-artifacts",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
@@ -104,10 +113,12 @@ class MlflowServer:
             RuntimeError: it exited or did not answer in time; the message has its log tail.
         """
         self.port = free_port()
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if "://" not in self.artifacts_destination:
+            Path(self.artifacts_destination).mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.job_execution else "false",
-               **self.extra_env, **self._auth_env()}
+               "MLFLOW_BACKEND_STORE_URI": self.database_uri, **self.artifact_store_env, **self.extra_env,
+               **self._auth_env()}
         with open(self.log_path, "ab") as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,

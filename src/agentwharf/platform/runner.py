@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from agentwharf.children import log_tail
+from agentwharf.platform import preflight
 from agentwharf.settings import PlatformSettings
 
 log = logging.getLogger("agentwharf.runner")
@@ -85,7 +86,12 @@ def _configure_logging(settings: PlatformSettings) -> None:
 
 
 def serve(settings: PlatformSettings) -> None:
-    """Run the platform in this process until SIGTERM or Ctrl-C."""
+    """Run the platform in this process until SIGTERM or Ctrl-C.
+
+    Raises:
+        PlatformError: it already runs, or the port is taken.
+        InvalidConfiguration: the database or artifact store the settings name cannot be used.
+    """
     import uvicorn
 
     from agentwharf.platform.app import create_app
@@ -95,6 +101,7 @@ def serve(settings: PlatformSettings) -> None:
     if (running := read_pid_file(settings)) is not None:
         raise PlatformError(f"A platform already runs on home {settings.home} (pid {running.pid}, {running.base_url})")
     _check_port_free(settings.listen_host, settings.port)
+    preflight.check(settings)
     # Everything this process and its children write (database, spool, logs, artifacts) is
     # its user's alone: the home holds every request and response.
     os.umask(0o077)
@@ -131,6 +138,7 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
 
     Raises:
         PlatformError: it is already running, the port is taken, or it died while starting.
+        InvalidConfiguration: the database or artifact store the settings name cannot be used.
     """
     if (running := read_pid_file(settings)) is not None:
         if running.base_url != settings.base_url:
@@ -138,6 +146,7 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
                                 f"use that URL, or stop it first (agentwharf down --home {settings.home})")
         return running
     _check_port_free(settings.listen_host, settings.port)
+    preflight.check(settings)  # a bad setting is said here, not in the child's log tail
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     out_path = settings.logs_dir / "platform.out"
     command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(settings.home.resolve()),

@@ -39,7 +39,8 @@ def make_engine(url: str, *, synchronous: str = "FULL", bulk: bool = False) -> E
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database server that does not answer fails a connection in seconds, not minutes.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
 def alembic_config(url: str) -> Config:

@@ -220,6 +220,31 @@ class ReviewInstructions(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
 
 
+class RolloutRecord(Base):
+    """A quality-gated rollout of a candidate version on an endpoint: what was asked (``spec``,
+    a checked ``Rollout``), where it stands and every decision with its reason. The controller
+    keeps nothing else, so a restarted platform resumes from here."""
+
+    __tablename__ = "aw_rollouts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint_name: Mapped[str] = mapped_column(String(63), index=True)
+    #: The served entities compared: the new version and the one that had the traffic.
+    candidate: Mapped[str] = mapped_column(String(256))
+    current: Mapped[str] = mapped_column(String(256))
+    #: RUNNING, PROMOTED, ROLLED_BACK or ABORTED.
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    step_started_ms: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    decisions: Mapped[list] = mapped_column(JSON, default=list)
+    #: The last evaluation's figures and gate verdicts (what ``rollout status`` shows).
+    last_figures: Mapped[dict | None] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
+
+
 # -- the quality loop (agentwharf.quality) ------------------------------------------------------
 
 

@@ -3,7 +3,20 @@
 It runs apart from the gateway so its inserts never compete with serving for the GIL. Each
 batch is one transaction: MLflow's trace rows, the inference rows and the new checkpoint. Every
 insert ignores rows that already exist (keyed by trace id and request id), so replaying a batch
-after a crash stores each request exactly once.
+after a crash stores each request exactly once. The inserts themselves are ``bulk``'s, in each
+database's fastest form.
+
+A value that would make the database refuse the whole batch is made to fit before it is sent:
+text longer than its column (PostgreSQL enforces ``VARCHAR(n)``, SQLite does not) is cut to the
+column's length, and NUL characters (which PostgreSQL's text types cannot hold) are dropped. A
+batch the database refuses is retried forever, so one such value would otherwise stop the
+writer; both rules apply on every database, so a trace reads the same whichever stores it.
+
+    python -m agentwharf.tracing.writer --spool DIR [--database URL]
+
+Without ``--database`` the URL is the first line of standard input: that is how the platform
+starts it, since a command line is visible to every user of the machine and the URL may carry
+the database's password.
 
 A trace stored in an experiment that has active online scorers (MLflow's
 ``online_scoring_configs`` with a sample rate above 0, re-read before each batch: a trace
@@ -11,7 +24,6 @@ answered after ``Scorer.start()`` returned is queued) also gets a row in ``aw_sc
 in the same transaction: that is how the scoring process learns, within a poll, which traces
 just landed (``agentwharf.quality``). Without scorers it costs one small query a batch.
 
-    python -m agentwharf.tracing.writer --spool DIR --database URL
 """
 
 from __future__ import annotations
@@ -25,10 +37,11 @@ import time
 from pathlib import Path
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import String, inspect, text
 
 from agentwharf.store.database import Database
 from agentwharf.store.models import InferenceLog, ScoringQueue, SpoolCheckpoint
+from agentwharf.tracing.bulk import TableRows, inserter_for
 from agentwharf.tracing.rows import inference_row, trace_rows
 from agentwharf.tracing.spool import SpoolReader, hold_writer_lock
 
@@ -58,32 +71,26 @@ class SpoolWriter:
         self.batch_size = batch_size
         self.max_payload_chars = max_payload_chars
         self.tables = TABLES
+        self.inserter = inserter_for(self.db.engine.dialect.name)
         self._artifact_locations: dict[str, str | None] = {}
-        self._statements: dict[tuple, str] = {}
+        #: table -> {text column: its length, or None for unbounded text}, read from the database.
+        self._text_columns: dict[str, dict[str, int | None]] = {}
         self._checkpoint: tuple[int, int] | None = None
         self.written = 0
 
-    def _insert_sql(self, table: str, columns: list[str]) -> str:
-        """``INSERT ... ON CONFLICT DO NOTHING`` in the driver's own parameter style.
+    def _text_columns_of(self, session, table: str) -> dict[str, int | None]:
+        """The table's text columns and their lengths, as the database declares them (MLflow's
+        tables included: their schema is MLflow's, so it is read, not restated here)."""
+        if table not in self._text_columns:
+            columns = inspect(session.connection()).get_columns(table)
+            self._text_columns[table] = {c["name"]: c["type"].length for c in columns if isinstance(c["type"], String)}
+        return self._text_columns[table]
 
-        Rows go through the DBAPI's ``executemany`` rather than SQLAlchemy's per-row
-        processing: a request is ~25 rows (trace info, tags, metadata, spans, inference), and
-        at serving rates the ORM's per-row cost made the writer the bottleneck.
-        """
-        dialect = self.db.engine.dialect
-        marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
-        names = ", ".join(f'"{c}"' for c in columns)
-        if dialect.name == "sqlite":
-            return f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({marks})'
-        return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
-
-    def _insert_rows(self, session, table: str, rows: list[dict]) -> None:
+    def _table_rows(self, session, table: str, rows: list[dict]) -> TableRows:
         columns = list(rows[0])
-        key = (table, tuple(columns))
-        sql = self._statements.get(key)
-        if sql is None:
-            sql = self._statements[key] = self._insert_sql(table, columns)
-        session.connection().exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+        text_columns = self._text_columns_of(session, table)
+        checks = [(i, text_columns[c]) for i, c in enumerate(columns) if c in text_columns]
+        return table, columns, [fitted([row[c] for c in columns], checks) for row in rows]
 
     def checkpoint(self) -> tuple[int, int]:
         """Where the last committed batch ended. Read from the database once; after that this
@@ -132,9 +139,9 @@ class SpoolWriter:
                     if str(header["experiment_id"]) in monitored:
                         rows["scoring"].append(scoring_row(header, record, stored_ms))
             # trace_info first: the other trace tables (and the scoring queue's reader) reference it.
-            for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring"):
-                if rows[name]:
-                    self._insert_rows(session, self.tables[name], rows[name])
+            self.inserter.insert(session.connection().connection, [
+                self._table_rows(session, self.tables[name], rows[name])
+                for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring") if rows[name]])
             last = batch[-1]
             checkpoint = session.get(SpoolCheckpoint, 1)
             if checkpoint is None:
@@ -176,6 +183,20 @@ class SpoolWriter:
             pause = min(pause * 2, idle_interval)
 
 
+def fitted(values: list, checks: list[tuple[int, int | None]]) -> tuple:
+    """One row's values, each text value at ``checks`` (index, column length) made storable:
+    NUL characters dropped, cut to the column's length. See the module docstring for why."""
+    for index, limit in checks:
+        value = values[index]
+        if value.__class__ is str:
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+            if limit is not None and len(value) > limit:
+                value = value[:limit]
+            values[index] = value
+    return tuple(values)
+
+
 def scoring_row(header: dict, record: dict, stored_ms: int) -> dict:
     """The scoring queue's row for a trace just stored (see ``ScoringQueue``)."""
     return {"trace_id": record["trace_id"], "experiment_id": str(header["experiment_id"]), "endpoint": header["endpoint"],
@@ -192,12 +213,13 @@ def read_progress(spool_dir: Path) -> dict | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf spool writer (started by the platform)")
     parser.add_argument("--spool", required=True, type=Path)
-    parser.add_argument("--database", required=True)
+    parser.add_argument("--database", help="the database's URL (default: read from the first line of stdin)")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
     parser.add_argument("--nice", type=int, default=0, help="Lower this process's CPU priority by this much")
     args = parser.parse_args(argv)
+    database = args.database or sys.stdin.readline().strip()
     if args.nice:
         # Serving comes first: under load the writer takes the CPU that answering requests
         # leaves, and catches up when the load eases. The spool holds the difference.
@@ -209,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     # One writer per spool: a writer an earlier run left behind holds this until it is ended.
     hold_writer_lock(args.spool)
-    writer = SpoolWriter(args.database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
+    writer = SpoolWriter(database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
     import gc
 
     gc.collect()

@@ -45,12 +45,16 @@ class WriterProcess:
         self.end_stale_writer()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
+            # The database URL goes on stdin: a command line is anyone's to read (``ps``).
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agentwharf.tracing.writer", "--spool", str(self.spool_dir),
-                 "--database", self.database_uri, "--batch-size", str(self.batch_size),
+                 "--batch-size", str(self.batch_size),
                  "--max-payload-chars", str(self.max_payload_chars), "--nice", str(self.nice)],
-                stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=self.environ, preexec_fn=die_with_parent,
+                stdout=out, stderr=out, stdin=subprocess.PIPE, env=self.environ, preexec_fn=die_with_parent,
             )
+        with contextlib.suppress(BrokenPipeError):  # it died at once: ensure_running restarts it
+            self.process.stdin.write(self.database_uri.encode() + b"\n")
+            self.process.stdin.close()
 
     def ensure_running(self) -> None:
         if self.process is not None and self.process.poll() is not None:

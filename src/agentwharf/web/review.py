@@ -28,7 +28,6 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import review_instructions
 from agentwharf.errors import AgentwharfError, InvalidParameter
 from agentwharf.web import mlflow_rest
-from agentwharf.web.console import request_form
 from agentwharf.web.context import WebContext, caller_of, context_of
 from agentwharf.web.conversation import conversation
 from agentwharf.web.markdown import render_markdown

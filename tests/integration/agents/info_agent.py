@@ -10,7 +10,9 @@
   (a worker alive but its connection broken).
 
 Environment (set with ``environment_vars`` at deploy): ``INFO_AGENT_LOAD_DELAY`` seconds to
-sleep while loading; ``INFO_AGENT_FAIL_IF`` a path whose existence makes loading fail.
+sleep while loading; ``INFO_AGENT_FAIL_IF`` a path whose existence makes loading fail;
+``INFO_AGENT_SLEEP`` seconds to sleep in every predict (a slower version);
+``INFO_AGENT_PREFIX`` text put before every answer (a version whose answers a scorer fails).
 """
 
 import os
@@ -87,12 +89,13 @@ class InfoAgent(ResponsesAgent):
             raise ValueError(custom["raise"])
         if custom.get("crash"):
             os._exit(17)
-        time.sleep(float(custom.get("sleep", 0)))
+        time.sleep(float(custom.get("sleep", 0)) + float(os.environ.get("INFO_AGENT_SLEEP", 0)))
         if custom.get("poison_connection"):
             _poison_connections()
         if custom.get("big_span"):
             _big_span("s" * int(custom["big_span"]))
         text = "x" * int(custom["big_output"]) if custom.get("big_output") else f"Echo: {_last_user_text(request)}"
+        text = os.environ.get("INFO_AGENT_PREFIX", "") + text
         item = self.create_text_output_item(text=text, id=str(uuid4()))
         outputs = _info(custom)
         if custom.get("deep_output"):
