@@ -16,7 +16,11 @@ from agentwharf.errors import InvalidParameter, NotFound
 from agentwharf.quality import gate, online_config, results, sandbox, sandbox_runner, scorers, trends
 from agentwharf.quality.guard import _fields, endpoint_of_model
 from agentwharf.store.models import InferenceLog, MonitorScore
-from tests.unit.test_writer import env, header, make_record, spool, template  # noqa: F401  (fixtures)
+from tests.unit import test_writer
+
+# The writer's fixtures (a store, a spool, a record template), shared by name as pytest finds them.
+env, spool, template = test_writer.env, test_writer.spool, test_writer.template
+header, make_record = test_writer.header, test_writer.make_record
 
 
 # -- what a scorer's value means for trends ------------------------------------------------------
