@@ -154,3 +154,23 @@ def llm_overhead(result: dict | None, error: str | None, console: Console) -> No
         console.print(f"of which durability: one append + fdatasync on this disk takes {result['fdatasync_50']:.2f} ms (p50, "
                       "measured in this run); a plain call pays it before its answer (one request at a time shares no "
                       "group commit), a stream after its last event")
+
+
+def time_to_assessment(result: dict | None, error: str | None, console: Console) -> None:
+    """The online scoring row: answer -> assessments readable through MLflow, under load."""
+    out = Table(title="Online scoring: answer -> all assessments readable through MLflow (seconds)")
+    for column in ("load", "scored", "p50 s", "p95 s", "p99 s", "max s", "error assessments"):
+        out.add_column(column, justify="left" if column == "load" else "right")
+    if result is None:
+        out.add_row("time-to-assessment", "[bold red]FAILED[/]", "", "", "", "", "")
+        console.print(out)
+        console.print(f"[bold red]time-to-assessment FAILED:[/] {escape(error or '?')}", highlight=False)
+        return
+    load = f"{result['rate']:.0f} traces/s x {result['duration_s']:.0f}s, {result['scorers']} scorers"
+    out.add_row(load, f"{result['scored']}/{result['sent']}", f"{result['p50_s']:.2f}", f"{result['p95_s']:.2f}",
+                f"{result['p99_s']:.2f}", f"{result['max_s']:.2f}", str(result["error_assessments"]))
+    console.print(out)
+    met = result["p95_s"] <= result["target_p95_s"] and not result["unscored"]
+    console.print(f"target: p95 at most {result['target_p95_s']:.0f} s: {result['p95_s']:.2f} s, "
+                  f"{'[green]met[/]' if met else '[bold red]missed[/]'} (polled every {result['poll_s']} s: an upper "
+                  "bound by at most one interval)")

@@ -1,5 +1,6 @@
 """Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run,
-and the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed).
+the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed), and online
+scoring's time from an answer to its assessments (``time-to-assessment``: no wrk needed).
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
                                        [--only NAME[,NAME]] [--json PATH] [--keep-temp]
@@ -93,7 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per system (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    parser.add_argument("--only", help=f"comma-separated subset of: {','.join([*systems.SYSTEMS, LLM_ROW])}")
+    parser.add_argument("--only", help=f"comma-separated subset of: {','.join([*systems.SYSTEMS, *EXTRA_ROWS])}")
     parser.add_argument("--json", type=Path, help="also save the results here")
     parser.add_argument("--keep-temp", action="store_true", help="keep each system's temp dir (logs, databases)")
     parser.add_argument("--no-costs", action="store_true",
@@ -104,20 +105,23 @@ def parse_args() -> argparse.Namespace:
                         help="records the writer benchmark drains into each database (default 20000)")
     args = parser.parse_args()
     args.names = list(systems.SYSTEMS)
-    args.llm = True
+    args.llm = args.scoring = True
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in systems.SYSTEMS and n != LLM_ROW]
+        unknown = [n for n in wanted if n not in systems.SYSTEMS and n not in EXTRA_ROWS]
         if unknown:
-            parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join([*systems.SYSTEMS, LLM_ROW])}")
+            parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join([*systems.SYSTEMS, *EXTRA_ROWS])}")
         args.names = [n for n in systems.SYSTEMS if n in wanted]
         args.llm = LLM_ROW in wanted
+        args.scoring = SCORING_ROW in wanted
     if args.duration < 1 or args.connections < wrk.THREADS:
         parser.error(f"--duration must be >= 1 and --connections >= {wrk.THREADS}")
     return args
 
 
 LLM_ROW = "llm-overhead"
+SCORING_ROW = "time-to-assessment"
+EXTRA_ROWS = (LLM_ROW, SCORING_ROW)
 
 
 def bench_llm(args: argparse.Namespace) -> tuple[dict | None, str | None]:
@@ -135,6 +139,38 @@ def bench_llm(args: argparse.Namespace) -> tuple[dict | None, str | None]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_scoring(args: argparse.Namespace) -> tuple[dict | None, str | None]:
+    err.print(f"[bold]{SCORING_ROW}[/]: 50 traces/s, three online scorers (a judge on an LLM endpoint, two custom)")
+    # Imported here: it is an MLflow client, and the wrk rows run without MLflow in this process.
+    import time_to_assessment
+
+    tmp = Path(tempfile.mkdtemp(prefix="awbench-scoring-"))
+    try:
+        return time_to_assessment.measure(tmp), None
+    except Exception as e:
+        err.print(traceback.format_exc(), markup=False, highlight=False)
+        return None, str(e).splitlines()[0]
+    finally:
+        if args.keep_temp:
+            err.print(f"  {SCORING_ROW}: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extra_rows(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """The rows that need no wrk: their results by name, and their errors."""
+    results, errors = {}, []
+    for wanted, name, bench, show in ((args.llm, "llm_overhead", bench_llm, report.llm_overhead),
+                                      (args.scoring, "time_to_assessment", bench_scoring, report.time_to_assessment)):
+        if wanted:
+            result, error = bench(args)
+            show(result, error, console)
+            results[name] = result
+            if error:
+                errors.append(error)
+    return results, errors
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -142,13 +178,12 @@ def _interrupt(signum, frame):
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # so every finally (process stops, temp dirs) runs
-    if not args.names:  # only the LLM row: no wrk needed
-        result, error = bench_llm(args)
-        report.llm_overhead(result, error, console)
+    if not args.names:  # only rows that need no wrk
+        results, errors = _extra_rows(args)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"llm_overhead": result, "error": error}, indent=2))
-        return 1 if error else 0
+            args.json.write_text(json.dumps({**results, "errors": errors}, indent=2))
+        return 1 if errors else 0
     try:
         wrk.require_wrk()
     except wrk.WrkMissing as e:
@@ -200,15 +235,13 @@ def main() -> int:
     if writer is not None:
         writer_throughput.report(writer, console)
     report.warnings(rows, console)
-    llm_result, llm_error = bench_llm(args) if args.llm else (None, None)
-    if args.llm:
-        report.llm_overhead(llm_result, llm_error, console)
+    results, errors = _extra_rows(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, "writer": writer,
-                                         "llm_overhead": llm_result}, indent=2))
+                                         **results}, indent=2))
         console.print(f"results saved to {args.json}")
-    return 1 if any(r.get("error") for r in rows) or llm_error else 0
+    return 1 if any(r.get("error") for r in rows) or errors else 0
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def deploy(
     description: str | None = None,
     env_manager: str | None = None,
     rollout: Rollout | None = None,
+    copy_scorers: bool | str = False,
     **databricks_only: Any,
 ) -> Deployment:
     """Serve a registered model version and wait until it answers.
@@ -93,6 +94,11 @@ def deploy(
         **databricks_only: ``instance_profile_arn``, ``budget_policy_id``, ``usage_policy_id``,
             ``deploy_feedback_model``, accepted for Databricks' calls and ignored. Anything
             else is a ``TypeError``.
+        copy_scorers: Monitor the endpoint with the development-time scorers (the guide's
+            step 8): ``True`` registers and starts, on the endpoint's experiment, the scorers
+            registered on the experiment of the run that logged this version; an experiment id
+            names another source. Scorers the source runs online keep its sampling; the others
+            score every trace. Needs CAN_MANAGE on the endpoint (as deploying does).
 
     Returns:
         The deployment, with ``query_endpoint`` (this version) and ``endpoint_url`` (the endpoint).
@@ -127,6 +133,12 @@ def deploy(
         client.wait_for_entity(deployment.endpoint_name, deployment.served_entity_name, DEPLOY_TIMEOUT_SECONDS,
                                on_progress=_progress_logger(deployment.served_entity_name))
         log.info("%s answers on %s", deployment.served_entity_name, deployment.endpoint_name)
+        if copy_scorers:
+            from agentwharf.scorer_copy import copy_scorers as copy
+
+            source = copy_scorers if isinstance(copy_scorers, str) else None
+            copied = copy(client, deployment.endpoint_name, source, model=(model_name, str(model_version)))
+            log.info("monitoring %s with %s", deployment.endpoint_name, ", ".join(c.name for c in copied) or "no scorers")
         return deployment
     finally:
         client.close()

@@ -142,6 +142,28 @@ class PlatformSettings(BaseSettings):
     #: scoring) and deployed models get ``MLFLOW_GENAI_JUDGE_DEFAULT_MODEL=gateway:/<it>``,
     #: and the ``safety`` and ``pii`` guardrails of ``ai-gateway`` run on it.
     judge_endpoint: str | None = None
+    #: Online scoring (``agentwharf.quality``). A custom ``@scorer``'s call may take this long
+    #: (wall clock) before its process is killed and the trace gets an error assessment; this
+    #: much CPU time per call; and its process's memory may grow this far past start-up.
+    scorer_timeout_seconds: float = 10.0
+    scorer_cpu_seconds: float = 10.0
+    scorer_memory_bytes: int = 512 * 1024 * 1024
+    #: Confine custom scorer processes with Landlock (files, TCP, signals) where the kernel has it.
+    scorer_confinement: bool = True
+    #: Judge calls (built-in and LLM judges) the scoring process makes at once.
+    scoring_judge_threads: int = 16
+    #: Traces waiting longer than this for online scoring are skipped (a platform down for a day
+    #: does not score a day of traffic at once); counted in /metrics.
+    scoring_max_backlog_seconds: float = 3600.0
+    #: How often trends for /metrics, alert rules and review rules are evaluated.
+    monitor_interval_seconds: float = 10.0
+    #: An alert's webhook: each attempt's timeout, and attempts before giving up (back-off
+    #: doubling from 1 s up to a minute between them).
+    alert_webhook_timeout: float = 10.0
+    alert_webhook_attempts: int = 8
+    #: Online scoring results (``aw_monitor_scores``, behind trends and alerts) older than this
+    #: are pruned; the MLflow assessments on the traces stay.
+    monitor_retention_days: float = 30.0
 
     @field_validator("benchmark_without_auth")
     @classmethod
@@ -278,6 +300,11 @@ class PlatformSettings(BaseSettings):
     def runtime_dir(self) -> Path:
         """What a worker in a model's environment imports the worker runtime from."""
         return self.home.resolve() / "runtime"
+
+    @property
+    def monitor_dir(self) -> Path:
+        """Online scoring's files: which environment each served version runs in."""
+        return self.home.resolve() / "monitor"
 
     @property
     def spool_dir(self) -> Path:

@@ -34,6 +34,12 @@ PLATFORM_ENV = {
     "AGENTWHARF_JUDGE_ENDPOINT": "judge",
     # Rollouts judge their gates twice a second, so a canary is decided in seconds.
     "AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5",
+    # Online scoring: a custom scorer that spins or sleeps is stopped within seconds.
+    "AGENTWHARF_SCORER_TIMEOUT_SECONDS": "6",
+    "AGENTWHARF_SCORER_CPU_SECONDS": "2",
+    "AGENTWHARF_SCORER_MEMORY_BYTES": str(256 << 20),
+    # Monitoring metrics and alert rules are evaluated every second.
+    "AGENTWHARF_MONITOR_INTERVAL_SECONDS": "1",
 }
 
 

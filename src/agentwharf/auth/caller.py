@@ -12,8 +12,8 @@ class Caller:
     kind: str
     is_admin: bool
     #: How the caller authenticated: ``pat`` (personal access token), ``system`` (a model's
-    #: declared-resources credential), ``obo`` (on behalf of a user) or ``load`` (a worker
-    #: reading its model).
+    #: declared-resources credential), ``obo`` (on behalf of a user), ``load`` (a worker
+    #: reading its model) or ``monitor`` (online scoring's judges).
     via: str = "pat"
     token_id: str | None = None
     #: OBO tokens: the API scopes the model declared.

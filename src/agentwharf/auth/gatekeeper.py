@@ -19,6 +19,8 @@ from agentwharf.errors import PermissionDenied, Unauthenticated
 
 COOKIE = "agentwharf_token"
 LOADER = "agentwharf-loader"
+#: Who online scoring's judges call LLM endpoints as (see ``tokens.MONITOR_PREFIX``).
+MONITOR = "agentwharf-monitor"
 #: Methods that cannot change anything (RFC 9110 9.2.1); every other one is checked for CSRF.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -96,6 +98,8 @@ class Gatekeeper:
         #: (endpoint, entity, token) -> whether that entity is served now *with this very
         #: credential*: a system credential dies with the model version it was minted for.
         self.entity_live = entity_live
+        #: This platform run's id: monitor credentials minted by another run are refused.
+        self.boot_id: str | None = None
 
     def authenticate(self, scope: dict) -> Caller:
         """Raises:
@@ -123,6 +127,10 @@ class Gatekeeper:
                 raise Unauthenticated("The system credential belongs to a model that is no longer served")
             return Caller(name=f"system:{endpoint}/{entity}", kind="service_principal", is_admin=False, via="system",
                           endpoints=frozenset(claims.get("res", ())))
+        if prefix == tokens.MONITOR_PREFIX:
+            if self.boot_id is None or claims.get("boot") != self.boot_id:
+                raise Unauthenticated("The monitor credential belongs to an earlier run of the platform")
+            return Caller(name=MONITOR, kind="service_principal", is_admin=False, via="monitor")
         if prefix == tokens.OBO_PREFIX:
             principal = self.identities.active_principal(claims.get("sub", ""))
             if principal is None:
@@ -135,6 +143,10 @@ class Gatekeeper:
             return PermissionLevel.CAN_QUERY if endpoint in caller.endpoints else PermissionLevel.NO_PERMISSIONS
         if caller.via == "load":
             return PermissionLevel.NO_PERMISSIONS
+        if caller.via == "monitor":
+            # Judges query LLM endpoints (the gateway refuses agents to it); who may point a
+            # judge at an endpoint is checked when the scorer is registered (quality.guard).
+            return PermissionLevel.CAN_QUERY
         level = PermissionLevel.CAN_MANAGE if caller.is_admin else self.identities.endpoint_level(endpoint, caller.name)
         if caller.via == "obo":
             # Never more than the user has, and only querying, and only if the scope was declared.

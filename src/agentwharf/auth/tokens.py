@@ -11,6 +11,8 @@ Signed tokens are minted by the platform for its workers and never stored:
 * ``awo_`` on-behalf-of-user token: the caller's identity, limited to the declared API scopes,
   valid for minutes.
 * ``awl_`` load credential: lets a starting worker read its model from MLflow, for minutes.
+* ``awm_`` monitor credential: online scoring's judges call LLM endpoints with it; valid for
+  the platform run that minted it (its ``boot`` claim), never in a sandboxed scorer.
 
 Their body is JSON signed with HMAC-SHA256 under a key that lives in the platform's home.
 """
@@ -29,7 +31,8 @@ PAT_PREFIX = "awp_"
 SYSTEM_PREFIX = "aws_"
 OBO_PREFIX = "awo_"
 LOAD_PREFIX = "awl_"
-SIGNED_PREFIXES = (SYSTEM_PREFIX, OBO_PREFIX, LOAD_PREFIX)
+MONITOR_PREFIX = "awm_"
+SIGNED_PREFIXES = (SYSTEM_PREFIX, OBO_PREFIX, LOAD_PREFIX, MONITOR_PREFIX)
 
 
 def new_personal_token() -> str:

@@ -15,8 +15,8 @@ from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from agentwharf import __version__
-from agentwharf.control import (access_routes, api_docs, diagnostics_routes, review_instructions, rollout_routes, routes,
-                                scim_routes, token_routes)
+from agentwharf.control import (access_routes, api_docs, diagnostics_routes, monitoring_routes, review_instructions,
+                                rollout_routes, routes, scim_routes, token_routes)
 from agentwharf.control.routes import ControlState
 from agentwharf import errors
 from agentwharf.errors import AgentwharfError
@@ -25,7 +25,7 @@ log = logging.getLogger("agentwharf.control")
 
 #: The control plane's own routers (the platform's extra routers, the Databricks facades, follow them).
 ROUTERS = (api_docs.router, routes.router, diagnostics_routes.router, access_routes.router, token_routes.router,
-           scim_routes.router, review_instructions.router, rollout_routes.router)
+           scim_routes.router, review_instructions.router, rollout_routes.router, monitoring_routes.router)
 
 #: Starlette's own refusals (no route, wrong method, ...) as errors of the tree.
 _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,

@@ -19,6 +19,8 @@ import gc
 import hmac
 import logging
 import os
+import secrets
+import sys
 import time
 import uuid
 
@@ -33,7 +35,7 @@ from agentwharf.auth.home_secrets import ADMIN_NAME, close_to_others, private_ke
 from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
 from agentwharf.auth.model_policy import ModelPolicy
-from agentwharf.auth.tokens import LOAD_PREFIX, OBO_PREFIX, SYSTEM_PREFIX, TokenSigner
+from agentwharf.auth.tokens import LOAD_PREFIX, MONITOR_PREFIX, OBO_PREFIX, SYSTEM_PREFIX, TokenSigner
 from agentwharf.control.app import create_control_app
 from agentwharf.control.deployments import DeploymentService
 from agentwharf.control.endpoints import EndpointService
@@ -52,6 +54,10 @@ from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.mlflow_admin import GatewayAdmin
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
+from agentwharf.quality import alerts
+from agentwharf.quality.guard import ScorerGuard
+from agentwharf.quality.monitor import QualityMonitor
+from agentwharf.quality.scoring_process import ScoringConfig, ScoringProcess
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
@@ -85,12 +91,24 @@ class Platform:
         self.settings = settings
         self.environ = environ
         self.started_at = 0.0
+        #: This run's id: credentials minted for online scoring are good for this run only.
+        self.boot_id = secrets.token_hex(16)
         self.db = Database(settings.database_uri)
         self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_destination, settings.logs_dir / "mlflow.log",
                                    settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
                                    secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
                                    job_execution=settings.mlflow_job_execution,
                                    artifact_store_env=settings.artifact_store_environment())
+        self.scoring = ScoringProcess(ScoringConfig(
+            database_uri=settings.database_uri, artifacts_dir=settings.artifacts_dir, logs_dir=settings.logs_dir,
+            runtime_dir=settings.runtime_dir, served_environments=settings.monitor_dir / "served-environments.json",
+            base_url=settings.base_url, judge_endpoint=settings.judge_endpoint, timeout_seconds=settings.scorer_timeout_seconds,
+            cpu_seconds=settings.scorer_cpu_seconds, memory_bytes=settings.scorer_memory_bytes,
+            confine=settings.scorer_confinement, judge_threads=settings.scoring_judge_threads,
+            max_backlog_seconds=settings.scoring_max_backlog_seconds, mlflow_checkpoint=settings.mlflow_job_execution,
+        ), self._worker_base_env(), self._monitor_credential)
+        self.quality: QualityMonitor | None = None
+        self._quality_task: asyncio.Task | None = None
         #: MLflow's AI Gateway in this process, for LLM endpoints (MLflow's server runs it too,
         #: for its own jobs: both decrypt keys with the home's key; see ``_mlflow_gateway_env``).
         self.llm_runtime: LlmRuntime | None = None
@@ -151,6 +169,18 @@ class Platform:
             env["MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"] = f"gateway:/{self.settings.judge_endpoint}"
         return env
 
+    def _mlflow_server_env(self, gateway_env: dict[str, str]) -> dict[str, str]:
+        """MLflow's server's own settings: its gateway's, and whether it stores custom scorers."""
+        env = dict(gateway_env)
+        if not self.settings.mlflow_job_execution:
+            # MLflow's server stores custom @scorer code (Scorer.register) only with this flag;
+            # without its job runner it never runs it (it keeps such scorers as inert data):
+            # agentwharf's sandbox does (quality). With MLflow's job runner on, the flag would let
+            # MLflow run that code outside any sandbox, so custom scorers are refused there
+            # (MLflow says why). Only MLflow's server gets it, never this process.
+            env["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = "true"
+        return env
+
     async def _llm_changed(self, name: str, exists: bool) -> None:
         if self.llm_runtime is None:
             return
@@ -196,6 +226,27 @@ class Platform:
         name, _, version = model_uri[len("models:/"):].rpartition("/")
         return self.registry.model_files(name, version, ENVIRONMENT_FILES) if self.registry is not None else {}
 
+    async def _prepare_scorer_environment(self, key: str, model_uri: str, log_path) -> str:
+        """A registered model version's environment for a custom scorer (built as a deploy's)."""
+        return (await self.environments.prepare(key, model_uri, "uv", log_path)).python
+
+    def _monitor_credential(self) -> str:
+        """Online scoring's credential for its judges' LLM calls (this run only)."""
+        return self.signer.mint(MONITOR_PREFIX, {"boot": self.boot_id}, None)
+
+    def _served_environments(self) -> dict[str, str]:
+        """Served version (``endpoint/entity``) -> the python its workers run (``model``
+        environments of custom scorers run there too)."""
+        found = {}
+        for key, version in self.supervisor.versions.items():
+            runtime = version.runtime
+            found[key] = runtime.python if runtime is not None and runtime.environment is not None else sys.executable
+        return found
+
+    def _endpoint_of_experiment(self, experiment_id: str) -> str | None:
+        with self.db.session() as session:
+            return session.query(Endpoint.name).filter(Endpoint.experiment_id == experiment_id).scalar()
+
     def _load_credential(self, key: str) -> str:
         """A starting worker's short-lived, read-only way into MLflow, to fetch its model."""
         return self.signer.mint(LOAD_PREFIX, {"key": key}, self.settings.load_token_lifetime_seconds)
@@ -217,6 +268,7 @@ class Platform:
         self.bridge = MlflowAuthBridge(self.settings.auth_database_uri)
         self.identities = IdentityService(self.db, self.bridge)
         self.gatekeeper = Gatekeeper(self.identities, self.signer, self._entity_live)
+        self.gatekeeper.boot_id = self.boot_id
         self.gateway.gatekeeper = self.gatekeeper
         self.identities.sync_mlflow()
         if not self.identities.list_principals():
@@ -234,7 +286,7 @@ class Platform:
         self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(migrate, self.settings.database_uri)
         gateway_env = await asyncio.to_thread(self._mlflow_gateway_env)
-        self.mlflow.extra_env = gateway_env
+        self.mlflow.extra_env = self._mlflow_server_env(gateway_env)
         await self.mlflow.start(self.settings.mlflow_start_timeout)
         # The writer stores into MLflow's tables, which MLflow's server has just created; it
         # first drains whatever an earlier run left spooled.
@@ -243,8 +295,12 @@ class Platform:
         self._monitor = asyncio.create_task(self._watch_spool(), name="spool-monitor")
         await asyncio.to_thread(self._open_identities)
         self.registry = MlflowRegistry(self.mlflow.url, self.mlflow.secret)
-        self.mlflow_proxy = databricks_compat.DatabricksTrackingView(
-            MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities, self.settings.mlflow_proxy_timeout))
+        proxy = MlflowProxy(self.mlflow.url, self.mlflow.secret, self.identities, self.settings.mlflow_proxy_timeout)
+        # Scorers on an endpoint's experiment need CAN_MANAGE on it (and CAN_QUERY on their judges').
+        guarded = ScorerGuard(proxy, self._endpoint_of_experiment, lambda: self.gatekeeper,
+                              lambda name: self.routes.get(name) is not None, self.settings.body_timeout,
+                              store_of=lambda: self.llm_runtime.store)
+        self.mlflow_proxy = databricks_compat.DatabricksTrackingView(guarded)
         self.proxy = web.with_console_link(self.mlflow_proxy)
         self.llm_runtime = LlmRuntime(self.settings.database_uri, gateway_env, self.settings.llm_config_refresh_seconds)
         await self.llm_runtime.start()
@@ -255,7 +311,8 @@ class Platform:
         self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient())
         control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
                                self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
-                               self.settings.worker_threads, self.rollouts)
+                               self.settings.worker_threads, self.rollouts,
+                               tracking_store=lambda: self.llm_runtime.store)
         self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
@@ -264,6 +321,13 @@ class Platform:
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
                                                        name="rollout-controller")
+        self.quality = QualityMonitor(
+            self.db, self.scoring, self._served_environments, self.settings.monitor_dir / "served-environments.json",
+            self.settings.monitor_interval_seconds, self.settings.monitor_retention_days,
+            deliveries=alerts.Deliveries(self.db, self.settings.alert_webhook_timeout, self.settings.alert_webhook_attempts),
+            prepare_environment=self._prepare_scorer_environment, logs_dir=self.settings.logs_dir,
+            tracking_store=lambda: self.llm_runtime.store)
+        self._quality_task = asyncio.create_task(self.quality.run(), name="quality-monitor")
         self.started_at = time.time()
         # Start-up objects (MLflow, FastAPI, SQLAlchemy) never die: keep full GC passes off them.
         gc.collect()
@@ -291,6 +355,14 @@ class Platform:
         await self.supervisor.close()
         if self._monitor is not None:
             self._monitor.cancel()
+        if self._quality_task is not None:
+            self._quality_task.cancel()
+        # Online scoring writes what it has scored, then exits (the rest waits in its queue);
+        # undelivered alert events wait in theirs.
+        if self.quality is not None:
+            await self.quality.stop()
+        else:
+            await self.scoring.stop()
         self.recorder.appender.close()
         await self.writer.stop(self.settings.writer_drain_timeout)
         await self.mlflow.stop()
@@ -390,7 +462,8 @@ class Platform:
         elif path.startswith(MLFLOW_GATEWAY_PREFIX):
             # MLflow's gateway routes: the platform's LLM endpoints are answered by its gateway
             # (authorized, limited, recorded), anything else by MLflow's server.
-            await self.gateway.serve_mlflow_route(scope, receive, send, self.proxy)
+            fallback = self.proxy if scope["agentwharf.caller"].via != "monitor" else _refuse_monitor
+            await self.gateway.serve_mlflow_route(scope, receive, send, fallback)
         elif path.startswith(_CONTROL_PREFIXES):
             await self.control_app(scope, receive, send)
         elif path.startswith(web.PREFIXES) or path == "/serving":
@@ -431,6 +504,9 @@ class Platform:
         if caller.via in ("system", "obo") and not path.startswith(GATEWAY_PREFIX):
             await send_error(send, PermissionDenied(f"A {caller.via} credential may only query serving endpoints"))
             return False
+        if caller.via == "monitor" and not path.startswith((GATEWAY_PREFIX, MLFLOW_GATEWAY_PREFIX)):
+            await send_error(send, PermissionDenied("Online scoring's credential may only call LLM endpoints"))
+            return False
         if caller.via == "load" and (scope["method"] not in ("GET", "HEAD") or path.startswith(_OWN_PREFIXES)):
             await send_error(send, PermissionDenied("A worker's load credential may only read from MLflow"))
             return False
@@ -452,6 +528,10 @@ class Platform:
                 await self.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _refuse_monitor(scope, receive, send) -> None:
+    await send_error(send, PermissionDenied("Online scoring's credential reaches only the platform's LLM endpoints"))
 
 
 def create_app(settings: PlatformSettings, environ: dict[str, str] | None = None) -> Platform:

@@ -84,6 +84,10 @@ class _StateCollector:
         for outcome, count in sorted(self.platform.environments.builds.items()):
             builds.add_metric([outcome], count)
         yield builds
+        if self.platform.quality is not None:
+            yield from self.platform.quality.snapshot.families()
+            yield CounterMetricFamily("agentwharf_scoring_process_restarts", "Restarts of the online scoring process "
+                                      "after it exited.", value=self.platform.scoring.restarts)
 
     def _spool(self):
         recorder, appender = self.platform.recorder, self.platform.recorder.appender

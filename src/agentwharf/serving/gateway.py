@@ -259,6 +259,8 @@ class Gateway(LlmServing):
         if caller is not None:
             request.caller, request.caller_kind = caller.name, caller.kind
         if self.gatekeeper is not None and caller is not None:
+            if caller.via == "monitor" and request.endpoint.llm is None:
+                raise PermissionDenied("Online scoring's credential may only call LLM endpoints (its judges)")
             self.gatekeeper.require_endpoint(caller, request.endpoint.name, PermissionLevel.CAN_QUERY)
 
     def _credentials(self, scope: dict, caller: Caller | None, request: _Request) -> dict:

@@ -243,3 +243,151 @@ class RolloutRecord(Base):
     created_by: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
+
+
+# -- the quality loop (agentwharf.quality) ------------------------------------------------------
+
+
+class ScoringQueue(Base):
+    """Traces just stored, waiting for online scoring: the spool writer adds a row for each trace
+    it stores in an experiment with active scorers, in the same transaction as the trace, and the
+    scoring process deletes it once every sampled scorer's assessment is written. ``seq`` orders
+    the queue (autoincrement on SQLite and PostgreSQL alike)."""
+
+    __tablename__ = "aw_scoring_queue"
+    # AUTOINCREMENT on SQLite: a ``seq`` is never reused, even once the queue has emptied.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(64), unique=True)
+    experiment_id: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(63))
+    served_entity: Mapped[str | None] = mapped_column(String(256))
+    #: When the answer left the gateway (the request's record time, epoch ms).
+    answered_ms: Mapped[int] = mapped_column(BigInteger)
+    #: When the writer stored the trace.
+    stored_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MonitorScore(Base):
+    """One online scorer's result on one live trace, beside the MLflow assessment it wrote:
+    what trends, alerts and Prometheus read (a number per result, per served version), without
+    parsing assessments. ``outcome`` is ``pass``/``fail`` (a yes/no or true/false value, 1.0 or
+    0.0 in ``value``), ``value`` (a number), ``other`` (text) or ``error``."""
+
+    __tablename__ = "aw_monitor_scores"
+    __table_args__ = (UniqueConstraint("trace_id", "scorer"), Index("ix_aw_monitor_scores_endpoint_answered", "endpoint", "answered_ms"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    scorer: Mapped[str] = mapped_column(String(256))
+    endpoint: Mapped[str] = mapped_column(String(63))
+    served_entity: Mapped[str | None] = mapped_column(String(256))
+    answered_ms: Mapped[int] = mapped_column(BigInteger)
+    #: When the assessment was committed (readable through MLflow from then on).
+    scored_ms: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class ScorerEnvironment(Base):
+    """Where a registered custom scorer's code runs: the platform's own Python (the default,
+    still sandboxed), the environment of the model version whose trace it scores (``model``),
+    or the environment of a registered model version named for it (``registered``)."""
+
+    __tablename__ = "aw_scorer_environments"
+
+    experiment_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scorer: Mapped[str] = mapped_column(String(256), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model_uri: Mapped[str | None] = mapped_column(String(600))
+    #: The environment's interpreter once built (``registered``).
+    python: Mapped[str | None] = mapped_column(Text)
+    #: READY, BUILDING or FAILED (the builder's message in ``message``).
+    state: Mapped[str] = mapped_column(String(16), default="READY")
+    message: Mapped[str | None] = mapped_column(Text)
+    updated_by: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, onupdate=now_ms)
+
+
+class AlertRule(Base):
+    """A threshold on one monitoring metric of an endpoint (or one served version), evaluated
+    over a sliding window; crossing it and clearing it each fire the webhook."""
+
+    __tablename__ = "aw_alert_rules"
+    __table_args__ = (UniqueConstraint("endpoint", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    served_entity: Mapped[str | None] = mapped_column(String(256))
+    metric: Mapped[str] = mapped_column(String(300))
+    operator: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float] = mapped_column(Float)
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    min_samples: Mapped[int] = mapped_column(Integer)
+    webhook_url: Mapped[str] = mapped_column(Text)
+    #: Signs every delivery (HMAC-SHA256); shown once, when the rule is created.
+    secret: Mapped[str] = mapped_column(String(128))
+    #: OK, FIRING or INSUFFICIENT_DATA (fewer than ``min_samples`` in the window).
+    state: Mapped[str] = mapped_column(String(24), default="INSUFFICIENT_DATA")
+    last_value: Mapped[float | None] = mapped_column(Float)
+    last_samples: Mapped[int | None] = mapped_column(Integer)
+    last_evaluated_ms: Mapped[int | None] = mapped_column(BigInteger)
+    changed_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+class AlertEvent(Base):
+    """One firing or clearing of a rule and its webhook delivery."""
+
+    __tablename__ = "aw_alert_events"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(ForeignKey("aw_alert_rules.id", ondelete="CASCADE"), index=True)
+    #: ``firing`` or ``cleared``.
+    state: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    delivered_ms: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the next delivery attempt is due (back-off after a failed one).
+    next_attempt_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReviewRule(Base):
+    """Sends an endpoint's traces that match a trace filter (negative user feedback, a failing
+    scorer, ...) to a labeling session's review queue as they appear."""
+
+    __tablename__ = "aw_review_rules"
+    __table_args__ = (UniqueConstraint("endpoint", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    filter_string: Mapped[str] = mapped_column(Text)
+    #: The labeling session (MLflow review queue) the traces go to, and its name.
+    queue_id: Mapped[str] = mapped_column(String(64))
+    session_name: Mapped[str] = mapped_column(String(256))
+    #: The rule acts as its creator in MLflow (MLflow's permissions apply).
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    traces_added: Mapped[int] = mapped_column(Integer, default=0)
+    last_run_ms: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReviewRuleItem(Base):
+    """A trace a rule has sent already (each goes once)."""
+
+    __tablename__ = "aw_review_rule_items"
+
+    rule_id: Mapped[str] = mapped_column(ForeignKey("aw_review_rules.id", ondelete="CASCADE"), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)

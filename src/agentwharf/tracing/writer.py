@@ -17,6 +17,13 @@ writer; both rules apply on every database, so a trace reads the same whichever 
 Without ``--database`` the URL is the first line of standard input: that is how the platform
 starts it, since a command line is visible to every user of the machine and the URL may carry
 the database's password.
+
+A trace stored in an experiment that has active online scorers (MLflow's
+``online_scoring_configs`` with a sample rate above 0, re-read before each batch: a trace
+answered after ``Scorer.start()`` returned is queued) also gets a row in ``aw_scoring_queue``,
+in the same transaction: that is how the scoring process learns, within a poll, which traces
+just landed (``agentwharf.quality``). Without scorers it costs one small query a batch.
+
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import orjson
 from sqlalchemy import String, inspect, text
 
 from agentwharf.store.database import Database
-from agentwharf.store.models import InferenceLog, SpoolCheckpoint
+from agentwharf.store.models import InferenceLog, ScoringQueue, SpoolCheckpoint
 from agentwharf.tracing.bulk import TableRows, inserter_for
 from agentwharf.tracing.rows import inference_row, trace_rows
 from agentwharf.tracing.spool import SpoolReader, hold_writer_lock
@@ -51,7 +58,9 @@ TABLES = {
     "trace_request_metadata": "trace_request_metadata",
     "spans": "spans",
     "inference": InferenceLog.__tablename__,
+    "scoring": ScoringQueue.__tablename__,
 }
+_MONITORED = text("SELECT DISTINCT experiment_id FROM online_scoring_configs WHERE sample_rate > 0")
 
 
 class SpoolWriter:
@@ -99,6 +108,16 @@ class SpoolWriter:
             ).scalar()
         return self._artifact_locations[experiment_id]
 
+    def monitored_experiments(self) -> frozenset[str]:
+        """Experiments whose traces online scoring wants (read in a transaction of its own: a
+        failed read must not abort the batch's on PostgreSQL)."""
+        try:
+            with self.db.session() as session:
+                return frozenset(str(row[0]) for row in session.execute(_MONITORED))
+        except Exception:  # an MLflow schema without online scoring: nothing to queue
+            log.debug("could not read online_scoring_configs", exc_info=True)
+            return frozenset()
+
     def run_once(self) -> int:
         """Write one batch. Returns how many records it took from the spool."""
         segment, offset = self.checkpoint()
@@ -107,6 +126,8 @@ class SpoolWriter:
             self.reader.delete_before(segment)
             return 0
         rows: dict[str, list[dict]] = {name: [] for name in self.tables}
+        monitored = self.monitored_experiments()
+        stored_ms = int(time.time() * 1000)
         with self.db.session() as session:
             for item in batch:
                 header = orjson.loads(item.header)
@@ -115,10 +136,12 @@ class SpoolWriter:
                 if header.get("experiment_id"):
                     for name, values in trace_rows(header, record, self._artifact_location(session, header["experiment_id"])).items():
                         rows[name].extend(values)
-            # trace_info first: the other trace tables reference it.
+                    if str(header["experiment_id"]) in monitored:
+                        rows["scoring"].append(scoring_row(header, record, stored_ms))
+            # trace_info first: the other trace tables (and the scoring queue's reader) reference it.
             self.inserter.insert(session.connection().connection, [
                 self._table_rows(session, self.tables[name], rows[name])
-                for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference") if rows[name]])
+                for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring") if rows[name]])
             last = batch[-1]
             checkpoint = session.get(SpoolCheckpoint, 1)
             if checkpoint is None:
@@ -172,6 +195,12 @@ def fitted(values: list, checks: list[tuple[int, int | None]]) -> tuple:
                 value = value[:limit]
             values[index] = value
     return tuple(values)
+
+
+def scoring_row(header: dict, record: dict, stored_ms: int) -> dict:
+    """The scoring queue's row for a trace just stored (see ``ScoringQueue``)."""
+    return {"trace_id": record["trace_id"], "experiment_id": str(header["experiment_id"]), "endpoint": header["endpoint"],
+            "served_entity": header.get("entity"), "answered_ms": header["ts_ms"], "stored_ms": stored_ms}
 
 
 def read_progress(spool_dir: Path) -> dict | None:
