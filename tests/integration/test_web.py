@@ -12,12 +12,15 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+from mlflow.entities import AssessmentSource
+from mlflow.genai.scorers import ScorerSamplingConfig, delete_scorer, scorer
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect, sync_playwright
 
 from agentwharf import agents
 from agentwharf.errors import DeploymentFailed
 from tests.integration.conftest import AGENTS, rows_for
+from tests.integration.platform_process import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -53,6 +56,11 @@ def deployed(platform):
         agents.deploy("main.web.broken", "1", env_manager="local")
     yield deployment
     agents.delete_deployment(MODEL)
+
+
+@scorer
+def answer_words(outputs) -> int:
+    return len(str(outputs).split())
 
 
 def _user(http: httpx.Client, name: str, level: str | None = None) -> str:
@@ -289,3 +297,53 @@ def test_managers_change_permissions_from_the_console(platform, browser, deploye
     page.get_by_role("button", name="Grant").click()
     expect(page.locator("#form-error")).to_contain_text("nobody-by-this-name")
     page.close()
+
+
+def test_the_quality_panel_shows_live_scores_feedback_and_alerts_per_version(platform, browser, deployed, http, monkeypatch):
+    # MLflow's client rebuilds a custom @scorer from its source only when told the code is trusted.
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS", "true")
+    experiment_id = http.get(f"/api/2.0/serving-endpoints/{ENDPOINT}").json()["experiment_id"]
+    mlflow.set_experiment(experiment_id=experiment_id)
+    answer_words.register(name="answer_words").start(sampling_config=ScorerSamplingConfig(sample_rate=1.0))
+    rule = {"name": "wordy", "metric": "scorer:answer_words:mean", "operator": "<", "threshold": 3, "window": "10m",
+            "min_samples": 1, "webhook_url": "http://127.0.0.1:9/none"}
+    assert http.post(f"/api/2.0/serving-endpoints/{ENDPOINT}/alerts", json=rule).status_code == 200
+    try:
+        body = {"input": [{"role": "user", "content": "Is it warm?"}], "custom_inputs": {"city": "Lima"},
+                "databricks_options": {"return_trace": True}}
+        answered = http.post(f"/serving-endpoints/{ENDPOINT}/invocations", json=body).json()
+        trace_id = answered["databricks_output"]["trace"]["info"]["trace_id"]
+        # The first custom scorer starts its sandbox cold (MLflow imported): minutes on a busy machine.
+        def scored() -> bool:  # the trace is stored by the writer a moment after the answer
+            trace = mlflow.get_trace(trace_id)
+            return trace is not None and any(a.name == "answer_words" for a in trace.info.assessments)
+
+        wait_until(scored, timeout=180, interval=0.5, message="the online scorer's assessment")
+        mlflow.log_feedback(trace_id=trace_id, name="thumbs", value=False,
+                            source=AssessmentSource(source_type="HUMAN", source_id="ada"))
+
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        _sign_in(page, platform.base_url, platform.token, f"/serving/endpoints/{ENDPOINT}")
+        overall = page.locator('#scorer-figures tr[data-scorer="answer_words"][data-version="All versions"]')
+        expect(overall).to_contain_text("mean")
+        expect(page.locator(f'#scorer-figures tr[data-scorer="answer_words"][data-version="{deployed.served_entity_name}"]')).to_be_visible()
+        thumbs = page.locator('#feedback-figures tr[data-feedback="thumbs"][data-version="All versions"]')
+        expect(thumbs).to_contain_text("0.0% positive")
+        # The per-minute chart of the scorer has a line for the version that answered.
+        expect(page.locator('#quality svg[data-name="answer_words"] polyline')).to_have_count(1, timeout=15_000)
+        expect(page.locator('#quality svg[data-name="answer_words"] circle')).to_have_count(1)
+        expect(page.locator('#quality svg[data-name="answer_words"]')).to_have_attribute("data-figure", "mean")
+        expect(page.locator("#quality")).to_contain_text(f"Latest: {deployed.served_entity_name}")
+        # The alert rule and its state, evaluated every second in the tests (AGENTWHARF_MONITOR_INTERVAL_SECONDS).
+        wordy = page.locator('#alert-rules tr[data-alert="wordy"]')
+        expect(wordy).to_contain_text("scorer:answer_words:mean < 3.0")
+        wait_until(lambda: http.get(f"/api/2.0/serving-endpoints/{ENDPOINT}/alerts").json()["alerts"][0]["state"] == "OK",
+                   timeout=60, message="the alert rule evaluated")
+        page.reload()
+        expect(page.locator('#alert-rules tr[data-alert="wordy"] .badge')).to_have_text("ok")
+        expect(page.locator('#alert-rules tr[data-alert="wordy"]')).to_contain_text("(1 sample)")
+        _accessible(page, "12-endpoint-quality")
+        page.close()
+    finally:
+        delete_scorer(name="answer_words", experiment_id=experiment_id, version="all")
+        http.delete(f"/api/2.0/serving-endpoints/{ENDPOINT}/alerts/wordy")

@@ -5,6 +5,7 @@ nothing to build, nothing fetched from another host.
     session       sign-in and sign-out (the cookie, CSRF)
     console       endpoints, one endpoint's versions/workers/permissions/charts, worker logs
     charts        the console's per-minute figures from the inference table
+    quality_panel the console's scorer, feedback and alert figures from production monitoring
     playground    chat with an endpoint or a version; answers' traces; thumbs up/down feedback
     review        the review app: instructions, chat, labeling sessions (MLflow review queues)
     conversation  a trace's request and response as chat turns
@@ -54,6 +55,7 @@ def _routes() -> list:
         Route("/serving/", console.endpoint_list, methods=["GET"]),
         Route(endpoint, console.endpoint_page, methods=["GET"]),
         Route(endpoint + "/metrics.json", console.endpoint_metrics, methods=["GET"]),
+        Route(endpoint + "/quality.json", console.endpoint_quality, methods=["GET"]),
         Route(endpoint + "/permissions", console.set_permission, methods=["POST"]),
         Route(endpoint + "/versions/{entity}/logs", console.log_page, methods=["GET"]),
         Route(endpoint + "/versions/{entity}/logs.txt", console.log_text, methods=["GET"]),

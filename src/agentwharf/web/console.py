@@ -1,10 +1,11 @@
 """The serving console: every endpoint the caller may see, and one endpoint's page (served
 versions, traffic, workers and restarts, load errors for CAN_MANAGE, permissions, live charts,
-a version's worker log tail for CAN_MANAGE).
+the quality panel of production monitoring, a version's worker log tail for CAN_MANAGE).
 
     GET  /serving/                                               endpoints (CAN_VIEW each)
     GET  /serving/endpoints/{name}                               one endpoint (CAN_VIEW)
     GET  /serving/endpoints/{name}/metrics.json                  chart data (CAN_VIEW)
+    GET  /serving/endpoints/{name}/quality.json                  quality chart data (CAN_VIEW)
     POST /serving/endpoints/{name}/permissions                   grant a level (CAN_MANAGE)
     GET  /serving/endpoints/{name}/versions/{entity}/logs[.txt]  worker log tail (CAN_MANAGE)
 """
@@ -22,7 +23,7 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import access_routes
 from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound
 from agentwharf.serving.routing import worker_key
-from agentwharf.web import charts, worker_logs
+from agentwharf.web import charts, quality_panel, worker_logs
 from agentwharf.web.context import base_url, caller_of, context_of
 from agentwharf.web.render import page
 
@@ -87,7 +88,10 @@ async def endpoint_page(request: Request, notice: str | None = None, error: Agen
     principals = [p.name for p in context.control.identities.list_principals()] if level.allows(PermissionLevel.CAN_MANAGE) else []
     health_class, health = _health(view)
     status = error.http_status if error is not None else 200
+    quality = await asyncio.to_thread(quality_panel.summary, context.control.db, name, endpoint.experiment_id,
+                                      int(time.time() * 1000))
     return page(request, "endpoint.html", status=status, title=f"Endpoint {name}", view=view, level=level, served=served,
+                quality=quality,
                 grants=grants, principals=principals, grantable=GRANTABLE, health=health, health_class=health_class,
                 can_manage=level.allows(PermissionLevel.CAN_MANAGE), can_query=level.allows(PermissionLevel.CAN_QUERY),
                 can_review=level.allows(PermissionLevel.CAN_REVIEW), notice=notice or request.query_params.get("notice"),
@@ -99,6 +103,14 @@ async def endpoint_metrics(request: Request) -> Response:
     endpoint = context.endpoint_for(caller, request.path_params["name"], PermissionLevel.CAN_VIEW)
     data = await asyncio.to_thread(charts.series, context.control.db, endpoint.name, int(time.time() * 1000))
     data["in_flight_now"] = charts.in_flight_now(context.control.supervisor, endpoint)
+    return JSONResponse(data)
+
+
+async def endpoint_quality(request: Request) -> Response:
+    context, caller = context_of(request), caller_of(request)
+    endpoint = context.endpoint_for(caller, request.path_params["name"], PermissionLevel.CAN_VIEW)
+    data = await asyncio.to_thread(quality_panel.series, context.control.db, endpoint.name, endpoint.experiment_id,
+                                   int(time.time() * 1000))
     return JSONResponse(data)
 
 
