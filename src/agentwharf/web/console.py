@@ -7,6 +7,7 @@ a version's worker log tail for CAN_MANAGE).
     GET  /serving/endpoints/{name}/metrics.json                  chart data (CAN_VIEW)
     POST /serving/endpoints/{name}/permissions                   grant a level (CAN_MANAGE)
     GET  /serving/endpoints/{name}/versions/{entity}/logs[.txt]  worker log tail (CAN_MANAGE)
+    POST /serving/endpoints/{name}/rollout/promote|abort         end its rollout (CAN_MANAGE)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import quote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -22,7 +24,7 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import access_routes
 from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound
 from agentwharf.serving.routing import worker_key
-from agentwharf.web import charts, worker_logs
+from agentwharf.web import charts, rollout_panel, worker_logs
 from agentwharf.web.context import base_url, caller_of, context_of
 from agentwharf.web.render import page
 
@@ -87,7 +89,9 @@ async def endpoint_page(request: Request, notice: str | None = None, error: Agen
     principals = [p.name for p in context.control.identities.list_principals()] if level.allows(PermissionLevel.CAN_MANAGE) else []
     health_class, health = _health(view)
     status = error.http_status if error is not None else 200
+    rollout = await asyncio.to_thread(rollout_panel.latest, context.control, name, caller)
     return page(request, "endpoint.html", status=status, title=f"Endpoint {name}", view=view, level=level, served=served,
+                rollout=rollout,
                 grants=grants, principals=principals, grantable=GRANTABLE, health=health, health_class=health_class,
                 can_manage=level.allows(PermissionLevel.CAN_MANAGE), can_query=level.allows(PermissionLevel.CAN_QUERY),
                 can_review=level.allows(PermissionLevel.CAN_REVIEW), notice=notice or request.query_params.get("notice"),
@@ -119,6 +123,27 @@ async def set_permission(request: Request) -> Response:
         return await endpoint_page(request, error=failure)
     words = f"{principal}: {PermissionLevel.parse(level).value}"
     return RedirectResponse(f"/serving/endpoints/{name}?notice=Saved+{words.replace(' ', '+')}", status_code=303)
+
+
+async def promote_rollout(request: Request) -> Response:
+    return await _end_rollout(request, "promote", "Rollout promoted: all traffic to the candidate")
+
+
+async def abort_rollout(request: Request) -> Response:
+    return await _end_rollout(request, "abort", "Rollout aborted: all traffic back to the current version")
+
+
+async def _end_rollout(request: Request, how: str, words: str) -> Response:
+    context, caller = context_of(request), caller_of(request)
+    name = request.path_params["name"]
+    context.endpoint_for(caller, name, PermissionLevel.CAN_VIEW)
+    try:
+        # The REST routes' own calls: the same checks (CAN_MANAGE, a rollout in progress), the
+        # same decision in the log ("aborted by <caller>").
+        await getattr(context.control.rollouts, how)(name, caller)
+    except AgentwharfError as failure:
+        return await endpoint_page(request, error=failure)
+    return RedirectResponse(f"/serving/endpoints/{name}?notice={quote_plus(words)}", status_code=303)
 
 
 def _log_args(request: Request) -> tuple[str, str, int | None]:
