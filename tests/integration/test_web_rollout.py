@@ -1,6 +1,6 @@
 """The serving console's rollout panel in a real browser (Debian's Chromium driven by
 Playwright) against a real platform: a canary rollout with its gates and decisions, what a
-viewer sees of it, and a manager aborting it from the page."""
+viewer sees of it, a forged cross-site abort refused, and a manager aborting it from the page."""
 
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def test_the_console_shows_a_rollouts_gates_and_decisions_and_a_manager_aborts_i
     expect(viewer.get_by_role("button", name="Abort")).to_have_count(0)
     expect(viewer.get_by_role("button", name="Promote")).to_have_count(0)
     viewer.close()
+
+    # Another site cannot end it with the manager's cookie.
+    forged = httpx.post(f"{platform.base_url}/serving/endpoints/{endpoint}/rollout/abort",
+                        headers={"Cookie": f"agentwharf_token={platform.token}", "Origin": "http://evil.example"})
+    assert forged.status_code == 403 and agents.get_rollout(endpoint)["state"] == "RUNNING"
 
     page.get_by_role("button", name="Abort").click()
     expect(page.get_by_role("status")).to_contain_text("Rollout aborted")
