@@ -135,3 +135,30 @@ def test_same_origin_compares_host_and_port_exactly():
     assert same_origin(_scope(headers=[("host", "a.example"), ("origin", "https://A.example")]))
     assert not same_origin(_scope(headers=[("host", "a.example"), ("origin", "https://a.example.evil")]))
     assert not same_origin(_scope(headers=[("host", "a.example"), ("origin", "ftp://a.example")]))
+
+
+def test_the_rollout_panel_reads_each_gate_as_figures_bound_and_verdict():
+    from agentwharf.control.rollout_gates import Figures, judge
+    from agentwharf.rollouts import Gate, Rollout
+    from agentwharf.web.rollout_panel import panel
+
+    rollout = Rollout(canary_percent=10, min_requests=20, gates=[
+        Gate(metric="error_rate", max=0.1), Gate(metric="p95_latency_ms", max_ratio=1.5), Gate(scorer="safety", min_pass_rate=0.9)])
+    candidate = Figures(requests=25, errors=5, latencies_ms=[40.0] * 25, scores={"safety": [True] * 7})
+    current = Figures(requests=40, errors=0, latencies_ms=[30.0] * 40, scores={"safety": [True] * 30})
+    view = {"state": "RUNNING", "candidate": "m-2", "current": "m-1", "step": 0, "traffic_percentage": 10,
+            "spec": rollout.to_json() | {"steps": [10, 50]},
+            "window": {"candidate": candidate.to_json(), "current": current.to_json(),
+                       "gates": [judge(g, rollout, candidate, current).to_json() for g in rollout.gates]},
+            "decisions": [{"at_ms": 0, "action": "START", "percent": 10, "reason": "canary at 10%", "by": "admin"}]}
+    shown = panel(view)
+    assert (shown["candidate_share"], shown["current_share"], shown["step"], shown["steps"]) == (10, 90, 1, [10, 50])
+    error_rate, latency, safety = shown["gates"]
+    assert (error_rate["candidate"], error_rate["current"], error_rate["bound"], error_rate["verdict"]) == ("0.2", "0", "≤ 0.1", "fails")
+    assert (latency["candidate"], latency["current"], latency["bound"], latency["verdict"]) == ("40 ms", "30 ms", "≤ 1.5 × current", "holds")
+    assert (safety["bound"], safety["verdict"]) == ("pass rate ≥ 0.9", "needs 13 more samples")
+    assert shown["decisions"] == [{"time": "1970-01-01 00:00:00 UTC", "action": "START", "percent": 10,
+                                   "reason": "canary at 10%", "by": "admin"}]
+    # Before the controller first judged it: the gates are listed, not judged.
+    fresh = panel({**view, "window": None})
+    assert [g["verdict"] for g in fresh["gates"]] == ["not judged yet"] * 3 and fresh["window"] is None

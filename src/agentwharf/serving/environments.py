@@ -94,7 +94,7 @@ class Environments:
         """
         if self.manager(manager) == "local":
             return PLATFORM_RUNTIME
-        if (known := await asyncio.to_thread(self._built_already, model_uri)) is not None:
+        if (known := await self._known(model_uri)) is not None:
             # The common case (a new version, a restart, a second replica set): no builder
             # process; the workers fetch the model's files themselves.
             self.builds["reused"] += 1
@@ -118,6 +118,19 @@ class Environments:
                  "reused" if built["reused"] else "built", time.monotonic() - started)
         return Runtime(python=built["python"], model_path=built["model_path"], environment=built["environment"],
                        reused=built["reused"], seconds=built["seconds"])
+
+    async def _known(self, model_uri: str) -> Runtime | None:
+        """The environment already built for ``model_uri``, or None when it is not, or when
+        that cannot be told now (MLflow slow or failing, as right after a restart on a busy
+        machine): the builder then decides, under the environment's lock. An error here must
+        never end the version's start: nothing would start its workers, and requests would
+        wait for them until they time out."""
+        try:
+            return await asyncio.to_thread(self._built_already, model_uri)
+        except Exception as error:  # noqa: BLE001 - any failure only means "ask the builder"
+            log.warning("cannot tell whether the environment of %s is built (%s: %s); the builder will check",
+                        model_uri, type(error).__name__, error)
+            return None
 
     def _built_already(self, model_uri: str) -> Runtime | None:
         if self.env_files is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
 from agentwharf.serving import worker_logs
-from agentwharf.errors import DeploymentFailed, Unavailable
+from agentwharf.errors import AgentwharfError, DeploymentFailed, Unavailable
 from agentwharf.serving.environments import PLATFORM_RUNTIME, Environments, EnvironmentBuildFailed, Runtime
 from agentwharf.serving.protocol import ProtocolError
 from agentwharf.serving.worker_client import WorkerConnection
@@ -120,12 +120,19 @@ class WorkerLauncher:
                 stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )
-        # Even a worker whose model files were fetched for it reads its experiment with this.
-        credential = self.load_credential(spec.key) if self.load_credential is not None else ""
-        process.stdin.write(credential.encode() + b"\n")
-        with contextlib.suppress(ConnectionError):
-            await process.stdin.drain()
-        process.stdin.close()
+        try:
+            # Even a worker whose model files were fetched for it reads its experiment with this.
+            credential = self.load_credential(spec.key) if self.load_credential is not None else ""
+            process.stdin.write(credential.encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.drain()
+            process.stdin.close()
+        except BaseException:
+            # A worker that never got its credential would wait for it forever, unsupervised.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
         return process
 
     async def stop(self, process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
@@ -283,7 +290,11 @@ class Supervisor:
         """The version's environment first (once: restarts and cold starts reuse it), then
         its workers."""
         if version.runtime is None:
-            version.runtime = await self._prepare(version)
+            try:
+                version.runtime = await self._prepare(version)
+            except Exception as error:  # noqa: BLE001 - nobody awaits this task: say it, or it is lost
+                self._fail_start(version, error)
+                return
             if version.runtime is None:
                 return
         for replica in version.replicas:
@@ -316,8 +327,17 @@ class Supervisor:
         backoff = self.backoff_min
         while True:
             started = time.monotonic()
-            replica.process = await self.launcher.start(version.spec, replica, version.runtime or PLATFORM_RUNTIME)
-            replica.connection = await self._connect_when_ready(replica)
+            try:
+                replica.process = await self.launcher.start(version.spec, replica, version.runtime or PLATFORM_RUNTIME)
+                replica.connection = await self._connect_when_ready(replica)
+            except Exception as error:  # noqa: BLE001 - the OS refusing a process under load, say
+                if not version.ever_ready:
+                    self._fail_start(version, error)
+                    return
+                log.exception("worker %s-%d could not be started; retrying", version.spec.key, replica.index)
+                if replica.process is not None:
+                    await self.launcher.stop(replica.process)
+                replica.connection = None
             if replica.connection is None:
                 if not version.ever_ready:
                     # A model that never loaded will not load on retry: fail the deploy now,
@@ -328,7 +348,7 @@ class Supervisor:
             else:
                 self._refresh_state(version)
                 await self._hold_connection(version, replica)
-            code = replica.process.returncode
+            code = replica.process.returncode if replica.process is not None else None
             log.warning("worker %s-%d exited with code %s", version.spec.key, replica.index, code)
             self._refresh_state(version)
             if time.monotonic() - started > STABLE_AFTER_SECONDS:
@@ -371,8 +391,8 @@ class Supervisor:
             if os.path.exists(replica.socket_path):
                 try:
                     return await WorkerConnection.open(replica.socket_path)
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
-                    pass
+                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+                    pass  # not listening yet, or a half-written greeting: ask again
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(replica.process.wait(), 0.05)
         await self.launcher.stop(replica.process)
@@ -383,6 +403,16 @@ class Supervisor:
         version.state = "FAILED"
         version.error = f"The model worker for {version.spec.model_uri} failed to start. Worker log (tail):\n{tail}"
         log.error("%s failed to start", version.spec.key)
+        version.notify()
+
+    def _fail_start(self, version: ServedVersion, error: Exception) -> None:
+        """A start that raised. The tasks that start a version are never awaited, so an error
+        left in one would be lost and the version would stay STARTING with nothing running:
+        every request to it would wait out the cold-start timeout."""
+        log.error("%s: starting its workers failed", version.spec.key, exc_info=error)
+        reason = error.message if isinstance(error, AgentwharfError) else f"{type(error).__name__}: {error}"
+        version.state, version.detail = "FAILED", None
+        version.error = f"Starting the workers of {version.spec.model_uri} failed: {reason}"
         version.notify()
 
     def _refresh_state(self, version: ServedVersion) -> None:

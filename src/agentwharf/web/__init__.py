@@ -4,6 +4,7 @@ nothing to build, nothing fetched from another host.
 
     session       sign-in and sign-out (the cookie, CSRF)
     console       endpoints, one endpoint's versions/workers/permissions/charts, worker logs
+    rollout_panel an endpoint's rollout: split, step, gates with their verdicts, decisions
     charts        the console's per-minute figures from the inference table
     quality_panel the console's scorer, feedback and alert figures from production monitoring
     playground    chat with an endpoint or a version; answers' traces; thumbs up/down feedback
@@ -57,6 +58,8 @@ def _routes() -> list:
         Route(endpoint + "/metrics.json", console.endpoint_metrics, methods=["GET"]),
         Route(endpoint + "/quality.json", console.endpoint_quality, methods=["GET"]),
         Route(endpoint + "/permissions", console.set_permission, methods=["POST"]),
+        Route(endpoint + "/rollout/promote", console.promote_rollout, methods=["POST"]),
+        Route(endpoint + "/rollout/abort", console.abort_rollout, methods=["POST"]),
         Route(endpoint + "/versions/{entity}/logs", console.log_page, methods=["GET"]),
         Route(endpoint + "/versions/{entity}/logs.txt", console.log_text, methods=["GET"]),
         Route(endpoint + "/playground", playground.playground_page, methods=["GET"]),

@@ -8,6 +8,7 @@ the quality panel of production monitoring, a version's worker log tail for CAN_
     GET  /serving/endpoints/{name}/quality.json                  quality chart data (CAN_VIEW)
     POST /serving/endpoints/{name}/permissions                   grant a level (CAN_MANAGE)
     GET  /serving/endpoints/{name}/versions/{entity}/logs[.txt]  worker log tail (CAN_MANAGE)
+    POST /serving/endpoints/{name}/rollout/promote|abort         end its rollout (CAN_MANAGE)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import quote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -23,7 +25,7 @@ from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import access_routes
 from agentwharf.errors import AgentwharfError, InvalidParameter, NotFound
 from agentwharf.serving.routing import worker_key
-from agentwharf.web import charts, quality_panel, worker_logs
+from agentwharf.web import charts, quality_panel, rollout_panel, worker_logs
 from agentwharf.web.context import base_url, caller_of, context_of
 from agentwharf.web.render import page
 
@@ -90,8 +92,9 @@ async def endpoint_page(request: Request, notice: str | None = None, error: Agen
     status = error.http_status if error is not None else 200
     quality = await asyncio.to_thread(quality_panel.summary, context.control.db, name, endpoint.experiment_id,
                                       int(time.time() * 1000))
+    rollout = await asyncio.to_thread(rollout_panel.latest, context.control, name, caller)
     return page(request, "endpoint.html", status=status, title=f"Endpoint {name}", view=view, level=level, served=served,
-                quality=quality,
+                quality=quality, rollout=rollout,
                 grants=grants, principals=principals, grantable=GRANTABLE, health=health, health_class=health_class,
                 can_manage=level.allows(PermissionLevel.CAN_MANAGE), can_query=level.allows(PermissionLevel.CAN_QUERY),
                 can_review=level.allows(PermissionLevel.CAN_REVIEW), notice=notice or request.query_params.get("notice"),
@@ -131,6 +134,27 @@ async def set_permission(request: Request) -> Response:
         return await endpoint_page(request, error=failure)
     words = f"{principal}: {PermissionLevel.parse(level).value}"
     return RedirectResponse(f"/serving/endpoints/{name}?notice=Saved+{words.replace(' ', '+')}", status_code=303)
+
+
+async def promote_rollout(request: Request) -> Response:
+    return await _end_rollout(request, "promote", "Rollout promoted: all traffic to the candidate")
+
+
+async def abort_rollout(request: Request) -> Response:
+    return await _end_rollout(request, "abort", "Rollout aborted: all traffic back to the current version")
+
+
+async def _end_rollout(request: Request, how: str, words: str) -> Response:
+    context, caller = context_of(request), caller_of(request)
+    name = request.path_params["name"]
+    context.endpoint_for(caller, name, PermissionLevel.CAN_VIEW)
+    try:
+        # The REST routes' own calls: the same checks (CAN_MANAGE, a rollout in progress), the
+        # same decision in the log ("aborted by <caller>").
+        await getattr(context.control.rollouts, how)(name, caller)
+    except AgentwharfError as failure:
+        return await endpoint_page(request, error=failure)
+    return RedirectResponse(f"/serving/endpoints/{name}?notice={quote_plus(words)}", status_code=303)
 
 
 def _log_args(request: Request) -> tuple[str, str, int | None]:
