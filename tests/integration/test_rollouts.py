@@ -435,3 +435,36 @@ def test_a_slow_shadow_drops_copies_past_its_bound_instead_of_piling_up(platform
                          message="the shadow copies to finish")
     assert settled["sent"] + settled["dropped"] == 30 and len(_shadow_rows(http, endpoint, settled["sent"])) == settled["sent"]
     agents.delete_deployment(model)
+
+
+def test_a_shadow_resumes_after_a_restart_of_the_platform(tmp_path):
+    """The gateway's shadow targets come back from the stored rollout, not from memory."""
+    own = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5"})
+    with client_state():
+        try:
+            own.start()
+            os.environ.update(own.client_env())
+            mlflow.set_tracking_uri(own.base_url)
+            mlflow.set_experiment("/tests/shadow-restart")
+            with mlflow.start_run():
+                uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"),
+                                              pip_requirements=["mlflow"]).model_uri
+            model = "main.rollout.shadowrestart"
+            for _ in range(2):
+                mlflow.register_model(uri, model)
+            first = agents.deploy(model, "1")
+            agents.deploy(model, "2", environment_vars={"INFO_AGENT_PREFIX": SHADOW_PREFIX}, rollout=_waiting_shadow())
+            own.stop()
+            own.start()
+            with httpx.Client(base_url=own.base_url, headers=own.headers, timeout=60) as http:
+                # Requests keep coming: the first ones may arrive before the controller's first tick.
+                def shadowed():
+                    answer = http.post(f"/serving-endpoints/{first.endpoint_name}/invocations", json=ASK)
+                    assert answer.json()["output"][0]["content"][0]["text"] == "Echo: hello"
+                    return [r for r in _rows(http, first.endpoint_name) if r["shadow_of"]]
+
+                rows = wait_until(shadowed, timeout=60, interval=0.5, message="a shadow copy after the restart")
+            assert SHADOW_PREFIX in rows[0]["response"]
+            assert agents.get_rollout(first.endpoint_name)["shadowing"] is True
+        finally:
+            own.stop()
