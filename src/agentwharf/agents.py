@@ -89,7 +89,9 @@ def deploy(
             requirements, ``"local"`` in the platform's own; default: the platform's setting.
         rollout: Let the version earn its traffic (``Rollout(canary_percent=10, gates=[...])``):
             it starts at the canary share beside the version serving now, and the platform
-            steps it up while every gate holds or rolls it back when one fails. ``deploy``
+            steps it up while every gate holds or rolls it back when one fails. With
+            ``Rollout(shadow_percent=100, gates=[...])`` it first answers only copies of live
+            requests (never returned) and is promoted when its gates hold. ``deploy``
             returns once the version answers; follow the rollout with ``get_rollout``.
         **databricks_only: ``instance_profile_arn``, ``budget_policy_id``, ``usage_policy_id``,
             ``deploy_feedback_model``, accepted for Databricks' calls and ignored. Anything

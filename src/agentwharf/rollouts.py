@@ -15,6 +15,13 @@ Each gate compares the two over the same window (since the current step began). 
 holds with enough evidence, traffic steps up (``steps``, default canary -> 50) and finally to
 100%; when any gate fails with enough evidence, all traffic returns to the current version at
 once and the candidate stays served at 0% for inspection.
+
+A shadow rollout (``Rollout(shadow_percent=100, gates=[...])``) first earns its traffic without
+answering anyone: the candidate stays at 0% and gets a copy of ``shadow_percent`` of the live
+requests, whose answers are recorded, scored and judged but never returned. When every gate
+holds on the shadow's figures the candidate is promoted: to ``steps`` (a canary, judged again
+on live traffic) when the rollout has them (``canary_percent`` or ``steps``), else straight to
+100%. When a gate fails, the shadow stops and live traffic never changed.
 """
 
 from __future__ import annotations
@@ -67,16 +74,31 @@ class Gate:
 
 @dataclass(frozen=True)
 class Rollout:
-    """A canary rollout: see the module's doc. ``max_duration``: seconds, or ``"90m"``, ``"2h"``;
-    past it without a promotion the candidate is rolled back (a rollout never promotes on too
-    little evidence). ``notify_url``: a webhook told of every decision (JSON, retried)."""
+    """A canary or shadow rollout: see the module's doc. ``canary_percent``: the candidate's
+    first share of live traffic (10 unless the rollout is a shadow one). ``shadow_percent``: the
+    share of live requests copied to the candidate while it earns its first share.
+    ``max_duration``: seconds, or ``"90m"``, ``"2h"``; past it without a promotion the candidate
+    is rolled back (a rollout never promotes on too little evidence). ``notify_url``: a webhook
+    told of every decision (JSON, retried)."""
 
-    canary_percent: int = 10
+    canary_percent: int | None = None
     min_requests: int = 200
     max_duration: str | float = "2h"
     gates: list[Gate] = field(default_factory=list)
     steps: list[int] | None = None
     notify_url: str | None = None
+    shadow_percent: int | None = None
+
+    @property
+    def stages(self) -> list[int]:
+        """The candidate's live traffic share at each step of the rollout: a shadow rollout
+        starts with a stage at 0% (shadowed), then its canary steps, if any."""
+        steps = list(self.steps or [])
+        return [0, *steps] if self.shadow_percent else steps
+
+    def shadowing(self, step: int) -> bool:
+        """Whether live requests are copied to the candidate at ``step``."""
+        return bool(self.shadow_percent) and step == 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -142,20 +164,12 @@ def parse_rollout(raw: Any) -> Rollout:
     """
     if not isinstance(raw, dict):
         raise InvalidParameter(f"rollout must be an object, got {raw!r}")
-    if "shadow_percent" in raw:
-        raise InvalidParameter("rollout.shadow_percent: shadow traffic is not supported yet; use canary_percent")
     unknown = sorted(set(raw) - set(Rollout.__dataclass_fields__))
     if unknown:
         raise InvalidParameter(f"rollout has unknown fields {unknown}; it takes {sorted(Rollout.__dataclass_fields__)}")
-    canary = _whole(raw.get("canary_percent", 10), "rollout.canary_percent", 1, 99)
-    steps = raw.get("steps")
-    if steps is None:
-        steps = [canary, 50] if canary < 50 else [canary]
-    if not isinstance(steps, list) or not steps:
-        raise InvalidParameter(f"rollout.steps must be a list of percentages below 100, got {steps!r}")
-    steps = [_whole(s, "rollout.steps[]", 1, 99) for s in steps]
-    if steps[0] != canary or steps != sorted(set(steps)):
-        raise InvalidParameter(f"rollout.steps must rise strictly and start at canary_percent ({canary}), got {steps}")
+    shadow = raw.get("shadow_percent")
+    shadow = None if shadow is None else _whole(shadow, "rollout.shadow_percent", 1, 100)
+    canary, steps = _canary_steps(raw, shadow is not None)
     gates = raw.get("gates", [])
     if not isinstance(gates, list) or not gates:
         raise InvalidParameter("rollout.gates must list at least one gate: a rollout with nothing to check is a plain deploy")
@@ -164,7 +178,29 @@ def parse_rollout(raw: Any) -> Rollout:
         raise InvalidParameter(f"rollout.notify_url must be an http(s) URL, got {notify!r}")
     return Rollout(canary_percent=canary, min_requests=_whole(raw.get("min_requests", 200), "rollout.min_requests", 1, 10**7),
                    max_duration=duration_seconds(raw.get("max_duration", "2h")),
-                   gates=[parse_gate(g, i) for i, g in enumerate(gates)], steps=steps, notify_url=notify)
+                   gates=[parse_gate(g, i) for i, g in enumerate(gates)], steps=steps, notify_url=notify,
+                   shadow_percent=shadow)
+
+
+def _canary_steps(raw: dict[str, Any], shadow: bool) -> tuple[int | None, list[int]]:
+    """The first live share and the steps of live traffic. A canary rollout starts at 10% unless
+    told; a shadow rollout has no live steps unless it asks for some (it then goes to 100% at
+    once when its gates hold)."""
+    canary = raw.get("canary_percent")
+    if canary is None and not shadow:
+        canary = 10
+    if canary is not None:
+        canary = _whole(canary, "rollout.canary_percent", 1, 99)
+    steps = raw.get("steps")
+    if steps is None:
+        steps = [] if canary is None else ([canary, 50] if canary < 50 else [canary])
+    if not isinstance(steps, list) or (not steps and not shadow):
+        raise InvalidParameter(f"rollout.steps must be a list of percentages below 100, got {steps!r}")
+    steps = [_whole(s, "rollout.steps[]", 1, 99) for s in steps]
+    first = canary if canary is not None else (steps[0] if steps else None)
+    if steps and (steps[0] != first or steps != sorted(set(steps))):
+        raise InvalidParameter(f"rollout.steps must rise strictly and start at canary_percent ({first}), got {steps}")
+    return first, steps
 
 
 def rollout_from_json(data: dict[str, Any]) -> Rollout:

@@ -72,6 +72,8 @@ class PlatformSettings(BaseSettings):
     restart_backoff_max: float = 30.0
     #: How often the rollout controller judges running rollouts' gates.
     rollout_interval_seconds: float = Field(default=5.0, gt=0)
+    #: Shadow copies in progress per endpoint; past it copies are dropped (and counted).
+    shadow_max_in_flight: int = Field(default=16, ge=1)
     #: A scale-to-zero version stops its workers after this many idle seconds.
     scale_to_zero_idle_seconds: float = 900.0
     #: How long a request to a scaled-to-zero version waits for its workers to start.

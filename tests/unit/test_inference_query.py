@@ -96,6 +96,7 @@ def test_rows_of_one_endpoint_oldest_first_with_every_column(filled):
         "request": '{"q":1}', "response": None, "request_truncated": False, "response_truncated": False,
         "trace_id": "tr-r00", "error": None,
         "prompt_tokens": None, "completion_tokens": None, "total_tokens": None, "usage_estimated": None,
+        "shadow_of": None,
     }
     assert ids(query(filled, "other")) == ["x1", "x2", "x3"]
     assert query(filled, "nobody") == {"rows": []}

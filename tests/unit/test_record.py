@@ -249,3 +249,11 @@ def test_encode_keeps_a_request_nested_deeper_than_json_allows_as_text():
 def test_encode_of_an_ordinary_record_is_plain_json():
     built = build()
     assert orjson.loads(record.encode(built)) == orjson.loads(orjson.dumps(built))
+
+
+def test_the_trace_id_is_read_off_an_encoded_record_without_decoding_it():
+    built = record.build(name="x", start_ns=time.time_ns(), inputs={"big": "x" * 100_000}, outputs=None, error=None)
+    assert record.trace_id_of(record.encode(built)) == built["trace_id"]
+    # Another key order, or no record at all, still answers.
+    assert record.trace_id_of(orjson.dumps({"state": "OK", "trace_id": "tr-1"})) == "tr-1"
+    assert record.trace_id_of(b"not json") is None and record.trace_id_of(b"[1]") is None

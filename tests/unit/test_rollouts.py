@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentwharf.cli.rollout_cmds import parse_gate as cli_gate
-from agentwharf.control.rollout_gates import Figures, decide, judge, passes, percentile
+from agentwharf.control.rollout_gates import Figures, decide, judge, passes, percentile, stage_name
 from agentwharf.errors import InvalidParameter
 from agentwharf.rollouts import Gate, Rollout, duration_seconds, parse_rollout, rollout_from_json
 
@@ -39,7 +39,10 @@ def test_the_client_side_dataclasses_serialize_to_what_the_server_accepts():
     ({"gates": [SAFETY], "max_duration": "soon"}, "max_duration"),
     ({"gates": [SAFETY], "min_requests": 0}, "min_requests"),
     ({"gates": [SAFETY], "colour": "red"}, "unknown fields ['colour']"),
-    ({"gates": [SAFETY], "shadow_percent": 100}, "shadow traffic is not supported yet"),
+    ({"gates": [SAFETY], "shadow_percent": 0}, "shadow_percent must be a whole number from 1 to 100"),
+    ({"gates": [SAFETY], "shadow_percent": 101}, "shadow_percent"),
+    ({"gates": [SAFETY], "shadow_percent": "all"}, "shadow_percent"),
+    ({"gates": [SAFETY], "shadow_percent": 50, "steps": [20, 10]}, "rise strictly"),
     ({"gates": [{"scorer": "safety", "max": 1}]}, "takes min_pass_rate or min_ratio"),
     ({"gates": [{"metric": "error_rate", "min_pass_rate": 0.5}]}, "takes max or max_ratio"),
     ({"gates": [{"metric": "cpu", "max": 1}]}, "metric must be one of"),
@@ -129,3 +132,35 @@ def test_the_cli_refuses_a_gate_it_cannot_read(text, capsys):
     with pytest.raises(typer.Exit) as exit_:
         cli_gate(text)
     assert exit_.value.exit_code != 0 and "--gate" in capsys.readouterr().err
+
+
+def test_a_shadow_rollout_shadows_first_then_goes_to_100_or_to_its_canary_steps():
+    alone = parse_rollout({"shadow_percent": 100, "gates": [SAFETY]})
+    assert alone.stages == [0] and alone.steps == [] and alone.canary_percent is None
+    assert alone.shadowing(0) and rollout_from_json(alone.to_json()) == alone
+    then_canary = parse_rollout({"shadow_percent": 30, "canary_percent": 10, "gates": [SAFETY]})
+    assert then_canary.stages == [0, 10, 50] and then_canary.shadowing(0) and not then_canary.shadowing(1)
+    assert parse_rollout({"shadow_percent": 100, "steps": [25], "gates": [SAFETY]}).stages == [0, 25]
+    # A canary rollout is as it was: no shadow stage.
+    canary = _rollout()
+    assert canary.stages == [10, 50] and not canary.shadowing(0)
+
+
+def test_the_client_side_shadow_rollout_is_what_the_server_accepts():
+    built = Rollout(shadow_percent=100, min_requests=20, gates=[Gate(scorer="safety", min_pass_rate=0.9)])
+    assert "canary_percent" not in built.to_json()
+    assert parse_rollout(built.to_json()).stages == [0]
+
+
+def test_a_shadow_stages_decisions_name_the_shadow():
+    gate = Gate(scorer="safety", min_pass_rate=0.9, min_samples=5)
+    alone = parse_rollout({"shadow_percent": 100, "min_requests": 10, "gates": [SAFETY]})
+    good = [judge(gate, alone, _figures(10, safety=["yes"] * 10), _figures())]
+    promoted = decide(alone, good, 10, 0, 1)
+    assert promoted.action == "PROMOTE" and "held at shadow (100% of requests copied)" in promoted.reason
+    stepped = parse_rollout({"shadow_percent": 50, "canary_percent": 20, "min_requests": 10, "gates": [SAFETY]})
+    step = decide(stepped, good, 10, 0, 1)
+    assert step.action == "STEP" and step.reason.endswith("next 20%")
+    assert stage_name(stepped, 1) == "20%" and decide(stepped, good, 10, 2, 1).action == "PROMOTE"
+    bad = [judge(gate, alone, _figures(5, safety=["no"] * 5), _figures())]
+    assert decide(alone, bad, 5, 0, 1).action == "ROLLBACK"

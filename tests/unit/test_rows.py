@@ -242,3 +242,13 @@ def test_an_agents_request_has_no_token_columns_filled():
     assert result["trace_info"][0]["total_tokens"] is None
     row = rows.inference_row(header(), built_record(), 1000)
     assert row["total_tokens"] is None and row["usage_estimated"] is None
+
+
+def test_a_shadow_copy_is_linked_to_the_live_request_in_its_trace_and_its_row():
+    built = built_record()
+    shadow = header(shadow_of="tr-live")
+    assert metadata_of(rows.trace_rows(shadow, built, None))["agentwharf.shadow_of"] == "tr-live"
+    assert rows.inference_row(shadow, built, 1000)["shadow_of"] == "tr-live"
+    # A live request's row and trace carry no mark.
+    assert "agentwharf.shadow_of" not in metadata_of(rows.trace_rows(header(), built, None))
+    assert rows.inference_row(header(), built, 1000)["shadow_of"] is None

@@ -23,7 +23,7 @@ COLUMN_TYPES = {
     "latency_ms": "float64", "caller": "string", "route": "string", "stream": "bool_", "request": "string",
     "response": "string", "request_truncated": "bool_", "response_truncated": "bool_", "trace_id": "string",
     "error": "string", "prompt_tokens": "int64", "completion_tokens": "int64", "total_tokens": "int64",
-    "usage_estimated": "bool_",
+    "usage_estimated": "bool_", "shadow_of": "string",
 }
 COLUMNS = list(COLUMN_TYPES)
 

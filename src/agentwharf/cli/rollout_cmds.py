@@ -2,6 +2,7 @@
 
     agentwharf deploy main.default.echo 2 --canary 10 --gate 'safety>=0.98' --gate 'error_rate<=0.01' \\
         --gate 'p95_latency_ms<=1.2x' --min-requests 200 --max-duration 2h
+    agentwharf deploy main.default.echo 2 --shadow 100 --gate 'safety>=0.98'     # shadow, then 100%
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def _when(ms: int | None) -> str:
 def _show(rollout: dict) -> None:
     console.print(f"[bold]{rollout['endpoint_name']}[/]: rollout of {rollout['candidate']} beside {rollout['current']}: "
                   f"[bold]{rollout['state']}[/], candidate at {rollout['traffic_percentage']}%")
+    if rollout.get("shadowing"):
+        copies = rollout.get("shadow") or {}
+        console.print(f"  shadow: {rollout['spec'].get('shadow_percent')}% of live requests copied to the candidate, its "
+                      f"answers never returned; copies sent {copies.get('sent', 0)}, dropped {copies.get('dropped', 0)}, "
+                      f"failed {copies.get('failed', 0)}")
     window = rollout.get("window") or {}
     if window.get("gates"):
         print_table(["gate", "verdict", "candidate", "current", "samples", "why"],

@@ -48,7 +48,10 @@ def deploy(
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the version to answer"),
     canary: int = typer.Option(None, "--canary", min=1, max=99,
                                help="Roll out: start at this share of the traffic and earn the rest through --gate"),
-    gate: list[str] = typer.Option([], "--gate", help="With --canary: 'scorer>=0.98', 'error_rate<=0.01', "
+    shadow: int = typer.Option(None, "--shadow", min=1, max=100,
+                               help="Roll out behind a shadow: copy this share of live requests to the new version "
+                                    "(answers recorded and judged, never returned); with --canary, a canary follows"),
+    gate: list[str] = typer.Option([], "--gate", help="With --canary/--shadow: 'scorer>=0.98', 'error_rate<=0.01', "
                                                       "'p95_latency_ms<=1.2x' (x: vs the current version); repeatable"),
     min_requests: int = typer.Option(200, "--min-requests", min=1, help="With --canary: requests per step before a promotion"),
     max_duration: str = typer.Option("2h", "--max-duration", help="With --canary: roll back if not promoted by then"),
@@ -59,11 +62,12 @@ def deploy(
     body = {"model_name": model, "model_version": version, "endpoint_name": endpoint,
             "workload_size": workload_size.value, "scale_to_zero": scale_to_zero,
             "environment_vars": _env_pairs(env), "env_manager": env_manager.value if env_manager else None}
-    if canary is None and gate:
-        fail("--gate needs --canary (the share of traffic the new version starts with)")
-    if canary is not None:
-        body["rollout"] = {"canary_percent": canary, "gates": [rollout_cmds.parse_gate(g) for g in gate],
-                           "min_requests": min_requests, "max_duration": max_duration}
+    if canary is None and shadow is None and gate:
+        fail("--gate needs --canary (the share of traffic the new version starts with) or --shadow")
+    if canary is not None or shadow is not None:
+        body["rollout"] = {"gates": [rollout_cmds.parse_gate(g) for g in gate], "min_requests": min_requests,
+                           "max_duration": max_duration, "canary_percent": canary, "shadow_percent": shadow}
+        body["rollout"] = {k: v for k, v in body["rollout"].items() if v is not None}
     client = connect(host, home)
     answer = client.deploy(body)
     chain = answer["deployed_chain"]
@@ -73,8 +77,9 @@ def deploy(
     console.print(f"[green]Deployed[/] {model} version {version} to endpoint [bold]{chain['endpoint_name']}[/]")
     console.print(f"  query endpoint: {chain['query_endpoint']}")
     console.print(f"  endpoint URL:   {chain['endpoint_url']}")
-    if canary is not None:
-        console.print(f"  rollout:        {canary}% now; follow it with: agentwharf rollout status {chain['endpoint_name']}")
+    if canary is not None or shadow is not None:
+        now = f"shadow of {shadow}% of requests, 0% answered" if shadow is not None else f"{canary}%"
+        console.print(f"  rollout:        {now} now; follow it with: agentwharf rollout status {chain['endpoint_name']}")
 
 
 @handle_errors

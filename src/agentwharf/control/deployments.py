@@ -96,7 +96,7 @@ class DeploymentService:
                 f"{self.endpoints.max_entities}; delete an old deployment first"
             )
         if plan is not None:
-            routes = self.rollouts.canary_routes(current, entity_name, compared_with, plan.steps[0])
+            routes = self.rollouts.canary_routes(current, entity_name, compared_with, plan.stages[0])
         else:
             routes = [{"served_model_name": e["name"], "traffic_percentage": 0} for e in served]
             routes.append({"served_model_name": entity_name, "traffic_percentage": 100})

@@ -136,17 +136,25 @@ class Decision:
     reason: str
 
 
+def stage_name(rollout: Rollout, step: int) -> str:
+    """``10%``, or ``shadow (100% of requests copied)`` for a shadow rollout's first stage."""
+    if rollout.shadowing(step):
+        return f"shadow ({rollout.shadow_percent}% of requests copied)"
+    return f"{rollout.stages[step]}%"
+
+
 def decide(rollout: Rollout, results: list[GateResult], candidate_requests: int, step: int, elapsed_seconds: float) -> Decision:
-    """What to do now, at ``step`` (index into ``rollout.steps``)."""
+    """What to do now, at ``step`` (index into ``rollout.stages``). In a shadow stage the
+    candidate's figures are its shadow answers, so the same rules hold."""
     failed = [r for r in results if r.verdict == "FAIL"]
     if failed:
         return Decision("ROLLBACK", "; ".join(f"gate {r.gate} failed: {r.reason}" for r in failed))
     waiting = [r for r in results if r.verdict == "WAITING"]
     if not waiting and candidate_requests >= rollout.min_requests:
-        held = ", ".join(r.gate for r in results)
-        if step + 1 < len(rollout.steps):
-            return Decision("STEP", f"every gate held at {rollout.steps[step]}% ({held}); next {rollout.steps[step + 1]}%")
-        return Decision("PROMOTE", f"every gate held at {rollout.steps[step]}% ({held})")
+        held = f"every gate held at {stage_name(rollout, step)} ({', '.join(r.gate for r in results)})"
+        if step + 1 < len(rollout.stages):
+            return Decision("STEP", f"{held}; next {rollout.stages[step + 1]}%")
+        return Decision("PROMOTE", held)
     if elapsed_seconds > float(rollout.max_duration):
         missing = ", ".join(f"{r.gate} ({r.reason})" for r in waiting) or f"{candidate_requests} of {rollout.min_requests} requests"
         return Decision("ROLLBACK", f"not enough evidence within max_duration {rollout.max_duration:g}s: {missing}")

@@ -4,7 +4,8 @@
 the version that had the traffic and records the rollout (``aw_rollouts``). Every few seconds
 ``tick`` reads both versions' figures over the current step's window (``rollout_figures``),
 judges the gates (``rollout_gates``) and acts: step the traffic up, promote, or roll back at
-once. Every decision is kept with its reason and figures, tagged on the candidate's model
+once. A shadow rollout's first stage keeps the candidate at 0% and has the gateway copy live
+requests to it (``serving.shadow``); its figures are then the shadow's answers. Every decision is kept with its reason and figures, tagged on the candidate's model
 version in MLflow, logged, and sent to the rollout's ``notify_url``. All state is in the
 database, so a restarted platform carries on where it stopped.
 """
@@ -23,10 +24,11 @@ from agentwharf.auth.caller import Caller
 from agentwharf.auth.levels import PermissionLevel
 from agentwharf.control import rollout_figures
 from agentwharf.control.endpoints import EndpointService
-from agentwharf.control.rollout_gates import Decision, decide, judge
+from agentwharf.control.rollout_gates import Decision, decide, judge, stage_name
 from agentwharf.control.views import entity_config
 from agentwharf.errors import AgentwharfError, Conflict, InvalidParameter, NotFound
 from agentwharf.rollouts import Rollout, rollout_from_json
+from agentwharf.serving.shadow import ShadowTarget, ShadowTraffic
 from agentwharf.store.models import Endpoint, RolloutRecord, now_ms
 
 log = logging.getLogger("agentwharf.rollouts")
@@ -46,8 +48,11 @@ def current_entity(endpoint: Endpoint) -> str | None:
 
 
 class RolloutService:
-    def __init__(self, endpoints: EndpointService, registry=None, http: httpx.AsyncClient | None = None):
+    def __init__(self, endpoints: EndpointService, registry=None, http: httpx.AsyncClient | None = None,
+                 shadows: ShadowTraffic | None = None):
         self.endpoints = endpoints
+        #: The gateway's shadow traffic, told which candidates get copies (None: no gateway).
+        self.shadows = shadows
         self.db = endpoints.db
         #: MlflowRegistry, to tag model versions with decisions (None in unit tests).
         self.registry = registry
@@ -72,7 +77,23 @@ class RolloutService:
         self.endpoints.get(endpoint_name)
         if not self.endpoints.may(caller, endpoint_name, PermissionLevel.CAN_VIEW):
             raise NotFound(f"Endpoint {endpoint_name!r} does not exist")
-        return rollout_view(self.latest(endpoint_name))
+        record = self.latest(endpoint_name)
+        shadow = self.shadows.figures(endpoint_name) if self.shadows is not None and record.spec.get("shadow_percent") else None
+        return rollout_view(record, shadow)
+
+    def sync_shadows(self) -> None:
+        """Tell the gateway which candidates get shadow copies: those of running rollouts in
+        their shadow stage. Called on every change and every tick (so a restart resumes it)."""
+        if self.shadows is None:
+            return
+        with self.db.session() as session:
+            running = list(session.scalars(select(RolloutRecord).where(RolloutRecord.state == RUNNING)))
+        targets = {}
+        for record in running:
+            rollout = rollout_from_json(record.spec)
+            if rollout.shadowing(record.step):
+                targets[record.endpoint_name] = ShadowTarget(record.candidate, rollout.shadow_percent)
+        self.shadows.set_targets(targets)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -105,14 +126,15 @@ class RolloutService:
 
     def record(self, endpoint_name: str, candidate: str, current: str, rollout: Rollout, caller: Caller | None) -> RolloutRecord:
         spec = rollout.to_json()
-        decision = {"at_ms": now_ms(), "action": "START", "percent": rollout.steps[0], "by": caller.name if caller else None,
-                    "reason": f"canary at {rollout.steps[0]}% beside {current}; steps {rollout.steps} then 100%"}
+        decision = {"at_ms": now_ms(), "action": "START", "percent": rollout.stages[0], "by": caller.name if caller else None,
+                    "reason": _start_reason(rollout, current)}
         row = RolloutRecord(id=uuid.uuid4().hex, endpoint_name=endpoint_name, candidate=candidate, current=current,
                             state=RUNNING, spec=spec, step=0, step_started_ms=now_ms(), decisions=[decision],
                             created_by=caller.name if caller else None)
         with self.db.session() as session:
             session.add(row)
         log.info("rollout %s on %s: %s", row.id, endpoint_name, decision["reason"])
+        self.sync_shadows()
         return row
 
     # -- decisions -----------------------------------------------------------------------
@@ -139,6 +161,7 @@ class RolloutService:
 
     async def tick(self) -> None:
         """Judge every running rollout once."""
+        await asyncio.to_thread(self.sync_shadows)
         with self.db.session() as session:
             running = list(session.scalars(select(RolloutRecord).where(RolloutRecord.state == RUNNING)))
         for record in running:
@@ -169,9 +192,11 @@ class RolloutService:
         results, candidate, current = await asyncio.to_thread(self._evaluate, record, rollout)
         elapsed = (now_ms() - record.created_at) / 1000
         decision = decide(rollout, results, candidate.requests, record.step, elapsed)
-        figures = {"window_start_ms": record.step_started_ms, "percent": rollout.steps[record.step],
-                   "candidate": candidate.to_json(), "current": current.to_json(),
+        figures = {"window_start_ms": record.step_started_ms, "percent": rollout.stages[record.step],
+                   "stage": stage_name(rollout, record.step), "candidate": candidate.to_json(), "current": current.to_json(),
                    "gates": [r.to_json() for r in results]}
+        if rollout.shadowing(record.step) and self.shadows is not None:
+            figures["shadow"] = self.shadows.figures(record.endpoint_name)
         self._save(record.id, last_figures=figures)
         if decision.action == "ROLLBACK":
             await self._finish(record, ROLLED_BACK, decision, figures=figures)
@@ -182,15 +207,18 @@ class RolloutService:
 
     def _evaluate(self, record: RolloutRecord, rollout: Rollout):
         scorers = sorted({g.scorer for g in rollout.gates if g.scorer})
-        candidate = rollout_figures.window(self.db, record.endpoint_name, record.candidate, record.step_started_ms, scorers)
+        # In the shadow stage the candidate answers only copies: those are its figures.
+        candidate = rollout_figures.window(self.db, record.endpoint_name, record.candidate, record.step_started_ms, scorers,
+                                           shadow=rollout.shadowing(record.step))
         current = rollout_figures.window(self.db, record.endpoint_name, record.current, record.step_started_ms, scorers)
         return [judge(g, rollout, candidate, current) for g in rollout.gates], candidate, current
 
     async def _step(self, record: RolloutRecord, rollout: Rollout, decision: Decision, figures: dict) -> None:
-        percent = rollout.steps[record.step + 1]
+        percent = rollout.stages[record.step + 1]
         await self._set_traffic(record, {record.candidate: percent, record.current: 100 - percent})
         entry = self._entry(decision, percent, figures, None)
         self._save(record.id, step=record.step + 1, step_started_ms=now_ms(), decisions=[*record.decisions, entry])
+        self.sync_shadows()
         await self._announce(record, entry)
 
     async def _finish(self, record: RolloutRecord, state: str, decision: Decision, *, figures: dict | None = None,
@@ -201,6 +229,7 @@ class RolloutService:
             await self._set_traffic(record, {winner: 100})
         entry = self._entry(decision, 100 if state == PROMOTED else 0, figures, by)
         self._save(record.id, state=state, decisions=[*record.decisions, entry])
+        self.sync_shadows()
         await self._announce(record, entry, state)
 
     def _entry(self, decision: Decision, percent: int, figures: dict | None, by: Caller | None) -> dict[str, Any]:
@@ -256,9 +285,19 @@ class RolloutService:
             await asyncio.sleep(2 ** attempt)
 
 
-def rollout_view(record: RolloutRecord) -> dict[str, Any]:
+def _start_reason(rollout: Rollout, current: str) -> str:
+    then = f"steps {rollout.steps} then 100%" if rollout.steps else "then 100%"
+    if rollout.shadow_percent:
+        return (f"shadow: {rollout.shadow_percent}% of live requests copied to the candidate (its answers recorded, "
+                f"never returned) beside {current}; when its gates hold, {then}")
+    return f"canary at {rollout.steps[0]}% beside {current}; {then}"
+
+
+def rollout_view(record: RolloutRecord, shadow: dict[str, int] | None = None) -> dict[str, Any]:
+    """``shadow``: the gateway's counts of this endpoint's shadow copies since the platform started."""
     spec = record.spec
-    steps = spec.get("steps") or []
+    rollout = rollout_from_json(spec)
+    stages = rollout.stages
     return {
         "id": record.id,
         "endpoint_name": record.endpoint_name,
@@ -266,8 +305,11 @@ def rollout_view(record: RolloutRecord) -> dict[str, Any]:
         "candidate": record.candidate,
         "current": record.current,
         "step": record.step,
-        "traffic_percentage": steps[record.step] if record.state == RUNNING and steps else
+        "traffic_percentage": stages[record.step] if record.state == RUNNING and stages else
         (100 if record.state == PROMOTED else 0),
+        "stage": stage_name(rollout, record.step) if record.state == RUNNING and stages else record.state.lower(),
+        "shadowing": record.state == RUNNING and rollout.shadowing(record.step),
+        **({"shadow": shadow} if shadow is not None else {}),
         "spec": spec,
         "window": record.last_figures,
         "decisions": record.decisions,

@@ -144,6 +144,7 @@ class Platform:
                                start_wait=settings.cold_start_timeout)
         self.gateway.llm_calls = LlmCalls(settings.llm_request_timeout)
         self.gateway.max_field_chars = settings.trace_max_field_chars
+        self.gateway.shadows.max_in_flight = settings.shadow_max_in_flight
         #: Requests in progress, for ``limit_concurrency``.
         self.in_flight = 0
         self.metrics = metrics.PlatformMetrics(self)
@@ -308,7 +309,7 @@ class Platform:
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper,
                                     LlmEndpoints(GatewayAdmin(self.registry.client)))
-        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient())
+        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient(), self.gateway.shadows)
         control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
                                self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
                                self.settings.worker_threads, self.rollouts,
@@ -352,6 +353,7 @@ class Platform:
         if self._rollout_controller is not None:
             self._rollout_controller.cancel()
             await self.rollouts.http.aclose()
+        await self.gateway.shadows.close()
         await self.supervisor.close()
         if self._monitor is not None:
             self._monitor.cancel()

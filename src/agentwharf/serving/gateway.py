@@ -52,6 +52,7 @@ from agentwharf.llm.limits import RateLimiter
 from agentwharf.llm.runtime import LlmRuntime
 from agentwharf.serving.llm_serving import PREFIX, LlmServing
 from agentwharf.serving.routing import EndpointRoutes, RouteTable
+from agentwharf.serving.shadow import LiveRequest, ShadowTraffic
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
 from agentwharf.tracing.recorder import Recorder, SpoolFull
@@ -131,6 +132,8 @@ class _Request:
     answering: bool = False
     #: Tokens an LLM call used, for its rate limits.
     usage_total: int = 0
+    #: The traffic split chose the version (not the path): such a request may be shadowed.
+    split: bool = False
 
     def id_headers(self) -> list[tuple[bytes, bytes]]:
         """``x-request-id`` echoes the caller's own id when it sent one (so it can match its
@@ -168,6 +171,8 @@ class Gateway(LlmServing):
         self.llm_runtime: LlmRuntime | None = None
         self.llm_calls = LlmCalls(request_timeout)
         self.max_field_chars = 1024 * 1024
+        #: Copies of live requests to shadow rollouts' candidates (targets set by the rollouts).
+        self.shadows = ShadowTraffic(supervisor, recorder, request_timeout)
 
     async def __call__(self, scope, receive, send) -> None:
         request = _Request(request_id=scope.get("agentwharf.request_id") or uuid.uuid4().hex,
@@ -210,7 +215,7 @@ class Gateway(LlmServing):
                                            f"query /serving-endpoints/{parts[0]}/invocations")
                 await self._serve_llm(scope, receive, send, request, media_error)
                 return
-            request.key = await self._key_in_path(parts, request.endpoint)
+            request.key = await self._key_in_path(parts, request.endpoint, request)
         else:
             await self._read_body(scope, receive, request)
             request.route = openai_route
@@ -223,6 +228,7 @@ class Gateway(LlmServing):
                 raise InvalidParameter(f"Endpoint {request.endpoint.name!r} serves an agent; /serving-endpoints/{openai_route} "
                                        "is for LLM endpoints. Use /serving-endpoints/responses or chat/completions")
             request.key = await self._pick(request.endpoint)
+            request.split = True
         if media_error is not None:
             raise media_error
         if request.client_request_id is None:
@@ -286,9 +292,10 @@ class Gateway(LlmServing):
             return parts[0]
         raise RouteNotFound(f"No such serving route: /serving-endpoints/{'/'.join(parts)}")
 
-    async def _key_in_path(self, parts: tuple[str, ...], endpoint: EndpointRoutes) -> str:
+    async def _key_in_path(self, parts: tuple[str, ...], endpoint: EndpointRoutes, request: _Request) -> str:
         """The traffic split's pick, or the one served entity the path names."""
         if len(parts) == 2:
+            request.split = True
             return await self._pick(endpoint)
         key = endpoint.entities.get(parts[2])
         if key is None:
@@ -390,6 +397,7 @@ class Gateway(LlmServing):
                 await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
                 await send_json(send, reply.status, reply.body, request.answer_headers())
                 self._observe(request, reply.status)
+                self._shadow(request, reply.record)
                 return
             request.stream = True
             await self._stream(request, connection, reply, receive, send)
@@ -397,6 +405,13 @@ class Gateway(LlmServing):
             connection.in_flight -= 1
             if in_flight is not None:
                 in_flight.dec()
+
+    def _shadow(self, request: _Request, record: bytes | None) -> None:
+        """Offer an answered request to the endpoint's shadow rollout, if it has one. Called
+        once the answer has gone out; the copy runs as a task of its own."""
+        if request.split and request.endpoint.name in self.shadows.targets:
+            self.shadows.offer(LiveRequest(request.endpoint, request.key, request.body, request.route, request.caller,
+                                           request.client_request_id, request.secrets), record)
 
     async def _stream(self, request: _Request, connection: WorkerConnection, reply: Reply, receive, send) -> None:
         """Relay events as server-sent events. If the client leaves, tell the worker to stop,
@@ -436,5 +451,6 @@ class Gateway(LlmServing):
                 if not gone.is_set():
                     tail = (b"data: " + error + b"\n\n" if error else b"") + tail
                     await send({"type": "http.response.body", "body": tail, "more_body": False})
+                self._shadow(request, reply.record)
         finally:
             watcher.cancel()

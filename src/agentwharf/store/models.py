@@ -125,6 +125,9 @@ class InferenceLog(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
     usage_estimated: Mapped[bool | None] = mapped_column(Boolean)
+    #: Set on a shadow copy's row (a rollout's candidate answering a copy of a live request,
+    #: its answer never returned): the trace id of the live request it copied.
+    shadow_of: Mapped[str | None] = mapped_column(String(64))
 
 
 class SpoolCheckpoint(Base):

@@ -189,3 +189,20 @@ def encode(built: dict[str, Any]) -> bytes:
             if not representable(safe[field]):
                 safe[field] = _as_text(safe[field], error)
         return orjson.dumps(safe, default=str)
+
+
+_TRACE_ID_PREFIX = b'{"trace_id":"'
+
+
+def trace_id_of(encoded: bytes) -> str | None:
+    """The trace id of an encoded record, without decoding it all: ``build`` puts the id first,
+    so the gateway finds it in a few bytes even when the record holds megabytes."""
+    if encoded.startswith(_TRACE_ID_PREFIX):
+        end = encoded.find(b'"', len(_TRACE_ID_PREFIX))
+        if end > 0:
+            return encoded[len(_TRACE_ID_PREFIX):end].decode()
+    try:
+        value = orjson.loads(encoded).get("trace_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -60,6 +60,12 @@ class Recorder:
     def pending_estimate(self) -> int:
         return self.pending_bytes + (self.appender.appended_bytes - self._appended_at_last_look)
 
+    def has_room(self) -> bool:
+        """Whether a request would be taken now (``check_capacity`` passes), without counting a
+        refusal: for work nobody waits for (a shadow copy), which is dropped instead."""
+        return (self.free_bytes is None or self.free_bytes >= self.min_free_bytes) and \
+            self.pending_estimate() <= self.max_pending_bytes
+
     def check_capacity(self) -> None:
         """Raises:
             SpoolFull: the spool holds more than it may; the client should retry later.
@@ -105,7 +111,9 @@ class Recorder:
 
 def header(*, request_id: str, endpoint: str, experiment_id: str | None, entity: str | None, model: tuple[str, str] | None,
            status_code: int, started: float, caller: str | None, route: str, stream: bool,
-           client_request_id: str | None = None) -> dict[str, Any]:
+           client_request_id: str | None = None, shadow_of: str | None = None) -> dict[str, Any]:
+    """The spool header of one request's record. ``shadow_of``: for a shadow copy, the trace id
+    of the live request it copied (its row and trace are marked with it)."""
     return {
         "request_id": request_id,
         "client_request_id": client_request_id,
@@ -120,4 +128,5 @@ def header(*, request_id: str, endpoint: str, experiment_id: str | None, entity:
         "caller": caller,
         "route": route,
         "stream": stream,
+        **({"shadow_of": shadow_of} if shadow_of else {}),
     }

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 
 PREVIEW_CHARS = 1000
+#: Trace metadata of a shadow copy's trace: the trace id of the live request it copied.
+SHADOW_OF_KEY = "agentwharf.shadow_of"
 _SPAN_STATUS = {"STATUS_CODE_OK": "OK", "STATUS_CODE_ERROR": "ERROR", "STATUS_CODE_UNSET": "UNSET"}
 
 
@@ -62,6 +64,9 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
         metadata["agentwharf.caller"] = header["caller"]
     if header.get("client_request_id"):
         metadata["agentwharf.client_request_id"] = header["client_request_id"]
+    if header.get("shadow_of"):
+        # A shadow copy's trace points at the live request's, so the two are compared side by side.
+        metadata[SHADOW_OF_KEY] = header["shadow_of"]
     if isinstance(context, dict):
         if context.get("conversation_id"):
             metadata["mlflow.trace.session"] = str(context["conversation_id"])
@@ -161,4 +166,5 @@ def inference_row(header: dict, record: dict, max_payload_chars: int) -> dict:
         "completion_tokens": usage.get("completion_tokens"),
         "total_tokens": usage.get("total_tokens"),
         "usage_estimated": usage.get("estimated") if usage else None,
+        "shadow_of": header.get("shadow_of"),
     }

@@ -6,6 +6,7 @@ busy endpoint's hour of rows never travels to Python. A row's ``timestamp_ms`` i
 request finished; a minute's in-flight figure is the average number of requests in progress
 during it (Little's law: the latencies of the requests that finished in it, summed, over its
 length). The current in-flight count comes from the workers' connections (``in_flight_now``).
+Shadow copies' rows (a shadow rollout's candidate) are nobody's traffic: not counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _TOTALS = text("""
 SELECT (timestamp_ms - :start) / :bucket AS b, COUNT(*) AS n,
        SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS errors, SUM(latency_ms) AS busy
 FROM aw_inference_log WHERE endpoint = :endpoint AND timestamp_ms >= :start AND timestamp_ms < :end
+  AND shadow_of IS NULL
 GROUP BY (timestamp_ms - :start) / :bucket
 """)
 # The nearest-rank percentile (rank = ceil(n * p / 100)) in integer arithmetic, which SQLite and
@@ -36,6 +38,7 @@ SELECT b, rn, n, latency_ms FROM (
          ROW_NUMBER() OVER (PARTITION BY (timestamp_ms - :start) / :bucket ORDER BY latency_ms) AS rn,
          COUNT(*) OVER (PARTITION BY (timestamp_ms - :start) / :bucket) AS n
   FROM aw_inference_log WHERE endpoint = :endpoint AND timestamp_ms >= :start AND timestamp_ms < :end
+  AND shadow_of IS NULL
 ) ranked WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 99 + 99) / 100
 """)
 
