@@ -10,7 +10,7 @@ value its setting may name, and one line where the choice is made: not a fork.
     part             setting                      implementations
     database         AGENTWHARF_DATABASE_URL      SQLite (the default, in the home), PostgreSQL
     artifact store   AGENTWHARF_ARTIFACTS_URI     a local folder (the default), S3 or S3-compatible
-    worker runtime   (local processes only)       the supervisor of local worker processes
+    worker runtime   AGENTWHARF_RUNTIME           local worker processes (the default), Ray Serve
     trace sink       (one)                        the disk spool drained by the writer process
     token backend    (one)                        agentwharf's principals and token hashes
 
@@ -176,11 +176,12 @@ EXTENSION_POINTS: tuple[ExtensionPoint, ...] = (
         "S3-compatible store). Another MLflow artifact repository (gs://, wasbs://): its scheme accepted by "
         "settings' artifacts_uri check and its credentials in PlatformSettings.artifact_store_environment."),
     ExtensionPoint(
-        "worker runtime", WorkerRuntime, None,
-        ("agentwharf.serving.supervisor:Supervisor",),
+        "worker runtime", WorkerRuntime, "runtime",
+        ("agentwharf.serving.supervisor:Supervisor", "agentwharf.serving.ray_runtime:RayRuntime"),
         "agentwharf.platform.app:Platform",
         "Local worker processes, one per replica, started through serving.supervisor.WorkerLauncher "
-        "(every OS call in one place). A remote runtime (Ray Serve) implements the same calls."),
+        "(every OS call in one place); or Ray Serve, one application per served version on a Ray "
+        "cluster, reached through Ray's handle with the same frames (serving.ray_runtime)."),
     ExtensionPoint(
         "trace sink", TraceSink, None,
         ("agentwharf.tracing.recorder:Recorder",),

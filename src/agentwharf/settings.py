@@ -63,6 +63,14 @@ class PlatformSettings(BaseSettings):
     #: (shared by versions with the same ones); ``local``: in the platform's own (a deploy may
     #: ask for either).
     env_manager: Literal["uv", "local"] = "uv"
+    #: Where served versions run: ``local`` worker processes (the supervisor) or ``ray``, a Ray
+    #: Serve application per version on the Ray cluster at ``ray_address`` (``pip install
+    #: 'agentwharf[ray]'``; see README, "Running on more than one machine").
+    runtime: Literal["local", "ray"] = "local"
+    #: The Ray cluster (``host:port`` of its GCS, as ``ray start --head`` prints); unset: ``auto``.
+    ray_address: str | None = None
+    #: CPUs Ray reserves for each replica of a served version.
+    ray_replica_cpus: float = 1.0
     #: How long building one model environment may take before the deploy fails.
     environment_build_timeout: float = 1800.0
     #: Where model environments live (default ``<home>/envs``); several homes may share one.

@@ -63,6 +63,7 @@ from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
 from agentwharf.serving.environments import Environments
+from agentwharf.serving.ray_runtime import RayRuntime
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database, migrate
@@ -123,14 +124,7 @@ class Platform:
         launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential,
                                   max_field_chars=settings.trace_max_field_chars,
                                   worker_pythonpath=self.environments.worker_pythonpath)
-        self.supervisor = Supervisor(
-            launcher, settings.run_dir, settings.logs_dir, environments=self.environments,
-            start_timeout=settings.worker_start_timeout,
-            backoff_min=settings.restart_backoff_min,
-            backoff_max=settings.restart_backoff_max,
-            idle_seconds=settings.scale_to_zero_idle_seconds,
-            cold_start_timeout=settings.cold_start_timeout,
-        )
+        self.supervisor = self._runtime(launcher)
         self.routes = RouteTable()
         self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes,
                                  settings.min_free_disk_bytes)
@@ -159,6 +153,24 @@ class Platform:
         self.reconciler = Reconciler(self.db, self.supervisor, self.routes, settings.workload_sizes,
                                      settings.worker_start_timeout + settings.environment_build_timeout,
                                      self._worker_env, self._model_policy, self._llm_changed)
+
+    def _runtime(self, launcher: WorkerLauncher) -> Supervisor | RayRuntime:
+        """What runs served versions (``AGENTWHARF_RUNTIME``): worker processes here, or Ray Serve."""
+        settings = self.settings
+        if settings.runtime == "ray":
+            return RayRuntime(settings.ray_address, settings.worker_threads, settings.trace_max_field_chars,
+                              self._worker_base_env(), self._load_credential, settings.logs_dir,
+                              replica_cpus=settings.ray_replica_cpus, start_timeout=settings.worker_start_timeout,
+                              cold_start_timeout=settings.cold_start_timeout,
+                              idle_seconds=settings.scale_to_zero_idle_seconds)
+        return Supervisor(
+            launcher, settings.run_dir, settings.logs_dir, environments=self.environments,
+            start_timeout=settings.worker_start_timeout,
+            backoff_min=settings.restart_backoff_min,
+            backoff_max=settings.restart_backoff_max,
+            idle_seconds=settings.scale_to_zero_idle_seconds,
+            cold_start_timeout=settings.cold_start_timeout,
+        )
 
     def _mlflow_gateway_env(self) -> dict[str, str]:
         """MLflow's AI Gateway settings for its server and this process: the home's own
@@ -318,6 +330,8 @@ class Platform:
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
                                                          self.settings.logs_dir))
         self.supervisor.start_background()
+        if isinstance(self.supervisor, RayRuntime):
+            await self.supervisor.connect()
         await self.reconciler.restore()
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
