@@ -120,7 +120,7 @@ class Platform:
         self.environments = Environments(settings.envs_dir, settings.models_dir, settings.runtime_dir, settings.env_manager,
                                          self._worker_base_env(), self._load_credential, settings.environment_build_timeout,
                                          env_files=self._model_environment_files)
-        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential,
+        launcher = WorkerLauncher(settings.worker_concurrency, self._worker_base_env(), self._load_credential,
                                   max_field_chars=settings.trace_max_field_chars,
                                   worker_pythonpath=self.environments.worker_pythonpath)
         self.supervisor = Supervisor(
@@ -311,7 +311,7 @@ class Platform:
         self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient())
         control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
                                self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
-                               self.settings.worker_threads, self.rollouts,
+                               self.settings.worker_concurrency, self.rollouts,
                                tracking_store=lambda: self.llm_runtime.store)
         self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),
