@@ -180,6 +180,16 @@ def _verdict(passed: bool) -> str:
     return "[green]PASS[/]" if passed else "[bold red]FAIL[/]"
 
 
+def _load(averages) -> str:
+    return ", ".join(f"{a:.1f}" for a in averages)
+
+
+def _cpu(per_role: dict[str, float]) -> str:
+    """``1,234 µs (worker 800, gateway 300, ...)``: the total and each process's share."""
+    parts = ", ".join(f"{role} {us:,.0f}" for role, us in sorted(per_role.items(), key=lambda kv: -kv[1]) if us >= 1)
+    return f"{sum(per_role.values()):,.0f} µs ({parts})"
+
+
 def waiting(result: dict | None, error: str | None, console: Console) -> None:
     """The rows of agents that wait: throughput against the ideal under N requests in flight,
     and the time a stream's first event gains through the gateway."""
@@ -201,6 +211,13 @@ def waiting(result: dict | None, error: str | None, console: Console) -> None:
                     "", "", f"+{line['added_p50_ms']:.1f}", f"+{line['added_p99_ms']:.1f}", f"{line['errors']:,}",
                     "first event added <= 2 ms p50, <= 10 ms p99", _verdict(line["passed"]))
     console.print(out)
+    console.print(f"load average (1, 5, 15 min) before: {_load(result['load_average_before'])}, after: "
+                  f"{_load(result['load_average_after'])}")
+    for line in result["wait"]:
+        console.print(f"wait-250ms, {line['system']} at {line['connections']:,}: CPU per request "
+                      f"{_cpu(line['cpu_us_per_request'])}")
+    for line in result["stream"]:
+        console.print(f"stream-ttfe, {line['connections']:,} streams: CPU per stream {_cpu(line['cpu_us_per_stream'])}")
     for line in result["stream"]:
         console.print(f"stream-ttfe, {line['connections']:,} streams: first event p50 {line['first_event_p50_ms']:.1f} ms, "
                       f"p99 {line['first_event_p99_ms']:.1f} ms, against the agent's own first token at "

@@ -38,6 +38,8 @@ class Running:
     notes: dict = field(default_factory=dict)
     #: Sent with every request (agentwharf's bearer token).
     headers: dict = field(default_factory=dict)
+    #: The system's own process (its children are its workers, writer, ...).
+    pid: int | None = None
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -110,7 +112,8 @@ def agentserver(tmp: Path, agent_module: str = "agentserver_agent") -> Iterator[
                     BENCHMARK_AGENT_MODULE=agent_module)
     with started("agentserver", [PY, str(HERE / "agentserver_app.py"), "--port", str(port)], tmp, env) as service:
         service.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, experiment_id))
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, experiment_id),
+                      pid=service.pid)
 
 
 @contextlib.contextmanager
@@ -193,6 +196,7 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", 
             after_load=lambda: _memory(service.pid),
             notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid)},
             headers=headers,
+            pid=service.pid,
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import statistics
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import sse_load
 import systems
 import wrk
+from procs import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
 WAIT_AGENT = HERE / "wait_agent.py"
@@ -34,6 +36,8 @@ TARGET_P99_X_WAIT = 1.3
 TARGET_ADDED_P50_MS = 2.0
 TARGET_ADDED_P99_MS = 10.0
 
+#: Streams that start in the first seconds (a thousand requests arriving at once) are not timed.
+STREAM_WARMUP_S = 3.0
 #: wrk and the SSE client hold one socket per connection, the platform one more each, and
 #: the default soft limit is often 1,024.
 NOFILE = 65536
@@ -53,9 +57,16 @@ def _verify(name: str, running: systems.Running) -> None:
         raise RuntimeError(f"{name}: answered {answer.status_code}, expected 200 with {EXPECTED_TEXT!r}:\n{answer.text[:500]}")
 
 
+def _cpu_us_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU microseconds per request (or stream) of each of the system's processes, over the load."""
+    return {role: 1e6 * (after[role] - before.get(role, 0.0)) / count for role in after if count}
+
+
 def _wait_load(system: str, running: systems.Running, tmp: Path, connections: int, duration: int) -> dict:
     script = wrk.post_script(tmp / f"post-{system}.lua", json.dumps(systems.BODY), running.headers)
+    before = cpu_seconds(running.pid)
     result = wrk.run(running.url, script, duration, connections).as_dict()
+    result["cpu_us_per_request"] = _cpu_us_per(before, cpu_seconds(running.pid), result["answered"])
     ideal = connections / WAIT_S
     result.update(system=system, connections=connections, ideal_rps=ideal, ratio=result["rps"] / ideal,
                   p99_x_wait=result["p99_ms"] / (WAIT_S * 1000))
@@ -67,7 +78,11 @@ def _wait_load(system: str, running: systems.Running, tmp: Path, connections: in
 
 def _stream_load(running: systems.Running, connections: int, duration: int) -> dict:
     body = {**systems.BODY, "stream": True}
-    found = sse_load.run(running.url, body, running.headers, connections, duration)
+    before = cpu_seconds(running.pid)
+    found = sse_load.run(running.url, body, running.headers, connections, duration, warmup=STREAM_WARMUP_S)
+    # Streams are counted from the end of the warm-up; the CPU over the whole load.
+    found["cpu_us_per_stream"] = _cpu_us_per(before, cpu_seconds(running.pid),
+                                             round(found["streams_per_s"] * (duration + STREAM_WARMUP_S)))
     firsts = found.pop("first_event_s")
     if not firsts:
         raise RuntimeError(f"no stream answered: {found['errors'][:3]}")
@@ -84,7 +99,7 @@ def measure(tmp: Path, wait: bool, stream: bool, wait_connections: list[int], st
             duration: int) -> dict:
     """Both rows' lines: agentwharf's (one platform for both rows), then AgentServer's."""
     raise_open_files_limit()
-    out: dict = {"wait": [], "stream": [], "wait_s": WAIT_S, "gap_s": GAP_S}
+    out: dict = {"wait": [], "stream": [], "wait_s": WAIT_S, "gap_s": GAP_S, "load_average_before": os.getloadavg()}
     for name in ("agentwharf", "agentserver"):
         (tmp / name).mkdir()
     with systems.agentwharf(tmp / "agentwharf", agent=WAIT_AGENT, model=WAIT_MODEL) as running:
@@ -97,6 +112,7 @@ def measure(tmp: Path, wait: bool, stream: bool, wait_connections: list[int], st
         with systems.agentserver(tmp / "agentserver", agent_module="agentserver_wait_agent") as running:
             _verify("agentserver", running)
             out["wait"].append(_wait_load("agentserver", running, tmp, max(wait_connections), duration))
+    out["load_average_after"] = os.getloadavg()
     return out
 
 
