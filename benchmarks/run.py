@@ -1,10 +1,13 @@
 """Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run,
-the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed), and online
-scoring's time from an answer to its assessments (``time-to-assessment``: no wrk needed).
+the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed), online
+scoring's time from an answer to its assessments (``time-to-assessment``: no wrk needed), and
+agents that wait (``wait-250ms``: a 250 ms predict under 1,000 requests in flight, agentwharf and
+AgentServer; ``stream-ttfe``: 1,000 concurrent SSE streams' first event).
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
                                        [--only NAME[,NAME]] [--json PATH] [--keep-temp]
                                        [--no-costs] [--no-writer] [--writer-records N]
+                                       [--wait-duration 15] [--wait-connections 1000,100]
 
 Each system is started in turn on a free 127.0.0.1 port in its own temp dir, checked with one
 real request (200 and the echo text, or the run fails loudly), driven with
