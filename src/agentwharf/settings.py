@@ -190,6 +190,11 @@ class PlatformSettings(BaseSettings):
         return sizes
 
     @property
+    def worker_threads(self) -> int:
+        """``worker_concurrency``'s former name, for code written before it (read only)."""
+        return self.worker_concurrency
+
+    @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::") else self.listen_host
         return f"http://{host}:{self.port}"

@@ -184,7 +184,7 @@ def test_worker_concurrency_from_env_and_by_name(monkeypatch):
 
 def test_worker_threads_is_still_read_as_the_concurrency(monkeypatch):
     monkeypatch.setenv("AGENTWHARF_WORKER_THREADS", "32")
-    assert PlatformSettings().worker_concurrency == 32
+    assert PlatformSettings().worker_concurrency == PlatformSettings().worker_threads == 32
     monkeypatch.setenv("AGENTWHARF_WORKER_CONCURRENCY", "64")  # the new name wins
     assert PlatformSettings().worker_concurrency == 64
 
