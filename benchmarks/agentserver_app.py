@@ -4,11 +4,17 @@
 
 ``AgentServer.run`` parses ``--port`` (and ``--workers``, default 1) and runs uvicorn on
 ``agentserver_app:app``; uvicorn re-imports this module, which is why the ``@invoke`` functions
-live in their own module (registering twice raises).
+live in their own module (registering twice raises): ``agentserver_agent`` (the EchoAgent), or
+the one ``BENCHMARK_AGENT_MODULE`` names (``agentserver_wait_agent``).
 """
 
-import agentserver_agent  # noqa: F401  (registers the @invoke / @stream functions)
+import importlib
+import os
+
 from mlflow.genai.agent_server import AgentServer
+
+# Registers the @invoke / @stream functions.
+importlib.import_module(os.environ.get("BENCHMARK_AGENT_MODULE", "agentserver_agent"))
 
 agent_server = AgentServer("ResponsesAgent")
 app = agent_server.app

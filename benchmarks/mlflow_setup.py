@@ -2,7 +2,7 @@
 imports MLflow (no background tracing threads competing with wrk for the CPUs).
 
     python mlflow_setup.py --tracking-uri URI --experiment NAME [--artifact-location URI]
-                           [--log-echo] [--register NAME]
+                           [--log-echo] [--register NAME] [--agent FILE]
 
 Prints one JSON line: ``{"experiment_id", "model_uri", "artifact_path", "version"}`` (the last
 three only when asked for).
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--artifact-location")
     parser.add_argument("--log-echo", action="store_true")
     parser.add_argument("--register")
+    parser.add_argument("--agent", type=Path, default=ECHO_AGENT, help="the models-from-code file to log (the EchoAgent)")
     args = parser.parse_args()
 
     import mlflow
@@ -36,7 +37,7 @@ def main() -> None:
     out = {"experiment_id": experiment_id}
     if args.log_echo or args.register:
         mlflow.set_experiment(experiment_id=experiment_id)
-        info = mlflow.pyfunc.log_model(name="agent", python_model=str(ECHO_AGENT), pip_requirements=["mlflow"])
+        info = mlflow.pyfunc.log_model(name="agent", python_model=str(args.agent), pip_requirements=["mlflow"])
         out.update(model_uri=info.model_uri, artifact_path=info.artifact_path)
         if args.register:
             out["version"] = str(mlflow.register_model(info.model_uri, args.register).version)

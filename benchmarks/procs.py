@@ -72,6 +72,27 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
+#: What each process of the platform's tree is, by its command line.
+_ROLES = (("quality.sandbox_runner", "custom scorer sandboxes"), ("quality.scoring_process", "scoring process"),
+          ("tracing.writer", "spool writer"), ("serving.worker", "agent worker"), ("mlflow", "MLflow server"),
+          ("cli.main up", "platform (gateway, LLM endpoint)"), ("agentserver_app", "AgentServer"))
+
+
+def cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds used so far by ``root`` and its descendants, by role (processes that have
+    exited are not counted: a sandbox runner replaced after a timeout, say)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in [root, *descendants(root)]:
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        command = cmdline(pid)
+        role = next((name for marker, name in _ROLES if marker in command), "other")
+        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 class Service:
     """One started command in its own session (so its whole group can be signalled)."""
 

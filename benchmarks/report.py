@@ -174,3 +174,66 @@ def time_to_assessment(result: dict | None, error: str | None, console: Console)
     console.print(f"target: p95 at most {result['target_p95_s']:.0f} s: {result['p95_s']:.2f} s, "
                   f"{'[green]met[/]' if met else '[bold red]missed[/]'} (polled every {result['poll_s']} s: an upper "
                   "bound by at most one interval)")
+
+
+def _verdict(passed: bool) -> str:
+    return "[green]PASS[/]" if passed else "[bold red]FAIL[/]"
+
+
+def _load(averages) -> str:
+    return ", ".join(f"{a:.1f}" for a in averages)
+
+
+def _cpu(per_role: dict[str, float]) -> str:
+    """``1,234 µs (worker 800, gateway 300, ...)``: the total and each process's share."""
+    if not per_role:
+        return "n/a (nothing answered)"
+    parts = ", ".join(f"{role} {us:,.0f}" for role, us in sorted(per_role.items(), key=lambda kv: -kv[1]) if us >= 1)
+    return f"{sum(per_role.values()):,.0f} µs ({parts})"
+
+
+def _cores(per_role: dict[str, float], ideal: float, what: str) -> str:
+    """What the ideal rate would take at this CPU cost: why a target is out of reach here."""
+    if not per_role:
+        return ""
+    return f"; {ideal:,.0f} {what}/s would need {ideal * sum(per_role.values()) / 1e6:.1f} cores"
+
+
+def waiting(result: dict | None, error: str | None, console: Console) -> None:
+    """The rows of agents that wait: throughput against the ideal under N requests in flight,
+    and the time a stream's first event gains through the gateway."""
+    out = Table(title="Agents that wait: a 250 ms predict (wait-250ms), 20 tokens 25 ms apart (stream-ttfe)")
+    for column in ("row", "system", "in flight", "answers/s", "ideal", "ratio", "p50 ms", "p99 ms", "errors", "target",
+                   "result"):
+        out.add_column(column, justify="left" if column in ("row", "system", "target") else "right")
+    if result is None:
+        out.add_row("wait-250ms / stream-ttfe", "[bold red]FAILED[/]", *[""] * 9)
+        console.print(out)
+        console.print(f"[bold red]wait-250ms / stream-ttfe FAILED:[/] {escape(error or '?')}", highlight=False)
+        return
+    for line in result["wait"]:
+        out.add_row("wait-250ms", line["system"], f"{line['connections']:,}", f"{line['answered_rps']:,.0f}",
+                    f"{line['ideal_rps']:,.0f}", f"{line['ratio']:.0%}", f"{line['p50_ms']:.0f}", f"{line['p99_ms']:.0f}",
+                    f"{line['errors']:,}", "answers >= 90% of ideal, p99 <= 325 ms (1.3x), no errors",
+                    _verdict(line["passed"]))
+    for line in result["stream"]:
+        ideal = line["connections"] / (result["gap_s"] * line["tokens"])
+        out.add_row("stream-ttfe", line["system"], f"{line['connections']:,}", f"{line['streams_per_s']:,.0f} streams/s",
+                    f"{ideal:,.0f}", f"{line['streams_per_s'] / ideal:.0%}", f"+{line['added_p50_ms']:.1f}", f"+{line['added_p99_ms']:.1f}", f"{line['errors']:,}",
+                    "first event: added <= 2 ms p50, <= 10 ms p99 (p50/p99 columns)", _verdict(line["passed"]))
+    console.print(out)
+    console.print(f"load average (1, 5, 15 min) before: {_load(result['load_average_before'])}, after: "
+                  f"{_load(result['load_average_after'])}")
+    for line in result["wait"]:
+        console.print(f"wait-250ms, {line['system']} at {line['connections']:,}: CPU per request "
+                      f"{_cpu(line['cpu_us_per_request'])}{_cores(line['cpu_us_per_request'], line['ideal_rps'], 'answers')}")
+    for line in result["stream"]:
+        ideal = line["connections"] / (result["gap_s"] * line["tokens"])
+        console.print(f"stream-ttfe, {line['connections']:,} streams: CPU per stream {_cpu(line['cpu_us_per_stream'])}"
+                      f"{_cores(line['cpu_us_per_stream'], ideal, 'streams')}")
+    for line in result["stream"]:
+        console.print(f"stream-ttfe, {line['connections']:,} streams: first event p50 {line['first_event_p50_ms']:.1f} ms, "
+                      f"p99 {line['first_event_p99_ms']:.1f} ms, against the agent's own first token at "
+                      f"{line['agent_first_token_ms']:.0f} ms ({line['streams']:,} streams timed)")
+        for sample in line["error_samples"]:
+            console.print(f"[yellow]stream-ttfe error: {escape(sample)}[/]")

@@ -1,10 +1,13 @@
 """Serving benchmark: the guide's EchoAgent under the same wrk load on four systems, one run,
-the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed), and online
-scoring's time from an answer to its assessments (``time-to-assessment``: no wrk needed).
+the overhead the platform adds to one LLM call (``llm-overhead``: no wrk needed), online
+scoring's time from an answer to its assessments (``time-to-assessment``: no wrk needed), and
+agents that wait (``wait-250ms``: a 250 ms predict under 1,000 requests in flight, agentwharf and
+AgentServer; ``stream-ttfe``: 1,000 concurrent SSE streams' first event).
 
     .venv/bin/python benchmarks/run.py [--duration 10] [--connections 32]
                                        [--only NAME[,NAME]] [--json PATH] [--keep-temp]
                                        [--no-costs] [--no-writer] [--writer-records N]
+                                       [--wait-duration 15] [--wait-connections 1000,100]
 
 Each system is started in turn on a free 127.0.0.1 port in its own temp dir, checked with one
 real request (200 and the echo text, or the run fails loudly), driven with
@@ -37,6 +40,7 @@ import platform_costs  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
 import auth_check  # noqa: E402
+import waiting  # noqa: E402
 import wrk  # noqa: E402
 import writer_throughput  # noqa: E402
 
@@ -103,9 +107,15 @@ def parse_args() -> argparse.Namespace:
                         help="skip the spool writer's throughput on SQLite and PostgreSQL")
     parser.add_argument("--writer-records", type=int, default=20000,
                         help="records the writer benchmark drains into each database (default 20000)")
+    parser.add_argument("--wait-duration", type=int, default=15,
+                        help=f"seconds of load per line of the {WAIT_ROW} and {STREAM_ROW} rows (default 15)")
+    parser.add_argument("--wait-connections", default="1000,100",
+                        help=f"concurrent requests for {WAIT_ROW} on agentwharf (default 1000,100; AgentServer "
+                             "gets the largest) and concurrent streams for " + STREAM_ROW)
     args = parser.parse_args()
+    args.wait_connections = [int(n) for n in args.wait_connections.split(",") if n.strip()]
     args.names = list(systems.SYSTEMS)
-    args.llm = args.scoring = True
+    args.llm = args.scoring = args.wait = args.stream = True
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = [n for n in wanted if n not in systems.SYSTEMS and n not in EXTRA_ROWS]
@@ -114,6 +124,8 @@ def parse_args() -> argparse.Namespace:
         args.names = [n for n in systems.SYSTEMS if n in wanted]
         args.llm = LLM_ROW in wanted
         args.scoring = SCORING_ROW in wanted
+        args.wait = WAIT_ROW in wanted
+        args.stream = STREAM_ROW in wanted
     if args.duration < 1 or args.connections < wrk.THREADS:
         parser.error(f"--duration must be >= 1 and --connections >= {wrk.THREADS}")
     return args
@@ -121,7 +133,9 @@ def parse_args() -> argparse.Namespace:
 
 LLM_ROW = "llm-overhead"
 SCORING_ROW = "time-to-assessment"
-EXTRA_ROWS = (LLM_ROW, SCORING_ROW)
+WAIT_ROW = "wait-250ms"
+STREAM_ROW = "stream-ttfe"
+EXTRA_ROWS = (LLM_ROW, SCORING_ROW, WAIT_ROW, STREAM_ROW)
 
 
 def bench_llm(args: argparse.Namespace) -> tuple[dict | None, str | None]:
@@ -157,11 +171,29 @@ def bench_scoring(args: argparse.Namespace) -> tuple[dict | None, str | None]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_waiting(args: argparse.Namespace) -> tuple[dict | None, str | None]:
+    err.print(f"[bold]{WAIT_ROW} / {STREAM_ROW}[/]: an agent that waits 250 ms, one that streams 20 tokens 25 ms apart, "
+              f"{'/'.join(map(str, args.wait_connections))} in flight")
+    tmp = Path(tempfile.mkdtemp(prefix="awbench-waiting-"))
+    try:
+        return waiting.measure(tmp, args.wait, args.stream, args.wait_connections, args.wait_connections,
+                               args.wait_duration), None
+    except Exception as e:
+        err.print(traceback.format_exc(), markup=False, highlight=False)
+        return None, str(e).splitlines()[0]
+    finally:
+        if args.keep_temp:
+            err.print(f"  {WAIT_ROW}: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _extra_rows(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The rows that need no wrk: their results by name, and their errors."""
     results, errors = {}, []
     for wanted, name, bench, show in ((args.llm, "llm_overhead", bench_llm, report.llm_overhead),
-                                      (args.scoring, "time_to_assessment", bench_scoring, report.time_to_assessment)):
+                                      (args.scoring, "time_to_assessment", bench_scoring, report.time_to_assessment),
+                                      (args.wait or args.stream, "waiting", bench_waiting, report.waiting)):
         if wanted:
             result, error = bench(args)
             show(result, error, console)

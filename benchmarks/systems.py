@@ -38,6 +38,8 @@ class Running:
     notes: dict = field(default_factory=dict)
     #: Sent with every request (agentwharf's bearer token).
     headers: dict = field(default_factory=dict)
+    #: The system's own process (its children are its workers, writer, ...).
+    pid: int | None = None
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -100,15 +102,18 @@ def bare_echo(tmp: Path) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def agentserver(tmp: Path) -> Iterator[Running]:
+def agentserver(tmp: Path, agent_module: str = "agentserver_agent") -> Iterator[Running]:
+    """MLflow's AgentServer with the ``@invoke`` / ``@stream`` functions of ``agent_module``."""
     db = tmp / "mlflow.db"
     tracking_uri = f"sqlite:///{db}"
     experiment_id = mlflow_setup(tmp, tracking_uri, "agentserver-echo", "--artifact-location", (tmp / "artifacts").as_uri())["experiment_id"]
     port = free_port()
-    env = child_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_ID=str(experiment_id))
+    env = child_env(MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_ID=str(experiment_id),
+                    BENCHMARK_AGENT_MODULE=agent_module)
     with started("agentserver", [PY, str(HERE / "agentserver_app.py"), "--port", str(port)], tmp, env) as service:
         service.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
-        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, experiment_id))
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, experiment_id),
+                      pid=service.pid)
 
 
 @contextlib.contextmanager
@@ -151,10 +156,12 @@ def _memory(platform_pid: int) -> dict:
 
 
 @contextlib.contextmanager
-def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small") -> Iterator[Running]:
+def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", agent: Path | None = None,
+               model: str = AW_MODEL) -> Iterator[Running]:
     """The platform as users run it (every request carries a token it checks), or, for the
     comparison that prices that check, with AGENTWHARF_BENCHMARK_WITHOUT_AUTH; the EchoAgent
-    deployed with ``workload_size`` (Small: one worker process, Medium: two)."""
+    (or the models-from-code file ``agent``, registered as ``model``) deployed with
+    ``workload_size`` (Small: one worker process, Medium: two)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     home = tmp / "home"
@@ -165,20 +172,22 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small") 
         service.wait_http(f"{base}/healthz", timeout=180)
         token = (home / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"} if with_auth else {}
-        version = mlflow_setup(tmp, base, "/benchmarks/echo", "--register", AW_MODEL, token=token)["version"]
-        url = f"{base}/serving-endpoints/{AW_ENDPOINT}/invocations"
+        flags = ["--agent", str(agent)] if agent else []
+        version = mlflow_setup(tmp, base, "/benchmarks/echo", "--register", model, *flags, token=token)["version"]
+        endpoint_name = "agents_" + model.replace(".", "-")
+        url = f"{base}/serving-endpoints/{endpoint_name}/invocations"
         with _client_env(base, token):
             from agentwharf import agents
 
             started_at = time.monotonic()
-            agents.deploy(AW_MODEL, version, workload_size=workload_size)
+            agents.deploy(model, version, workload_size=workload_size)
             deadline = started_at + 300
             while query(url, headers=headers).status_code != 200:
                 if time.monotonic() > deadline:
                     raise service.fail(f"{url} never answered 200 after deploy")
                 time.sleep(0.05)
             first_answer_s = time.monotonic() - started_at
-        endpoint = httpx.get(f"{base}/api/2.0/serving-endpoints/{AW_ENDPOINT}", timeout=30,
+        endpoint = httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint_name}", timeout=30,
                              headers={"Authorization": f"Bearer {token}"}).json()
         experiment_id = endpoint["experiment_id"]
         yield Running(
@@ -187,6 +196,7 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small") 
             after_load=lambda: _memory(service.pid),
             notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid)},
             headers=headers,
+            pid=service.pid,
         )
 
 

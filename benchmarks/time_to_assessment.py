@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from procs import _stat, cmdline, descendants, free_port  # noqa: E402
+from procs import cpu_seconds, free_port  # noqa: E402
 from systems import AW_ENDPOINT, AW_MODEL, PY, child_env, mlflow_setup, started  # noqa: E402
 from tests.llm_provider import ScriptedProvider  # noqa: E402
 
@@ -105,27 +105,6 @@ def platform(tmp: Path, provider: ScriptedProvider) -> Iterator[tuple[str, str, 
                                   headers=headers).json()["experiment_id"]
         with _client_env(base, token):
             yield base, token, experiment_id, service.pid
-
-
-#: What each process of the platform's tree is, by its command line.
-_ROLES = (("quality.sandbox_runner", "custom scorer sandboxes"), ("quality.scoring_process", "scoring process"),
-          ("tracing.writer", "spool writer"), ("serving.worker", "agent worker"), ("mlflow", "MLflow server"),
-          ("cli.main up", "platform (gateway, LLM endpoint)"))
-
-
-def cpu_seconds(root: int) -> dict[str, float]:
-    """CPU seconds used so far by the platform's processes, by role (processes that have
-    exited are not counted: a sandbox runner replaced after a timeout, none here)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for pid in [root, *descendants(root)]:
-        fields = _stat(pid)
-        if fields is None:
-            continue
-        command = cmdline(pid)
-        role = next((name for marker, name in _ROLES if marker in command), "other")
-        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return used
 
 
 def register_scorers(experiment_id: str) -> None:

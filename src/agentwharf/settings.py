@@ -11,7 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8710
@@ -22,6 +22,8 @@ ADMIN_TOKEN_FILE_NAME = "admin.token"
 
 #: Worker processes per served version for each Databricks workload size.
 DEFAULT_WORKLOAD_SIZES = {"Small": 1, "Medium": 2, "Large": 4}
+#: Requests a worker process runs at once unless AGENTWHARF_WORKER_CONCURRENCY says otherwise.
+DEFAULT_WORKER_CONCURRENCY = 1024
 #: Databases AGENTWHARF_DATABASE_URL may name (``postgres`` is libpq's spelling of ``postgresql``).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
@@ -46,7 +48,8 @@ def redacted_url(url: str) -> str:
 class PlatformSettings(BaseSettings):
     """What `agentwharf up` needs: where it lives, where it listens, how it serves."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore")
+    # populate_by_name: code sets fields by name (``worker_concurrency=``) whatever their alias.
+    model_config = SettingsConfigDict(env_prefix="AGENTWHARF_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default=Path(".agentwharf"), description="Folder for the database, artifacts, logs and sockets.")
     #: Listen address (AGENTWHARF_LISTEN_HOST; clients read AGENTWHARF_HOST as the platform's URL).
@@ -54,9 +57,14 @@ class PlatformSettings(BaseSettings):
     port: int = DEFAULT_PORT
 
     workload_sizes: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_WORKLOAD_SIZES))
-    #: Threads in each worker process; agents mostly wait on LLM calls, so several requests
-    #: share one process.
-    worker_threads: int = 16
+    #: Requests one worker process runs at once (AGENTWHARF_WORKER_CONCURRENCY; the former
+    #: AGENTWHARF_WORKER_THREADS still works). Agents spend their time waiting on LLM calls, and
+    #: a waiting request costs a sleeping thread (a synchronous ``predict``, threads started
+    #: only as requests need them) or a suspended coroutine (an async ``predict_stream``), so a
+    #: Small version (one process) holds a thousand of them. Requests past it queue in the worker.
+    worker_concurrency: int = Field(default=DEFAULT_WORKER_CONCURRENCY, ge=1,
+                                    validation_alias=AliasChoices("AGENTWHARF_WORKER_CONCURRENCY",
+                                                                  "AGENTWHARF_WORKER_THREADS"))
     #: How long a worker may take to load its model before the deploy fails.
     worker_start_timeout: float = 300.0
     #: ``uv``: each version runs in an environment built from its model's logged requirements
@@ -190,6 +198,11 @@ class PlatformSettings(BaseSettings):
             if count < 1:
                 raise ValueError(f"workload size {name!r} must have at least one worker, got {count}")
         return sizes
+
+    @property
+    def worker_threads(self) -> int:
+        """``worker_concurrency``'s former name, for code written before it (read only)."""
+        return self.worker_concurrency
 
     @property
     def base_url(self) -> str:

@@ -47,8 +47,14 @@ PLATFORM_ENV = {
 def _shared_model_environments(tmp_path_factory):
     """Every platform the tests start builds model environments into one folder, as several
     homes on one machine may (AGENTWHARF_ENVIRONMENTS_DIR): each distinct set of requirements
-    is built once per session, not once per platform."""
-    os.environ["AGENTWHARF_ENVIRONMENTS_DIR"] = str(tmp_path_factory.mktemp("model-environments"))
+    is built once per session, not once per platform. Parallel test processes (pytest-xdist)
+    share it too: their temp folders are siblings, and the builder locks each environment."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    shared = root / "model-environments"
+    shared.mkdir(exist_ok=True)
+    os.environ["AGENTWHARF_ENVIRONMENTS_DIR"] = str(shared)
 
 
 @pytest.fixture(scope="session")
@@ -162,11 +168,37 @@ def rows_for(http: httpx.Client, endpoint: str, request_ids: set[str], **params)
     return wait_until(fetch, timeout=30, message="inference rows to be written")
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The fault scenarios' figures (requests sent, acknowledged, stored, 5xx), for the record."""
-    from tests.integration.load import FIGURES
+@contextlib.contextmanager
+def trusted_custom_scorers():
+    """This process as a client that may rebuild registered custom ``@scorer`` code.
 
-    if FIGURES:
-        terminalreporter.section("fault injection figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+    MLflow's client rebuilds such a scorer from its source (``start``, ``update``,
+    ``get_scorer``, ``list_scorers``) only when told the code is trusted
+    (``MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS``, README), and never in what it takes for its tracking
+    server: a process that has imported ``mlflow.server`` while uvicorn is loaded. Some tests
+    import ``mlflow.server`` to read MLflow's own routes, so in a whole-suite run this process
+    would look like a server from then on; it is not one."""
+    import sys
+
+    saved = os.environ.get("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS")
+    os.environ["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = "true"
+    server = sys.modules.get("mlflow.server")
+    was_server = getattr(server, "is_running_as_server", None)
+    if server is not None:
+        server.is_running_as_server = False
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.is_running_as_server = was_server
+        if saved is None:
+            os.environ.pop("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS", None)
+        else:
+            os.environ["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = saved
+
+
+@pytest.fixture
+def custom_scorer_client():
+    """A test that registers or reads custom ``@scorer`` code as a client (``trusted_custom_scorers``)."""
+    with trusted_custom_scorers():
+        yield

@@ -22,6 +22,7 @@ from mlflow.entities import AssessmentSource
 from mlflow.genai.scorers import ScorerSamplingConfig, Safety, delete_scorer, get_scorer, list_scorers, scorer
 
 from tests.integration.conftest import AGENTS, deployed_info_agent
+from tests.integration.conftest import trusted_custom_scorers
 from tests.integration.platform_process import wait_until
 from tests.llm_provider import ScriptedProvider
 
@@ -126,13 +127,8 @@ def custom_code_client():
     """MLflow's client rebuilds a registered custom @scorer from its source whenever it reads it
     back (``start``, ``update``, ``list_scorers``), and does so against a server other than
     Databricks only when told the code is trusted, as with MLflow's own server (README)."""
-    saved = os.environ.get("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS")
-    os.environ["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = "true"
-    yield
-    if saved is None:
-        os.environ.pop("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS")
-    else:
-        os.environ["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = saved
+    with trusted_custom_scorers():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -121,21 +121,25 @@ def test_a_model_that_cannot_load_on_ray_fails_the_deploy_with_its_reason(on_ray
 def test_workload_size_is_ray_replicas_and_scale_to_zero_frees_them(on_ray):
     platform, uri = on_ray
     model = f"main.ray.sized{uuid.uuid4().hex[:6]}"
-    mlflow.register_model(uri, model)
+    for _ in range(2):
+        mlflow.register_model(uri, model)
     http = httpx.Client(base_url=platform.base_url, headers=platform.headers, timeout=120)
     try:
         # Medium: two replicas, both answering (Ray's router spreads the calls).
-        deployment = agents.deploy(model, "1", workload_size="Medium", scale_to_zero=True)
-        path = f"/serving-endpoints/{deployment.endpoint_name}/invocations"
-        pids = {ask(http, path, f"hi {i}").json()["custom_outputs"]["pid"] for i in range(30)}
+        medium = agents.deploy(model, "1", workload_size="Medium")
+        path = f"/serving-endpoints/{medium.endpoint_name}/invocations"
+        pids = {ask(http, path, f"hi {i}").json()["custom_outputs"]["pid"] for i in range(40)}
         assert len(pids) == 2 and all("ServeReplica" in _process_name(p) for p in pids), pids
-        # Idle past AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS (3 s here): Ray scales the version to zero.
-        wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), timeout=120, interval=1,
-                   message="the replicas to stop while idle")
+        # Scale to zero: idle past AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS (3 s here), Ray stops it.
+        idle = agents.deploy(model, "2", scale_to_zero=True, endpoint_name=f"{medium.endpoint_name}-idle")
+        path = f"/serving-endpoints/{idle.endpoint_name}/invocations"
+        [first] = {ask(http, path, "hi").json()["custom_outputs"]["pid"]}
+        wait_until(lambda: not Path(f"/proc/{first}").exists(), timeout=120, interval=1,
+                   message="the idle version's replica to stop")
         # The next call starts one again and is answered.
         again = ask(http, path, "wake up")
         assert again.status_code == 200, again.text
-        assert again.json()["custom_outputs"]["pid"] not in pids
+        assert again.json()["custom_outputs"]["pid"] != first
     finally:
         agents.delete_deployment(model)
         http.close()

@@ -31,9 +31,7 @@ def _send_until(platform, endpoint: str, stop: threading.Event) -> None:
             client.post(f"/serving-endpoints/{endpoint}/invocations", json=body)
 
 
-def test_an_online_scorer_rolls_a_bad_candidate_back(platform, http, logged, monkeypatch):
-    # MLflow's client rebuilds a custom @scorer from its source only when told the code is trusted.
-    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS", "true")
+def test_an_online_scorer_rolls_a_bad_candidate_back(platform, http, logged, custom_scorer_client):
     model = f"main.rollout.scored{uuid.uuid4().hex[:6]}"
     for _ in range(2):
         mlflow.register_model(logged["info"], model)

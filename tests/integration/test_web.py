@@ -299,9 +299,7 @@ def test_managers_change_permissions_from_the_console(platform, browser, deploye
     page.close()
 
 
-def test_the_quality_panel_shows_live_scores_feedback_and_alerts_per_version(platform, browser, deployed, http, monkeypatch):
-    # MLflow's client rebuilds a custom @scorer from its source only when told the code is trusted.
-    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS", "true")
+def test_the_quality_panel_shows_live_scores_feedback_and_alerts_per_version(platform, browser, deployed, http, custom_scorer_client):
     experiment_id = http.get(f"/api/2.0/serving-endpoints/{ENDPOINT}").json()["experiment_id"]
     mlflow.set_experiment(experiment_id=experiment_id)
     answer_words.register(name="answer_words").start(sampling_config=ScorerSamplingConfig(sample_rate=1.0))

@@ -18,15 +18,17 @@ def _spec(**given) -> WorkerSpec:
 def test_workload_replicas_become_autoscaling_bounds():
     options = deployment_options(_spec(), threads=16, replica_cpus=0.5, base_env={}, idle_seconds=30)
     scaling = options["autoscaling_config"]
-    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (1, 2, 2)
-    assert scaling["downscale_delay_s"] == 30 and options["max_ongoing_requests"] == 16
+    # As many replicas as local worker processes, always (the version does not scale to zero).
+    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (2, 2, 2)
+    assert scaling["target_ongoing_requests"] == 2 and options["max_ongoing_requests"] == 16
     assert options["ray_actor_options"]["num_cpus"] == 0.5
 
 
 def test_scale_to_zero_lets_ray_go_to_no_replica():
-    options = deployment_options(_spec(scale_to_zero=True, replicas=1), threads=4, replica_cpus=1, base_env={},
+    options = deployment_options(_spec(scale_to_zero=True, replicas=4), threads=1024, replica_cpus=1, base_env={},
                                  idle_seconds=5)
-    assert options["autoscaling_config"]["min_replicas"] == 0
+    assert (options["autoscaling_config"]["min_replicas"], options["autoscaling_config"]["max_replicas"]) == (0, 4)
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 128
     assert options["autoscaling_config"]["downscale_to_zero_delay_s"] == 5
 
 

@@ -4,7 +4,7 @@
 import pydantic
 import pytest
 
-from agentwharf.settings import DEFAULT_PORT, ClientSettings, PlatformSettings, redacted_url
+from agentwharf.settings import DEFAULT_PORT, DEFAULT_WORKER_CONCURRENCY, ClientSettings, PlatformSettings, redacted_url
 
 
 @pytest.fixture(autouse=True)
@@ -12,7 +12,7 @@ def _clean_env(monkeypatch):
     for name in ("AGENTWHARF_HOME", "AGENTWHARF_PORT", "AGENTWHARF_HOST", "AGENTWHARF_TOKEN",
                  "AGENTWHARF_WORKLOAD_SIZES", "AGENTWHARF_DATABASE_URL", "AGENTWHARF_ARTIFACTS_URI",
                  "AGENTWHARF_S3_ENDPOINT_URL", "AGENTWHARF_S3_ACCESS_KEY_ID", "AGENTWHARF_S3_SECRET_ACCESS_KEY",
-                 "AGENTWHARF_S3_REGION"):
+                 "AGENTWHARF_S3_REGION", "AGENTWHARF_WORKER_CONCURRENCY", "AGENTWHARF_WORKER_THREADS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -170,3 +170,26 @@ def test_client_falls_back_to_the_url_and_token_a_local_home_recorded(bare_clien
     (home / "admin.token").write_text("awp_admin\n")
     settings = ClientSettings()
     assert (settings.host, settings.resolved_token()) == ("http://127.0.0.1:8720", "awp_admin")
+
+
+def test_worker_concurrency_defaults_to_holding_a_thousand_waiting_requests():
+    assert PlatformSettings().worker_concurrency == DEFAULT_WORKER_CONCURRENCY >= 1000
+
+
+def test_worker_concurrency_from_env_and_by_name(monkeypatch):
+    monkeypatch.setenv("AGENTWHARF_WORKER_CONCURRENCY", "300")
+    assert PlatformSettings().worker_concurrency == 300
+    assert PlatformSettings(worker_concurrency=7).worker_concurrency == 7
+
+
+def test_worker_threads_is_still_read_as_the_concurrency(monkeypatch):
+    monkeypatch.setenv("AGENTWHARF_WORKER_THREADS", "32")
+    assert PlatformSettings().worker_concurrency == PlatformSettings().worker_threads == 32
+    monkeypatch.setenv("AGENTWHARF_WORKER_CONCURRENCY", "64")  # the new name wins
+    assert PlatformSettings().worker_concurrency == 64
+
+
+def test_worker_concurrency_must_be_positive(monkeypatch):
+    monkeypatch.setenv("AGENTWHARF_WORKER_CONCURRENCY", "0")
+    with pytest.raises(pydantic.ValidationError):
+        PlatformSettings()

@@ -73,6 +73,6 @@ def export_metrics(name: str, control: Control, caller: CallerDep) -> PlainTextR
             continue
         connections = version.ready_connections()
         in_flight += sum(c.in_flight for c in connections)
-        concurrency += len(connections) * control.worker_threads
+        concurrency += len(connections) * control.worker_concurrency
     text = control.metrics.render(name, in_flight=in_flight, concurrency=concurrency)
     return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)

@@ -35,15 +35,15 @@ class ControlState:
 
     def __init__(self, endpoints: EndpointService, deployments: DeploymentService, supervisor: Supervisor, db: Database,
                  identities=None, gatekeeper=None, registry=None, metrics: EndpointMetrics | None = None,
-                 worker_threads: int = 1, rollouts=None, tracking_store=None):
+                 worker_concurrency: int = 1, rollouts=None, tracking_store=None):
         self.identities = identities
         #: RolloutService (quality-gated rollouts); None where rollouts are not run.
         self.rollouts = rollouts
         #: () -> MLflow's SQL store of the platform's database (review rules' queues and filters).
         self.tracking_store = tracking_store
-        #: Per-endpoint request metrics (export_metrics) and the threads of each worker process.
+        #: Per-endpoint request metrics (export_metrics) and the requests each worker process runs at once.
         self.metrics = metrics or EndpointMetrics()
-        self.worker_threads = worker_threads
+        self.worker_concurrency = worker_concurrency
         self.gatekeeper = gatekeeper
         self.registry = registry
         self.db = db

@@ -121,7 +121,7 @@ class Platform:
         self.environments = Environments(settings.envs_dir, settings.models_dir, settings.runtime_dir, settings.env_manager,
                                          self._worker_base_env(), self._load_credential, settings.environment_build_timeout,
                                          env_files=self._model_environment_files)
-        launcher = WorkerLauncher(settings.worker_threads, self._worker_base_env(), self._load_credential,
+        launcher = WorkerLauncher(settings.worker_concurrency, self._worker_base_env(), self._load_credential,
                                   max_field_chars=settings.trace_max_field_chars,
                                   worker_pythonpath=self.environments.worker_pythonpath)
         self.supervisor = self._runtime(launcher)
@@ -158,7 +158,7 @@ class Platform:
         """What runs served versions (``AGENTWHARF_RUNTIME``): worker processes here, or Ray Serve."""
         settings = self.settings
         if settings.runtime == "ray":
-            return RayRuntime(settings.ray_address, settings.worker_threads, settings.trace_max_field_chars,
+            return RayRuntime(settings.ray_address, settings.worker_concurrency, settings.trace_max_field_chars,
                               self._worker_base_env(), self._load_credential, settings.logs_dir,
                               replica_cpus=settings.ray_replica_cpus, start_timeout=settings.worker_start_timeout,
                               cold_start_timeout=settings.cold_start_timeout,
@@ -324,7 +324,7 @@ class Platform:
         self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient(), self.gateway.shadows)
         control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
                                self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
-                               self.settings.worker_threads, self.rollouts,
+                               self.settings.worker_concurrency, self.rollouts,
                                tracking_store=lambda: self.llm_runtime.store)
         self.control_app = create_control_app(control, databricks_compat.ROUTERS)
         self.web_app = web.create_web_app(web.WebContext(control, MlflowCalls(self.mlflow.url, self.mlflow.secret),

@@ -58,11 +58,14 @@ def replica_environment(base_env: dict[str, str], spec: WorkerSpec) -> dict[str,
 
 def deployment_options(spec: WorkerSpec, threads: int, replica_cpus: float, base_env: dict[str, str],
                        idle_seconds: float) -> dict:
-    """Ray Serve options of one served version: the workload's replicas (autoscaled between
-    0 or 1 and that, scaling down after ``idle_seconds`` without load, as local workers scale to
-    zero), ``threads`` requests at once per replica, and the worker's environment."""
-    autoscaling = {"min_replicas": 0 if spec.scale_to_zero else 1, "max_replicas": max(1, spec.replicas),
-                   "initial_replicas": max(1, spec.replicas), "target_ongoing_requests": max(1, threads // 2),
+    """Ray Serve options of one served version: the workload's replicas, as many as local worker
+    processes would be (a version that scales to zero autoscales between none and that many,
+    aiming at an eighth of a replica's concurrency in flight each, and goes to none after
+    ``idle_seconds`` without load), ``threads`` requests at once per replica, and the worker's
+    environment."""
+    replicas = max(1, spec.replicas)
+    autoscaling = {"min_replicas": 0 if spec.scale_to_zero else replicas, "max_replicas": replicas,
+                   "initial_replicas": replicas, "target_ongoing_requests": max(1, threads // 8),
                    "downscale_delay_s": idle_seconds, "downscale_to_zero_delay_s": idle_seconds, "upscale_delay_s": 0}
     return {"name": "agent", "max_ongoing_requests": threads, "autoscaling_config": autoscaling,
             "ray_actor_options": {"num_cpus": replica_cpus, "runtime_env": {"env_vars": replica_environment(base_env, spec)}}}

@@ -87,9 +87,10 @@ class ServedVersion:
 class WorkerLauncher:
     """Starts and stops worker OS processes."""
 
-    def __init__(self, threads: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None,
+    def __init__(self, concurrency: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None,
                  worker_pythonpath: Callable[[], str] | None = None):
-        self.threads = threads
+        #: Requests each worker runs at once (``PlatformSettings.worker_concurrency``).
+        self.concurrency = concurrency
         #: Bound of each value in a request's trace record (see ``tracing.record``).
         self.max_field_chars = max_field_chars
         #: Where a worker in a model's own environment imports the runtime from (PYTHONPATH).
@@ -116,7 +117,7 @@ class WorkerLauncher:
             log_file.flush()
             process = await asyncio.create_subprocess_exec(
                 runtime.python, "-m", "agentwharf.serving.worker",
-                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--threads", str(self.threads), *arguments,
+                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--concurrency", str(self.concurrency), *arguments,
                 stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )

@@ -4,8 +4,10 @@ Started by the supervisor as ``python -m agentwharf.serving.worker --socket PATH
 (with ``--model-path DIR`` when the model's files were fetched for it), with the Python of the
 model's own environment or the platform's.
 It loads the model first and only then listens, so a socket that accepts means a model that
-answers. Model code runs in a thread pool: agents spend most of their time waiting on LLM calls,
-and one slow request must not hold up the others in the same process.
+answers. Agents spend most of their time waiting on LLM calls, and one slow request must not hold
+up the others in the same process: a synchronous ``predict`` / ``predict_stream`` runs in a
+thread pool, an async one (a coroutine function, an async generator) in the request's own task on
+the event loop. Either way at most ``--concurrency`` requests run at once; the rest wait their turn.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import orjson
 from agentwharf import credentials
 from agentwharf.errors import AgentwharfError, InvalidParameter, ModelError
 from agentwharf.serving import protocol
+from agentwharf.serving.async_streams import pulled
 from agentwharf.serving.interfaces import INVOCATIONS, Call, InvalidRequest, ModelInterface, adapter_for, close
+from agentwharf.serving.interfaces.base import NATIVE, aclose
 from agentwharf.tracing import capture
 from agentwharf.tracing import record as trace_record
 
@@ -48,10 +52,14 @@ class WorkerServer:
     an answer without a trace.
     """
 
-    def __init__(self, adapter: ModelInterface, threads: int, max_field_chars: int = trace_record.DEFAULT_MAX_FIELD_CHARS):
+    def __init__(self, adapter: ModelInterface, concurrency: int,
+                 max_field_chars: int = trace_record.DEFAULT_MAX_FIELD_CHARS):
         self.adapter = adapter
         self.max_field_chars = max_field_chars
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        # As many threads as requests may run: a request past the limit waits for a slot, never
+        # for a thread. The pool starts threads only as requests need them.
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="predict")
+        self.slots = asyncio.Semaphore(concurrency)
         self.cancelled: dict[tuple[int, int], threading.Event] = {}
         self._connections = 0
 
@@ -85,7 +93,8 @@ class WorkerServer:
         meta, raw = {}, payload
         try:
             meta, raw = protocol.decode_request(payload)
-            await self._handle(conn_id, stream_id, meta, raw, writer, start_ns)
+            async with self.slots:
+                await self._handle(conn_id, stream_id, meta, raw, writer, start_ns)
         except Exception as failure:  # a platform bug: still answer, still record
             log.error("request %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
             error = AgentwharfError(f"The worker failed while handling the request: {type(failure).__name__}")
@@ -102,22 +111,42 @@ class WorkerServer:
             self._send_record(writer, stream_id, meta, start_ns, _loads_or_text(raw), None, refused.message, [])
             writer.write(protocol.encode(stream_id, protocol.RESPONSE, refused.error_body(), refused.http_status))
             return
+        if call.stream and self.adapter.async_stream and call.dialect is NATIVE:
+            await self._stream_async(conn_id, stream_id, meta, call, writer, start_ns)
+            return
         if call.stream:
             await self._stream(conn_id, stream_id, meta, call, writer, start_ns)
             return
-        loop = asyncio.get_running_loop()
-        status, answer, record = await loop.run_in_executor(self.pool, self._predict, meta, call, options, start_ns)
+        if self.adapter.async_predict:
+            status, answer, record = await self._predict_async(meta, call, options, start_ns)
+        else:
+            loop = asyncio.get_running_loop()
+            status, answer, record = await loop.run_in_executor(self.pool, self._predict, meta, call, options, start_ns)
         writer.write(protocol.encode(stream_id, protocol.RECORD, record) + protocol.encode(stream_id, protocol.RESPONSE, answer, status))
 
     def _predict(self, meta, call: Call, options, start_ns) -> tuple[int, bytes, bytes]:
         """Runs in a pool thread: the agent's answer, and the request's record with its trace."""
         with _user_credentials(meta):
-            return self._predict_as_caller(meta, call, options, start_ns)
+            capture.begin()
+            output, failure = self._answer(meta, call)
+            traces = capture.take()
+        return self._finish(meta, call, options, start_ns, output, failure, traces)
 
-    def _predict_as_caller(self, meta, call: Call, options, start_ns) -> tuple[int, bytes, bytes]:
-        capture.begin()
-        output, failure = self._answer(meta, call)
-        traces = capture.take()
+    async def _predict_async(self, meta, call: Call, options, start_ns) -> tuple[int, bytes, bytes]:
+        """``_predict`` for an async ``predict``, awaited in this request's task."""
+        with _user_credentials(meta):
+            capture.begin()
+            try:
+                output = await self.adapter.apredict(call.request)
+            except Exception as failure:
+                output, failure = None, self._refusal(meta, failure)
+            else:
+                output, failure = self._shaped(meta, call, output)
+            traces = capture.take()
+        return self._finish(meta, call, options, start_ns, output, failure, traces)
+
+    def _finish(self, meta, call: Call, options, start_ns, output, failure, traces) -> tuple[int, bytes, bytes]:
+        """The status, the encoded answer and the request's record, from what the model did."""
         answer = b""
         if failure is None:
             answer, error = _encode_answer(output)
@@ -135,11 +164,22 @@ class WorkerServer:
         """The model's output in the route's shape, or why there is none."""
         try:
             output = self.adapter.predict(call.request)
-        except InvalidRequest as refused:  # the model's own signature refused the input (pyfunc)
-            return None, InvalidParameter(str(refused))
-        except Exception as failure:  # the agent's own failure: report it, keep serving
-            log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
-            return None, ModelError(_agent_message(failure))
+        except Exception as failure:
+            return None, self._refusal(meta, failure)
+        return self._shaped(meta, call, output)
+
+    @staticmethod
+    def _refusal(meta, failure: Exception) -> AgentwharfError:
+        """What a failed ``predict`` answers (called in its ``except``, for the traceback)."""
+        if isinstance(failure, InvalidRequest):  # the model's own signature refused the input (pyfunc)
+            return InvalidParameter(str(failure))
+        # The agent's own failure: report it, keep serving.
+        log.error("predict failed for request %s:\n%s", meta.get("request_id"), traceback.format_exc())
+        return ModelError(_agent_message(failure))
+
+    @staticmethod
+    def _shaped(meta, call: Call, output: Any) -> tuple[Any, AgentwharfError | None]:
+        """The model's output in the route's shape, or why it cannot be."""
         try:
             return call.dialect.answer(output, meta), None
         except Exception as failure:  # an answer the route cannot carry (a malformed ChatAgent message, say)
@@ -189,9 +229,9 @@ class WorkerServer:
         def produce_as_caller() -> None:
             # Runs in a pool thread; checks the cancel flag between events so a client that
             # went away frees this thread at the agent's next yield.
-            capture.begin()
+            traces = capture.begin()
             seen: list[Any] = []  # the model's own events, before the route reshapes them
-            events = call.dialect.events(_observed(self.adapter.predict_stream(call.request), seen), meta)
+            events = call.dialect.events(_observed(self._source(call, meta, loop, traces), seen), meta)
             error = None
             try:
                 for event in events:
@@ -223,6 +263,55 @@ class WorkerServer:
         finally:
             self.cancelled.pop((conn_id, stream_id), None)
 
+    def _source(self, call: Call, meta, loop, traces) -> Iterator[Any]:
+        """The model's events as a plain iterator: an async agent's are advanced on ``loop``."""
+        if not self.adapter.async_stream:
+            return self.adapter.predict_stream(call.request)
+        return pulled(self.adapter.apredict_stream(call.request), loop, lambda: _step_context(traces, meta))
+
+    async def _stream_async(self, conn_id, stream_id, meta, call: Call, writer, start_ns) -> None:
+        """``_stream`` for an async ``predict_stream`` on the native route: the agent's events are
+        awaited in this request's task and written as they come, without a thread."""
+        cancel = threading.Event()
+        self.cancelled[(conn_id, stream_id)] = cancel
+        writer.write(protocol.encode(stream_id, protocol.STREAM_START, b"", 200))
+        seen: list[Any] = []
+        error = None
+        try:
+            with _user_credentials(meta):
+                capture.begin()
+                error = await self._relay_async(stream_id, call, cancel, seen, writer)
+                traces = capture.take()
+            record = self._build_record(meta, start_ns, call.recorded, self._assembled(seen), error, traces)
+        except Exception as failure:  # a platform bug: end the stream, recorded
+            log.error("stream %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
+            error = f"The worker failed while streaming: {type(failure).__name__}"
+            record = self._build_record(meta, start_ns, call.recorded, None, error, [])
+        finally:
+            self.cancelled.pop((conn_id, stream_id), None)
+        failed = error is not None and not cancel.is_set()
+        writer.write(protocol.encode(stream_id, protocol.RECORD, trace_record.encode(record))
+                     + protocol.encode(stream_id, protocol.STREAM_END, ModelError(error).error_body() if failed else b""))
+
+    async def _relay_async(self, stream_id, call: Call, cancel: threading.Event, seen: list[Any], writer) -> str | None:
+        """Write each of the agent's events as a frame; why the stream ended early, if it did."""
+        events = self.adapter.apredict_stream(call.request)
+        try:
+            async for event in events:
+                if cancel.is_set():
+                    return "The client disconnected before the stream ended"
+                seen.append(event)
+                data, error = _encode_answer(event)
+                if error is not None:
+                    return error
+                writer.write(protocol.encode(stream_id, protocol.EVENT, data))
+        except Exception as failure:
+            log.error("predict_stream failed for stream %s:\n%s", stream_id, traceback.format_exc())
+            return _agent_message(failure)
+        finally:
+            await aclose(events)
+        return None
+
     def _assembled(self, events: list[Any]) -> Any:
         try:
             return self.adapter.assemble(events)
@@ -245,6 +334,14 @@ def _with_trace(output: Any, record: dict) -> Any:
     """The answer with ``databricks_output.trace``, as Databricks adds it for ``return_trace``."""
     extra = {"databricks_output": {"trace": _trace_json(record)}}
     return {**output, **extra} if isinstance(output, dict) else {"predictions": output, **extra}
+
+
+@contextlib.contextmanager
+def _step_context(traces: list[Any], meta: dict):
+    """What one step of an async stream read from a thread runs in: the request's trace capture
+    and credentials."""
+    with capture.collecting(traces), _user_credentials(meta):
+        yield
 
 
 @contextlib.contextmanager
@@ -327,8 +424,8 @@ def _load(model_uri: str, load_token: str, model_path: str | None = None) -> Mod
     return adapter
 
 
-async def _serve(socket_path: str, adapter: ModelInterface, threads: int, max_field_chars: int) -> None:
-    server = WorkerServer(adapter, threads, max_field_chars)
+async def _serve(socket_path: str, adapter: ModelInterface, concurrency: int, max_field_chars: int) -> None:
+    server = WorkerServer(adapter, concurrency, max_field_chars)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     unix_server = await asyncio.start_unix_server(server.handle_connection, path=socket_path)
@@ -356,7 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf model worker (started by the supervisor)")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--model-uri", required=True)
-    parser.add_argument("--threads", type=int, default=16)
+    # Required: the launcher passes PlatformSettings.worker_concurrency, the one place it is set
+    # (a worker in a model's environment cannot import the settings: no pydantic-settings there).
+    parser.add_argument("--concurrency", type=int, required=True, help="requests run at once")
     parser.add_argument("--max-field-chars", type=int, default=trace_record.DEFAULT_MAX_FIELD_CHARS)
     parser.add_argument("--model-path", help="The model's files, already fetched (no credential is needed then)")
     args = parser.parse_args(argv)
@@ -373,9 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop  # installed with uvicorn[standard]; a faster event loop for the frame relay
 
-        uvloop.run(_serve(args.socket, adapter, args.threads, args.max_field_chars))
+        uvloop.run(_serve(args.socket, adapter, args.concurrency, args.max_field_chars))
     except ImportError:
-        asyncio.run(_serve(args.socket, adapter, args.threads, args.max_field_chars))
+        asyncio.run(_serve(args.socket, adapter, args.concurrency, args.max_field_chars))
 
 
 if __name__ == "__main__":

@@ -4,17 +4,24 @@ MLflow's span processor keeps doing its bookkeeping (trace ids, span registry, t
 reducer for streams), but its exporter, which would queue each trace for an HTTP upload and
 drop it when the queue is full, is replaced by one that hands the finished trace to the thread
 that ran ``predict``. The store write then happens once, in the platform's writer, in batches.
+
+The traces are collected per context (a ``ContextVar``), not per thread: a synchronous
+``predict`` runs in a pool thread (its own context), an async agent in the request's own task on
+the worker's event loop, and many such tasks share the loop's one thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-import threading
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger("agentwharf.capture")
 
-_slot = threading.local()
+#: The list the current request's finished traces go to; None outside a request.
+_slot: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("agentwharf_captured_traces", default=None)
 
 
 def _exporter_class():
@@ -23,7 +30,7 @@ def _exporter_class():
     from mlflow.tracing.trace_manager import InMemoryTraceManager
 
     class CaptureExporter(SpanExporter):
-        """Pops each finished trace and parks it for the thread whose root span ended."""
+        """Pops each finished trace and parks it for the request whose root span ended."""
 
         def export(self, spans):
             manager = InMemoryTraceManager.get_instance()
@@ -31,7 +38,7 @@ def _exporter_class():
                 if span.parent is not None:
                     continue
                 finished = manager.pop_trace(span.context.trace_id)
-                captured = getattr(_slot, "traces", None)
+                captured = _slot.get()
                 if finished is not None and captured is not None:
                     captured.append(finished.trace)
             return SpanExportResult.SUCCESS
@@ -70,13 +77,26 @@ def install() -> bool:
     return True
 
 
-def begin() -> None:
-    """Start collecting traces finished on this thread."""
-    _slot.traces = []
+def begin() -> list[Any]:
+    """Start collecting traces finished in this context (thread or task); the list they go to."""
+    traces: list[Any] = []
+    _slot.set(traces)
+    return traces
 
 
 def take() -> list[Any]:
-    """The MLflow ``Trace`` objects finished on this thread since ``begin()``."""
-    traces = getattr(_slot, "traces", None) or []
-    _slot.traces = None
+    """The MLflow ``Trace`` objects finished in this context since ``begin()``."""
+    traces = _slot.get() or []
+    _slot.set(None)
     return traces
+
+
+@contextlib.contextmanager
+def collecting(traces: list[Any]) -> Iterator[None]:
+    """Traces finished inside go to ``traces``: a request's step run in another context (an
+    async generator advanced from a pool thread, one loop task per step)."""
+    token = _slot.set(traces)
+    try:
+        yield
+    finally:
+        _slot.reset(token)

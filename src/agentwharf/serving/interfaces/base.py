@@ -8,7 +8,8 @@ the field, never a 500 from inside the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -134,6 +135,11 @@ class ModelInterface:
     look: ClassVar[str | None] = None
     #: Whether the model implements ``predict_stream`` (set per loaded model).
     streams: bool = False
+    #: Whether the model's ``predict`` is a coroutine function, its ``predict_stream`` an async
+    #: generator: the worker then awaits them on its event loop (``apredict``, ``apredict_stream``)
+    #: instead of running them in a thread.
+    async_predict: bool = False
+    async_stream: bool = False
 
     def parse(self, body: dict[str, Any], route: str = INVOCATIONS) -> Call:
         """Validate a request that came in on ``route``.
@@ -190,9 +196,33 @@ class ModelInterface:
     def predict_stream(self, request: Any) -> Iterator[Any]:
         raise NotImplementedError
 
+    async def apredict(self, request: Any) -> Any:
+        raise NotImplementedError
+
+    def apredict_stream(self, request: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
     def assemble(self, events: list[Any]) -> Any:
         """A stream's events as one output, for the trace and the inference table."""
         return events
+
+
+def is_async(model: Any, name: str) -> bool:
+    """Whether ``model``'s method ``name`` is, under MLflow's wrappers (``mlflow.trace`` and the
+    pydantic input check keep ``__wrapped__``), a coroutine function or an async generator: the
+    wrappers are plain functions that hand the coroutine or async generator back."""
+    method = getattr(type(model), name, None)
+    if method is None:
+        return False
+    inner = inspect.unwrap(method)
+    return inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)
+
+
+async def aclose(events: Any) -> None:
+    """``close`` for an async stream of events."""
+    closer = getattr(events, "aclose", None)
+    if closer is not None:
+        await closer()
 
 
 def overrides(model: Any, base: type, name: str = "predict_stream") -> bool:

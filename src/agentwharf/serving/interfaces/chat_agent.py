@@ -11,7 +11,7 @@ Like the ResponsesAgent adapter, this does what MLflow's ``_ChatAgentPyfuncWrapp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 
@@ -26,6 +26,7 @@ from agentwharf.serving.interfaces.base import (
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
+    is_async,
     overrides,
 )
 from agentwharf.serving.openai_compat import to_openai_response, wrap_chat_stream, wrap_openai_stream
@@ -61,6 +62,8 @@ class ChatAgentInterface(ModelInterface):
 
         self.agent = agent
         self.streams = overrides(agent, ChatAgent)
+        self.async_predict = is_async(agent, "predict")
+        self.async_stream = self.streams and is_async(agent, "predict_stream")
         #: MLflow's wrapper, for its check and dump of the agent's answers.
         self.wrapper = _ChatAgentPyfuncWrapper(agent)
 
@@ -84,6 +87,18 @@ class ChatAgentInterface(ModelInterface):
         from mlflow.types.agent import ChatAgentChunk
 
         for chunk in self.agent.predict_stream(request.messages, request.context, request.custom_inputs):
+            yield self.wrapper._response_to_dict(chunk, ChatAgentChunk)
+
+    async def apredict(self, request: Any) -> dict[str, Any]:
+        from mlflow.types.agent import ChatAgentResponse
+
+        answer = await self.agent.predict(request.messages, request.context, request.custom_inputs)
+        return self.wrapper._response_to_dict(answer, ChatAgentResponse)
+
+    async def apredict_stream(self, request: Any) -> AsyncIterator[dict[str, Any]]:
+        from mlflow.types.agent import ChatAgentChunk
+
+        async for chunk in self.agent.predict_stream(request.messages, request.context, request.custom_inputs):
             yield self.wrapper._response_to_dict(chunk, ChatAgentChunk)
 
     def assemble(self, events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ The adapter does what MLflow's pyfunc wrapper (``_ResponsesAgentPyfuncWrapper``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pydantic
@@ -23,6 +23,7 @@ from agentwharf.serving.interfaces.base import (
     ROUTE_PATHS,
     Dialect,
     ModelInterface,
+    is_async,
     overrides,
 )
 from agentwharf.serving.openai_compat import (
@@ -58,6 +59,8 @@ class ResponsesAgentInterface(ModelInterface):
 
         self.agent = agent
         self.streams = overrides(agent, ResponsesAgent)
+        self.async_predict = is_async(agent, "predict")
+        self.async_stream = self.streams and is_async(agent, "predict_stream")
 
     def elsewhere(self, seen: str) -> str:
         if seen == CHAT_LOOK:
@@ -76,6 +79,13 @@ class ResponsesAgentInterface(ModelInterface):
 
     def predict_stream(self, request: Any) -> Iterator[dict[str, Any]]:
         for event in self.agent.predict_stream(request):
+            yield _dump(event)
+
+    async def apredict(self, request: Any) -> dict[str, Any]:
+        return _dump(await self.agent.predict(request))
+
+    async def apredict_stream(self, request: Any) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.agent.predict_stream(request):
             yield _dump(event)
 
     def assemble(self, events: list[dict[str, Any]]) -> dict[str, Any]:
