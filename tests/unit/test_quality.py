@@ -208,6 +208,28 @@ def test_trends_per_bucket_and_per_version(db):
         trends.series(db, "ep", None, start, start + 10_000_000, 1)
 
 
+def test_shadow_copies_count_for_their_version_only(db):
+    """A rollout's shadow copies answered nobody: the candidate's figures hold them, the
+    endpoint's overall figures (what alerts watch) do not."""
+    start = 1_700_000_000_000
+    with db.session() as session:
+        session.add(InferenceLog(request_id="live", timestamp_ms=start, endpoint="ep", served_entity="v1", status_code=200,
+                                 latency_ms=10, trace_id="t-live"))
+        session.add(InferenceLog(request_id="copy", timestamp_ms=start + 5, endpoint="ep", served_entity="v2", status_code=500,
+                                 latency_ms=900, trace_id="t-copy", shadow_of="t-live"))
+        session.add(MonitorScore(trace_id="t-live", scorer="safety", endpoint="ep", served_entity="v1", answered_ms=start,
+                                 scored_ms=start + 1, outcome="pass", value=1.0))
+        session.add(MonitorScore(trace_id="t-copy", scorer="safety", endpoint="ep", served_entity="v2", answered_ms=start + 5,
+                                 scored_ms=start + 6, outcome="fail", value=0.0))
+    found = trends.series(db, "ep", None, start, start + 60_000, 60_000)
+    [overall] = found["overall"]
+    assert overall["requests"] == 1 and overall["errors"] == 0 and overall["p99_ms"] == 10
+    assert overall["scorers"]["safety"]["pass_rate"] == 1.0 and overall["scorers"]["safety"]["count"] == 1
+    versions = {v["served_entity"]: v["points"][0] for v in found["versions"]}
+    assert versions["v2"]["requests"] == 1 and versions["v2"]["errors"] == 1 and versions["v2"]["p99_ms"] == 900
+    assert versions["v2"]["scorers"]["safety"]["pass_rate"] == 0.0
+
+
 def test_eval_item_of_a_trace_has_its_root_inputs_and_outputs(env):
     spool(env, [(header("req-0", env.experiment_id), make_record(7))])
     env.writer().run_once()

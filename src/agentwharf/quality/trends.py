@@ -35,11 +35,15 @@ MAX_POINTS = 2000
 _PERCENTILES = (50, 95, 99)
 _METRIC = re.compile(r"^(requests|error_rate|latency_p(50|95|99)_ms|(scorer|feedback):(?P<name>.+):(pass_rate|mean|error_rate|positive_rate))$")
 
+# A rollout's shadow copies (``shadow_of`` set) are figures of the candidate's version only:
+# users never saw their answers, so the endpoint's overall figures (and alerts on them) leave
+# them out.
 _REQUESTS = text("""
 SELECT (timestamp_ms - :start) / :bucket AS b, served_entity, COUNT(*) AS n,
-       SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS errors
+       SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END) AS errors,
+       CASE WHEN shadow_of IS NULL THEN 0 ELSE 1 END AS shadow
 FROM aw_inference_log WHERE endpoint = :endpoint AND timestamp_ms >= :start AND timestamp_ms < :end
-GROUP BY (timestamp_ms - :start) / :bucket, served_entity
+GROUP BY 1, 2, 5
 """)
 # Nearest-rank percentiles (rank = ceil(n * p / 100)) in integer arithmetic, per bucket and
 # version (``by_entity``) or per bucket.
@@ -48,15 +52,20 @@ SELECT b, entity, rn, n, latency_ms FROM (
   SELECT (timestamp_ms - :start) / :bucket AS b, {entity} AS entity, latency_ms,
          ROW_NUMBER() OVER (PARTITION BY (timestamp_ms - :start) / :bucket{partition} ORDER BY latency_ms) AS rn,
          COUNT(*) OVER (PARTITION BY (timestamp_ms - :start) / :bucket{partition}) AS n
-  FROM aw_inference_log WHERE endpoint = :endpoint AND timestamp_ms >= :start AND timestamp_ms < :end
+  FROM aw_inference_log WHERE endpoint = :endpoint AND timestamp_ms >= :start AND timestamp_ms < :end{live}
 ) ranked WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 95 + 99) / 100 OR rn = (n * 99 + 99) / 100
 """
-_BY_ENTITY = text(_RANKED.format(entity="served_entity", partition=", served_entity"))
-_OVERALL = text(_RANKED.format(entity="NULL", partition=""))
-_SCORES = text("""
-SELECT (answered_ms - :start) / :bucket AS b, served_entity, scorer, outcome, COUNT(*) AS n, SUM(value) AS total
+_BY_ENTITY = text(_RANKED.format(entity="served_entity", partition=", served_entity", live=""))
+_OVERALL = text(_RANKED.format(entity="NULL", partition="", live=" AND shadow_of IS NULL"))
+# Scores of shadow copies' traces: the copies' rows are found once (an uncorrelated subquery,
+# over the window and a margin, since a row's time and its score's answer time differ slightly).
+_SHADOW_TRACES = """SELECT trace_id FROM aw_inference_log WHERE endpoint = :endpoint AND shadow_of IS NOT NULL
+  AND timestamp_ms >= :start - 600000 AND timestamp_ms < :end + 600000"""
+_SCORES = text(f"""
+SELECT (answered_ms - :start) / :bucket AS b, served_entity, scorer, outcome, COUNT(*) AS n, SUM(value) AS total,
+       CASE WHEN trace_id IN ({_SHADOW_TRACES}) THEN 1 ELSE 0 END AS shadow
 FROM aw_monitor_scores WHERE endpoint = :endpoint AND answered_ms >= :start AND answered_ms < :end
-GROUP BY (answered_ms - :start) / :bucket, served_entity, scorer, outcome
+GROUP BY 1, 2, 3, 4, 7
 """)
 _FEEDBACK = text("""
 SELECT (a.trace_timestamp_ms - :start) / :bucket AS b, m.value AS entity, a.name, a.value, COUNT(*) AS n
@@ -142,8 +151,8 @@ def series(db: Database, endpoint: str, experiment_id: str | None, start: int, e
     scorer_counts: dict[tuple, dict] = defaultdict(_counts)
     feedback_counts: dict[tuple, dict] = defaultdict(_counts)
     with db.session() as session:
-        for b, entity, n, errors in session.execute(_REQUESTS, params):
-            for target in (point(None, b), point(entity or "", b)):
+        for b, entity, n, errors, shadow in session.execute(_REQUESTS, params):
+            for target in (point(entity or "", b),) if shadow else (point(None, b), point(entity or "", b)):
                 target["requests"] += n
                 target["errors"] += int(errors or 0)
         for query in (_OVERALL, _BY_ENTITY):
@@ -152,8 +161,8 @@ def series(db: Database, endpoint: str, experiment_id: str | None, start: int, e
                 for p in _PERCENTILES:
                     if rn == (n * p + 99) // 100:
                         target[f"p{p}_ms"] = round(latency, 1)
-        for b, entity, scorer, outcome, n, total in session.execute(_SCORES, params):
-            for key in ((None, b, scorer), (entity or "", b, scorer)):
+        for b, entity, scorer, outcome, n, total, shadow in session.execute(_SCORES, params):
+            for key in ((entity or "", b, scorer),) if shadow else ((None, b, scorer), (entity or "", b, scorer)):
                 _add(scorer_counts[key], outcome, n, total)
         if experiment_id is not None:
             try:
