@@ -17,8 +17,8 @@ from tests.integration.conftest import AGENTS, _log, rows_for, sse_events
 
 CONCURRENT = 200
 #: Long enough that a loaded machine's cost of 200 requests (a second or two here) fits in the
-#: bound beside it, and far from what a 16-thread pool took: 13 waits, 26 s.
-WAIT = 2.0
+#: bound beside it, and far from what a 16-thread pool took: 13 waits, 37.5 s.
+WAIT = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,13 @@ async def _at_once(platform, path: str, body: dict, count: int) -> tuple[float, 
 
 def test_one_version_answers_many_waiting_requests_in_about_one_wait(platform, deployed):
     """200 requests that each block 2 s in a synchronous predict: with one thread per waiting
-    request they finish in about one wait; a 16-thread pool took 200/16 waits (26 s)."""
+    request they finish in a few seconds past one wait (the bound leaves room for a loaded
+    machine's CPU); a 16-thread pool took 200/16 waits (37.5 s)."""
     path = f"/serving-endpoints/{deployed['waiting'].endpoint_name}/invocations"
     body = {"input": [{"role": "user", "content": "wait"}], "custom_inputs": {"wait": WAIT}}
     wall, answers = asyncio.run(_at_once(platform, path, body, CONCURRENT))
     assert [a.status_code for a in answers] == [200] * CONCURRENT
-    assert wall < 3 * WAIT, f"{CONCURRENT} requests waiting {WAIT}s each took {wall:.2f}s"
+    assert wall < 4 * WAIT, f"{CONCURRENT} requests waiting {WAIT}s each took {wall:.2f}s"
 
 
 def test_async_streams_wait_on_the_event_loop_together(platform, deployed):
@@ -61,7 +62,7 @@ def test_async_streams_wait_on_the_event_loop_together(platform, deployed):
     wall, answers = asyncio.run(_at_once(platform, path, body, CONCURRENT))
     assert [a.status_code for a in answers] == [200] * CONCURRENT
     assert all(len(sse_events(a)) == 6 for a in answers)  # 4 deltas, the finished item, [DONE]
-    assert wall < 3 * WAIT, f"{CONCURRENT} streams of {WAIT}s took {wall:.2f}s"
+    assert wall < 4 * WAIT, f"{CONCURRENT} streams of {WAIT}s took {wall:.2f}s"
 
 
 def _trace(http, endpoint: str, answer: httpx.Response):
