@@ -62,6 +62,8 @@ def percentile(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def _client_env(base: str, token: str) -> Iterator[None]:
+    import mlflow
+
     keys = ("AGENTWHARF_HOST", "AGENTWHARF_TOKEN", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
             "MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS")
     saved = {k: os.environ.get(k) for k in keys}
@@ -69,9 +71,14 @@ def _client_env(base: str, token: str) -> Iterator[None]:
     # is trusted (here: this file's own functions).
     os.environ.update(AGENTWHARF_HOST=base, AGENTWHARF_TOKEN=token, MLFLOW_TRACKING_URI=base, MLFLOW_TRACKING_TOKEN=token,
                       MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS="true")
+    # A URI set in this process (the writer benchmark sets one for its scratch store) wins over
+    # the variable: set this platform's, and put the other back after.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(base)
     try:
         yield
     finally:
+        mlflow.set_tracking_uri(previous)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
