@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,16 +28,28 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A one-node Ray cluster on 127.0.0.1 (its own temp dir: Ray's socket paths must be short)."""
+    """A one-node Ray cluster on 127.0.0.1 (its own temp dir: Ray's socket paths must be short).
+    ``ray start --block`` stays in the foreground and takes down what it started when stopped,
+    so this stops this cluster only (``ray stop`` would stop every Ray process of the machine)."""
     port, temp = free_port(), tempfile.mkdtemp(prefix="aw-ray-", dir="/tmp")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, env=env, capture_output=True, timeout=180)
+    log = open(Path(temp) / "ray-start.log", "wb")
+    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
+        wait_until(lambda: head.poll() is not None or b"Ray runtime started" in (Path(temp) / "ray-start.log").read_bytes(),
+                   timeout=180, interval=0.5, message="the Ray cluster to start")
+        assert head.poll() is None, (Path(temp) / "ray-start.log").read_text(errors="replace")[-3000:]
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(120)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -30,8 +30,8 @@ import orjson
 
 from agentwharf.errors import DeploymentFailed, InvalidConfiguration, Unavailable
 from agentwharf.serving import protocol, worker_logs
-from agentwharf.serving.supervisor import Replica, ServedVersion, WorkerSpec, _entity, _failed_message
-from agentwharf.serving.worker_client import CONNECTION_LOST, Reply, WorkerGone, _Call
+from agentwharf.serving.supervisor import Replica, ServedVersion, WorkerSpec, _entity, _failed_message, wait_until_ready
+from agentwharf.serving.worker_client import CONNECTION_LOST, Reply, WorkerGone, _Call, first_answer
 
 log = logging.getLogger("agentwharf.ray")
 
@@ -96,16 +96,7 @@ class RayConnection:
         frames = self._handle.frames.remote(protocol.encode_request(call.stream_id, meta, body))
         self._streams[call.stream_id] = frames
         asyncio.create_task(self._pump(call, frames), name=f"ray-call-{call.stream_id}")
-        try:
-            kind, status, payload = await asyncio.wait_for(call.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            self.cancel(call.stream_id, forget=True)
-            raise
-        if kind == CONNECTION_LOST:
-            raise WorkerGone("the Ray replica failed before answering")
-        if kind == protocol.STREAM_START:
-            return Reply(status, b"", True, call)
-        return Reply(status, payload, False, call)
+        return await first_answer(call, timeout, self.cancel, "the Ray replica failed before answering")
 
     async def _pump(self, call: _Call, frames) -> None:
         try:
@@ -216,20 +207,7 @@ class RayRuntime:
 
     async def wait_ready(self, key: str, timeout: float) -> ServedVersion:
         """As ``Supervisor.wait_ready``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            version = self.versions.get(key)
-            if version is None:
-                raise DeploymentFailed(f"{key} is no longer being served")
-            if version.state == "READY":
-                return version
-            if version.state == "FAILED":
-                raise DeploymentFailed(version.error or f"{key} failed to start")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(version.changed.wait(), remaining)
+        return await wait_until_ready(self.versions, key, timeout)
 
     async def acquire(self, key: str) -> RayConnection:
         """The version's handle; a version still deploying is waited for (cold-start timeout)."""

@@ -214,20 +214,7 @@ class Supervisor:
             DeploymentFailed: its model failed to load; the message carries the worker's log tail.
             asyncio.TimeoutError: not ready within ``timeout``.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            version = self.versions.get(key)
-            if version is None:
-                raise DeploymentFailed(f"{key} is no longer being served")
-            if version.state == "READY":
-                return version
-            if version.state == "FAILED":
-                raise DeploymentFailed(version.error or f"{key} failed to start")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(version.changed.wait(), remaining)
+        return await wait_until_ready(self.versions, key, timeout)
 
     # -- the gateway's side ----------------------------------------------------------------
 
@@ -457,6 +444,30 @@ class Supervisor:
                 if version.spec.scale_to_zero and version.state == "READY" and not busy and now - version.last_used > self.idle_seconds:
                     log.info("scaling %s to zero after %.0fs idle", version.spec.key, now - version.last_used)
                     await self._stop_version(version, "SCALED_TO_ZERO")
+
+
+async def wait_until_ready(versions: dict[str, ServedVersion], key: str, timeout: float) -> ServedVersion:
+    """Wait until the served version ``key`` of a runtime's ``versions`` answers (any runtime:
+    each ``notify``-s its versions' state changes).
+
+    Raises:
+        DeploymentFailed: it failed to start (its error says why), or is no longer served.
+        asyncio.TimeoutError: not ready within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        version = versions.get(key)
+        if version is None:
+            raise DeploymentFailed(f"{key} is no longer being served")
+        if version.state == "READY":
+            return version
+        if version.state == "FAILED":
+            raise DeploymentFailed(version.error or f"{key} failed to start")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(version.changed.wait(), remaining)
 
 
 def _in_flight(connection: WorkerConnection) -> int:

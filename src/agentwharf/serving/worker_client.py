@@ -65,6 +65,26 @@ class _Call:
         self.queue: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
 
 
+async def first_answer(call: _Call, timeout: float, cancel, gone: str) -> Reply:
+    """The first frame answering ``call``: a whole answer, or the start of a stream whose events
+    follow on the call's queue. Any worker connection's ``request`` ends with this.
+
+    Raises:
+        WorkerGone: the connection was lost before an answer (``gone`` says how).
+        asyncio.TimeoutError: no answer within ``timeout``; the call is cancelled and forgotten.
+    """
+    try:
+        kind, status, payload = await asyncio.wait_for(call.queue.get(), timeout)
+    except asyncio.TimeoutError:
+        cancel(call.stream_id, forget=True)
+        raise
+    if kind == CONNECTION_LOST:
+        raise WorkerGone(gone)
+    if kind == protocol.STREAM_START:
+        return Reply(status, b"", True, call)
+    return Reply(status, payload, False, call)
+
+
 class WorkerConnection:
     """Many concurrent requests multiplexed over one Unix socket to one worker process."""
 
@@ -129,16 +149,7 @@ class WorkerConnection:
         call = _Call(next(self._ids))
         self._calls[call.stream_id] = call
         self._writer.write(protocol.encode_request(call.stream_id, meta, body))
-        try:
-            kind, status, payload = await asyncio.wait_for(call.queue.get(), timeout)
-        except asyncio.TimeoutError:
-            self.cancel(call.stream_id, forget=True)
-            raise
-        if kind == CONNECTION_LOST:
-            raise WorkerGone("worker stopped before answering")
-        if kind == protocol.STREAM_START:
-            return Reply(status, b"", True, call)
-        return Reply(status, payload, False, call)
+        return await first_answer(call, timeout, self.cancel, "worker stopped before answering")
 
     def cancel(self, stream_id: int, forget: bool = False) -> None:
         """Tell the worker the client is gone, so it stops producing for this stream. The
