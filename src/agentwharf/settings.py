@@ -300,9 +300,10 @@ class PlatformSettings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         """Worker sockets. A Unix socket path is limited to ~107 bytes, so a deep home puts
-        them in a short folder under the system temp dir, named after the home."""
+        them in a short folder under the system temp dir, named after the home (a socket's
+        name, ``w-<12>-<replica>-<4>.sock``, takes up to 28 more)."""
         folder = self.home.resolve() / "run"
-        if len(str(folder)) <= 80:
+        if len(str(folder)) <= 76:
             return folder
         import hashlib
         import tempfile

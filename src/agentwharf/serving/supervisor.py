@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class ServedVersion:
     #: The Python its workers run with, once prepared (kept across restarts and cold starts).
     runtime: Runtime | None = None
     task: asyncio.Task | None = None
+    #: In its workers' socket names: a version replacing another (a changed spec) starts while
+    #: the old one stops, and the old one's cleanup must never remove the new one's sockets.
+    nonce: str = field(default_factory=lambda: secrets.token_hex(2))
     last_used: float = field(default_factory=time.monotonic)
     ever_ready: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -180,7 +184,15 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_background(self) -> None:
+        self._remove_stale_sockets()
         self._idle_task = asyncio.create_task(self._scale_idle_to_zero(), name="supervisor-idle")
+
+    def _remove_stale_sockets(self) -> None:
+        """Sockets a platform that was killed left behind: their workers died with it (one
+        platform per home, by its pid file), and their names are not reused."""
+        for stale in self.run_dir.glob("w-*.sock") if self.run_dir.is_dir() else ():
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     async def close(self) -> None:
         self._closing = True
@@ -250,9 +262,9 @@ class Supervisor:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _socket_path(self, key: str, index: int) -> str:
-        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-        return str(self.run_dir / f"w-{digest}-{index}.sock")
+    def _socket_path(self, version: ServedVersion, index: int) -> str:
+        digest = hashlib.sha1(version.spec.key.encode()).hexdigest()[:12]
+        return str(self.run_dir / f"w-{digest}-{index}-{version.nonce}.sock")
 
     def build_log(self, key: str) -> Path:
         """Where the environment build of a served version logs."""
@@ -266,7 +278,7 @@ class Supervisor:
         version.replicas = [
             Replica(
                 index=i,
-                socket_path=self._socket_path(version.spec.key, i),
+                socket_path=self._socket_path(version, i),
                 log_path=self.logs_dir / "workers" / endpoint / f"{entity}-{i}.log",
             )
             for i in range(version.spec.replicas)
