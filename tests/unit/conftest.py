@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,13 @@ def db(tmp_path, migrated):
     database = Database(f"sqlite:///{path}")
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def run_dir():
+    """A folder for worker sockets (a Unix socket path must be short: not pytest's tmp_path)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="aw-sup-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

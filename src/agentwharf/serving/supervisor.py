@@ -423,6 +423,10 @@ class Supervisor:
         # on the first one alone; once it has served, one live worker keeps the version up
         # while the others (re)start, which also lets a cold start answer on its first worker.
         if connected == len(version.replicas) or (version.ever_ready and connected):
+            if version.state != "READY":
+                # Idle time counts from when it answers: a cold start slower than the idle
+                # timeout must not be scaled back to zero before its waiting request is served.
+                version.last_used = time.monotonic()
             version.state = "READY"
             version.ever_ready = True
         elif version.ever_ready:
