@@ -202,3 +202,24 @@ def custom_scorer_client():
     """A test that registers or reads custom ``@scorer`` code as a client (``trusted_custom_scorers``)."""
     with trusted_custom_scorers():
         yield
+
+
+@contextlib.contextmanager
+def own_platform_with_info_agent(home: Path, experiment: str, env: dict[str, str]):
+    """A platform of the test's own (``env`` its settings), this process's clients pointed at it
+    and put back after (``client_state``), and the info agent logged in ``experiment``: yields
+    (the platform, the logged model's URI). The platform is stopped at the end, whatever the
+    test did with it in between (restarts included)."""
+    own = PlatformProcess(home, env=env)
+    with client_state():
+        try:
+            own.start()
+            os.environ.update(own.client_env())
+            mlflow.set_tracking_uri(own.base_url)
+            mlflow.set_experiment(experiment)
+            with mlflow.start_run():
+                uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"),
+                                              pip_requirements=["mlflow"]).model_uri
+            yield own, uri
+        finally:
+            own.stop()

@@ -20,8 +20,8 @@ import pytest
 
 from agentwharf import agents
 from agentwharf.errors import DeploymentFailed
-from tests.integration.conftest import AGENTS, PLATFORM_ENV, ask, rows_for, sse_events
-from tests.integration.platform_process import PlatformProcess, client_state, free_port, wait_until
+from tests.integration.conftest import PLATFORM_ENV, ask, own_platform_with_info_agent, rows_for, sse_events
+from tests.integration.platform_process import free_port, wait_until
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -56,21 +56,10 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def on_ray(ray_cluster, tmp_path_factory):
     """A platform whose served versions run on the Ray cluster; MLflow's client points at it."""
-    own = PlatformProcess(tmp_path_factory.mktemp("ray") / "home",
-                          env={**PLATFORM_ENV, "AGENTWHARF_RUNTIME": "ray", "AGENTWHARF_RAY_ADDRESS": ray_cluster,
-                               "AGENTWHARF_RAY_REPLICA_CPUS": "0.5"})
-    with client_state():
-        try:
-            own.start()
-            os.environ.update(own.client_env())
-            mlflow.set_tracking_uri(own.base_url)
-            mlflow.set_experiment("/tests/ray")
-            with mlflow.start_run():
-                uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"),
-                                              pip_requirements=["mlflow"]).model_uri
-            yield own, uri
-        finally:
-            own.stop()
+    env = {**PLATFORM_ENV, "AGENTWHARF_RUNTIME": "ray", "AGENTWHARF_RAY_ADDRESS": ray_cluster,
+           "AGENTWHARF_RAY_REPLICA_CPUS": "0.5"}
+    with own_platform_with_info_agent(tmp_path_factory.mktemp("ray") / "home", "/tests/ray", env) as started:
+        yield started
 
 
 def _process_name(pid: int) -> str:

@@ -7,7 +7,6 @@ scorer's result lands; the gates read whatever feedback is on the traces."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -21,9 +20,9 @@ from mlflow.entities import AssessmentSource
 from agentwharf import agents, names
 from agentwharf.agents import Gate, Rollout
 from agentwharf.errors import AgentwharfError
-from tests.integration.conftest import AGENTS
+from tests.integration.conftest import own_platform_with_info_agent
 from tests.integration.load import FIGURES
-from tests.integration.platform_process import PlatformProcess, client_state, wait_until
+from tests.integration.platform_process import wait_until
 
 BAD_PREFIX = "UNSAFE "
 
@@ -254,43 +253,33 @@ def test_bad_rollout_requests_are_refused_with_the_reason(platform, http, logged
 
 def test_a_rollout_survives_a_restart_of_the_platform(tmp_path, logged):
     """State is in the database: after a restart the rollout carries on and decides."""
-    own = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5"})
-    with client_state():
+    with own_platform_with_info_agent(tmp_path / "home", "/tests/rollout-restart",
+                                      {"AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5"}) as (own, uri):
+        model = "main.rollout.restart"
+        for _ in range(2):
+            mlflow.register_model(uri, model)
+        first = agents.deploy(model, "1")
+        rollout = Rollout(canary_percent=50, min_requests=10, max_duration="10m",
+                          gates=[Gate(metric="error_rate", max=0.1)])
+        second = agents.deploy(model, "2", rollout=rollout)
+        own.stop()
+        own.start()
+        assert agents.get_rollout(first.endpoint_name)["state"] == "RUNNING"
+        # Both versions, which share one built environment, are back: a version whose start
+        # ended in silence would stay not ready here (and its requests would wait).
+        served = lambda: httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{first.endpoint_name}",  # noqa: E731
+                                   headers=own.headers).json()["config"]["served_entities"]
         try:
-            own.start()
-            os.environ.update(own.client_env())
-            mlflow.set_tracking_uri(own.base_url)
-            mlflow.set_experiment("/tests/rollout-restart")
-            with mlflow.start_run():
-                uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"),
-                                              pip_requirements=["mlflow"]).model_uri
-            model = "main.rollout.restart"
-            for _ in range(2):
-                mlflow.register_model(uri, model)
-            first = agents.deploy(model, "1")
-            rollout = Rollout(canary_percent=50, min_requests=10, max_duration="10m",
-                              gates=[Gate(metric="error_rate", max=0.1)])
-            second = agents.deploy(model, "2", rollout=rollout)
-            own.stop()
-            own.start()
-            assert agents.get_rollout(first.endpoint_name)["state"] == "RUNNING"
-            # Both versions, which share one built environment, are back: a version whose start
-            # ended in silence would stay not ready here (and its requests would wait).
-            served = lambda: httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{first.endpoint_name}",  # noqa: E731
-                                       headers=own.headers).json()["config"]["served_entities"]
-            try:
-                wait_until(lambda: all(e["state"]["deployment"] == "DEPLOYMENT_READY" for e in served()), timeout=120,
-                           interval=0.5, message="both versions to serve again after the restart")
-            except AssertionError:
-                raise AssertionError(f"not both ready after the restart: {json.dumps(served(), indent=1)}") from None
-            with Traffic(own, first.endpoint_name):
-                done = _settled(first.endpoint_name)
-            assert done["state"] == "PROMOTED" and [d["action"] for d in done["decisions"]] == ["START", "PROMOTE"]
-            routes = httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{first.endpoint_name}", headers=own.headers)
-            shares = {r["served_model_name"]: r["traffic_percentage"] for r in routes.json()["config"]["traffic_config"]["routes"]}
-            assert shares == {first.served_entity_name: 0, second.served_entity_name: 100}
-        finally:
-            own.stop()
+            wait_until(lambda: all(e["state"]["deployment"] == "DEPLOYMENT_READY" for e in served()), timeout=120,
+                       interval=0.5, message="both versions to serve again after the restart")
+        except AssertionError:
+            raise AssertionError(f"not both ready after the restart: {json.dumps(served(), indent=1)}") from None
+        with Traffic(own, first.endpoint_name):
+            done = _settled(first.endpoint_name)
+        assert done["state"] == "PROMOTED" and [d["action"] for d in done["decisions"]] == ["START", "PROMOTE"]
+        routes = httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{first.endpoint_name}", headers=own.headers)
+        shares = {r["served_model_name"]: r["traffic_percentage"] for r in routes.json()["config"]["traffic_config"]["routes"]}
+        assert shares == {first.served_entity_name: 0, second.served_entity_name: 100}
 
 
 # -- shadow traffic ------------------------------------------------------------------------
@@ -453,32 +442,22 @@ def test_a_slow_shadow_drops_copies_past_its_bound_instead_of_piling_up(platform
 
 def test_a_shadow_resumes_after_a_restart_of_the_platform(tmp_path):
     """The gateway's shadow targets come back from the stored rollout, not from memory."""
-    own = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5"})
-    with client_state():
-        try:
-            own.start()
-            os.environ.update(own.client_env())
-            mlflow.set_tracking_uri(own.base_url)
-            mlflow.set_experiment("/tests/shadow-restart")
-            with mlflow.start_run():
-                uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"),
-                                              pip_requirements=["mlflow"]).model_uri
-            model = "main.rollout.shadowrestart"
-            for _ in range(2):
-                mlflow.register_model(uri, model)
-            first = agents.deploy(model, "1")
-            agents.deploy(model, "2", environment_vars={"INFO_AGENT_PREFIX": SHADOW_PREFIX}, rollout=_waiting_shadow())
-            own.stop()
-            own.start()
-            with httpx.Client(base_url=own.base_url, headers=own.headers, timeout=60) as http:
-                # Requests keep coming: the first ones may arrive before the controller's first tick.
-                def shadowed():
-                    answer = http.post(f"/serving-endpoints/{first.endpoint_name}/invocations", json=ASK)
-                    assert answer.json()["output"][0]["content"][0]["text"] == "Echo: hello"
-                    return [r for r in _rows(http, first.endpoint_name) if r["shadow_of"]]
+    with own_platform_with_info_agent(tmp_path / "home", "/tests/shadow-restart",
+                                      {"AGENTWHARF_ROLLOUT_INTERVAL_SECONDS": "0.5"}) as (own, uri):
+        model = "main.rollout.shadowrestart"
+        for _ in range(2):
+            mlflow.register_model(uri, model)
+        first = agents.deploy(model, "1")
+        agents.deploy(model, "2", environment_vars={"INFO_AGENT_PREFIX": SHADOW_PREFIX}, rollout=_waiting_shadow())
+        own.stop()
+        own.start()
+        with httpx.Client(base_url=own.base_url, headers=own.headers, timeout=60) as http:
+            # Requests keep coming: the first ones may arrive before the controller's first tick.
+            def shadowed():
+                answer = http.post(f"/serving-endpoints/{first.endpoint_name}/invocations", json=ASK)
+                assert answer.json()["output"][0]["content"][0]["text"] == "Echo: hello"
+                return [r for r in _rows(http, first.endpoint_name) if r["shadow_of"]]
 
-                rows = wait_until(shadowed, timeout=60, interval=0.5, message="a shadow copy after the restart")
-            assert SHADOW_PREFIX in rows[0]["response"]
-            assert agents.get_rollout(first.endpoint_name)["shadowing"] is True
-        finally:
-            own.stop()
+            rows = wait_until(shadowed, timeout=60, interval=0.5, message="a shadow copy after the restart")
+        assert SHADOW_PREFIX in rows[0]["response"]
+        assert agents.get_rollout(first.endpoint_name)["shadowing"] is True

@@ -30,7 +30,7 @@ import orjson
 
 from agentwharf.errors import DeploymentFailed, InvalidConfiguration, Unavailable
 from agentwharf.serving import protocol, worker_logs
-from agentwharf.serving.supervisor import Replica, ServedVersion, WorkerSpec, _entity, _failed_message, wait_until_ready
+from agentwharf.serving.supervisor import Replica, ServedVersion, WorkerSpec, _entity, _failed_message, wait_for_start, wait_until_ready
 from agentwharf.serving.worker_client import CONNECTION_LOST, Reply, WorkerGone, _Call, first_answer
 
 log = logging.getLogger("agentwharf.ray")
@@ -218,12 +218,7 @@ class RayRuntime:
         if version.state == "READY":
             return version.replicas[0].connection
         if version.state == "STARTING":
-            try:
-                await self.wait_ready(key, self.cold_start_timeout)
-            except DeploymentFailed:
-                raise DeploymentFailed(_failed_message(key)) from None
-            except asyncio.TimeoutError:
-                raise Unavailable(f"{_entity(key)} did not start within {self.cold_start_timeout:.0f}s; retry shortly") from None
+            await wait_for_start(self.versions, key, self.cold_start_timeout)
             return await self.acquire(key)
         if version.state == "FAILED":
             raise DeploymentFailed(_failed_message(key))

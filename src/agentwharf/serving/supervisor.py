@@ -249,12 +249,7 @@ class Supervisor:
             log.info("cold start of %s", key)
             self._start_replicas(version)
         if version.state in ("BUILDING", "STARTING"):
-            try:
-                await self.wait_ready(key, self.cold_start_timeout)
-            except DeploymentFailed:
-                raise DeploymentFailed(_failed_message(key)) from None
-            except asyncio.TimeoutError:
-                raise Unavailable(f"{_entity(key)} did not start within {self.cold_start_timeout:.0f}s; retry shortly") from None
+            await wait_for_start(self.versions, key, self.cold_start_timeout)
             return await self.acquire(key)
         if version.state == "FAILED":
             raise DeploymentFailed(_failed_message(key))
@@ -484,6 +479,21 @@ async def wait_until_ready(versions: dict[str, ServedVersion], key: str, timeout
             raise asyncio.TimeoutError
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(version.changed.wait(), remaining)
+
+
+async def wait_for_start(versions: dict[str, ServedVersion], key: str, timeout: float) -> None:
+    """A request's wait for a version that is starting (any runtime), in the caller's words.
+
+    Raises:
+        DeploymentFailed: its model failed to load (the load error stays for CAN_MANAGE).
+        Unavailable: not ready within ``timeout``.
+    """
+    try:
+        await wait_until_ready(versions, key, timeout)
+    except DeploymentFailed:
+        raise DeploymentFailed(_failed_message(key)) from None
+    except asyncio.TimeoutError:
+        raise Unavailable(f"{_entity(key)} did not start within {timeout:.0f}s; retry shortly") from None
 
 
 def _in_flight(connection: WorkerConnection) -> int:
