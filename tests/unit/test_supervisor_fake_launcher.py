@@ -80,8 +80,8 @@ def test_an_idle_version_scales_to_zero_and_a_call_wakes_it(run_dir):
         supervisor.start_background()
         supervisor.ensure(_spec(scale_to_zero=True))
         version = await supervisor.wait_ready("ep/ep_1", 5)
-        await until(lambda: version.state == "SCALED_TO_ZERO")
-        assert launcher.running == []
+        # The state changes first, then the workers are stopped (``_stop_version``).
+        await until(lambda: version.state == "SCALED_TO_ZERO" and not launcher.running)
         connection = await supervisor.acquire("ep/ep_1")  # the cold start
         assert not connection.closed and version.state == "READY" and len(launcher.started) == 2
         await supervisor.close()
