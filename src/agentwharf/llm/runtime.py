@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentwharf.errors import NotFound, Unavailable
+from agentwharf.llm import connections
+from agentwharf.llm.connections import ProviderPool
 
 log = logging.getLogger("agentwharf.llm.runtime")
 
@@ -56,6 +58,9 @@ class LoadedEndpoint:
     #: are then refused rather than served unguarded).
     guardrails: tuple[str, ...] = ()
     providers: dict[str, Any] = field(default_factory=dict)
+    #: The process's kept-alive provider connections, which the calls borrow (``None``: MLflow
+    #: opens a connection per call).
+    pool: ProviderPool | None = None
 
     def provider(self, task: str):
         provider = self.providers.get(task)
@@ -86,6 +91,7 @@ class LlmRuntime:
         self._loaded: dict[str, LoadedEndpoint] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._refresher: asyncio.Task | None = None
+        self.pool = ProviderPool()
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
@@ -96,6 +102,8 @@ class LlmRuntime:
         # its own KEKManager); they are the platform's, set once at start, never a worker's.
         os.environ.update(self.environment)
         from mlflow.server import gateway_api  # noqa: F401 - imported here, once, off the event loop
+
+        connections.install()
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         # Only the gateway's tables are read here. The artifact root is the one MLflow's server
@@ -108,6 +116,7 @@ class LlmRuntime:
             self._refresher.cancel()
         if self.store is not None:
             self.store.engine.dispose()
+        await self.pool.close()
 
     def cached(self, name: str) -> LoadedEndpoint | None:
         return self._loaded.get(name)
@@ -176,7 +185,7 @@ class LlmRuntime:
                         if value and len(str(value)) >= 8)
         log.info("loaded LLM endpoint %s (%d model(s))", name, len(config.models))
         return LoadedEndpoint(name=name, config=config, fingerprint=fingerprint, secrets=secrets,
-                              guardrails=fingerprint[-1])
+                              guardrails=fingerprint[-1], pool=self.pool)
 
     async def _refresh_forever(self) -> None:
         while True:
