@@ -39,8 +39,12 @@ KEEPALIVE_SECONDS = 4.0
 _lent: ContextVar[ProviderPool | None] = ContextVar("agentwharf_provider_pool", default=None)
 
 
-async def _nothing() -> None:
-    return None
+class _Done:
+    """An awaitable that is already done: what ``close`` returns, so that a caller that does
+    not await it (aiohttp tolerates that) leaves no coroutine behind to warn about."""
+
+    def __await__(self):
+        return iter(())
 
 
 class _KeptConnector(aiohttp.TCPConnector):
@@ -49,7 +53,7 @@ class _KeptConnector(aiohttp.TCPConnector):
     so ``close`` keeps the pool; ``shutdown`` closes it for real."""
 
     def close(self, *, abort_ssl: bool = False) -> Any:
-        return _nothing()
+        return _Done()
 
     def shutdown(self) -> Any:
         return super().close()
