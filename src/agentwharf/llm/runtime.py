@@ -5,7 +5,9 @@ hop fewer (the benchmark's overhead budget is 2 ms a call), and the call stays o
 that authenticates, limits, spools and answers. What runs is MLflow's own code: its resolver
 reads the endpoint (models, traffic split, fallbacks) and decrypts its keys with the home's key
 (``get_endpoint_config``), and its provider classes make the call (``_create_provider``:
-traffic split, fallback, the OpenAI provider's passthrough). Nothing here reimplements them.
+traffic split, fallback, the OpenAI provider's passthrough). Nothing here reimplements them;
+the one difference is that the calls borrow kept-alive connections (``connections``) where
+MLflow would open one per call.
 
 Loading an endpoint decrypts its keys, which derives MLflow's key-encryption key (PBKDF2,
 600,000 rounds): tenths of a second of CPU. So loads happen off the event loop, once per
@@ -102,9 +104,10 @@ class LlmRuntime:
         # its own KEKManager); they are the platform's, set once at start, never a worker's.
         os.environ.update(self.environment)
         from mlflow.server import gateway_api  # noqa: F401 - imported here, once, off the event loop
-
-        connections.install()
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        # MLflow's provider calls then borrow ``self.pool`` while the platform makes them.
+        connections.install()
 
         # Only the gateway's tables are read here. The artifact root is the one MLflow's server
         # uses with --serve-artifacts, so this process never needs a local folder or the
