@@ -208,7 +208,9 @@ async def app(scope, receive, send) -> None:
     body = json.loads(raw or b"{}")
     model = str(body.get("model", ""))
     script = _scripts.get(model, {})
-    _calls[model].append({"path": path, "body": body, "authorization": headers.get("authorization")})
+    # The client's port tells the connections apart: calls on one kept-alive connection share it.
+    _calls[model].append({"path": path, "body": body, "authorization": headers.get("authorization"),
+                          "client_port": (scope.get("client") or (None, None))[1]})
     if headers.get("authorization") not in {f"Bearer {key}" for key in {script.get("api_key"), *_api_keys} if key}:
         return await _json(send, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
     if hang := script.get("hang"):
@@ -288,7 +290,8 @@ class ScriptedProvider:
         return model
 
     def calls(self, model: str) -> list[dict]:
-        """What the provider received for ``model``: path, body and Authorization of each call."""
+        """What the provider received for ``model``: path, body, Authorization and the client's
+        port (its connection) of each call."""
         return httpx.get(f"{self.url}/_calls", params={"model": model}, timeout=10).json()["calls"]
 
 

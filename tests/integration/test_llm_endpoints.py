@@ -649,6 +649,36 @@ def test_the_providers_key_never_leaks(platform, http, llm, provider):
     assert traces and "[REDACTED]" in dumped and KEY not in dumped
 
 
+def test_calls_reuse_a_kept_alive_provider_connection_each_sending_its_own_key(http, provider, made):
+    """The platform keeps its connections to a provider open between calls (a connection per
+    call was most of what it added to a call), and two endpoints with different keys on one
+    provider still send each its own key on every call, plain or streamed, whichever
+    connection carries it."""
+    endpoints = {}
+    for key in (KEY, f"sk-aw-other-{uuid.uuid4().hex}"):
+        name, model = unique("llm"), unique("model")
+        provider.script(model, api_key=key)
+        answer = http.post("/api/2.0/serving-endpoints",
+                           json={"name": name, "config": {"served_entities": [external(model, provider.api_base, key=key)]}})
+        assert answer.status_code == 200, answer.text
+        made.append(name)
+        endpoints[name] = (model, key)
+    for _ in range(3):
+        for name in endpoints:
+            for body in ({"messages": HI}, {"messages": HI, "stream": True}):
+                answer = http.post(f"/serving-endpoints/{name}/invocations", json=body)
+                assert answer.status_code == 200, answer.text
+                assert answer.text.endswith("data: [DONE]\n\n") if body.get("stream") else \
+                    answer.json()["choices"][0]["message"]["content"] == "echo: hello there"
+    ports = []
+    for model, key in endpoints.values():
+        calls = provider.calls(model)
+        assert [call["authorization"] for call in calls] == [f"Bearer {key}"] * 6
+        ports += [call["client_port"] for call in calls]
+    # One call at a time: each finds the connection the one before it left open.
+    assert len(ports) == 12 and len(set(ports)) == 1, ports
+
+
 def test_an_llm_endpoint_survives_a_restart_with_its_key_and_limits(tmp_path, provider):
     """The home keeps what MLflow needs to decrypt the key (its own passphrase, 0600): after a
     restart the endpoint answers with the same key, its limits still hold, its rows are there."""

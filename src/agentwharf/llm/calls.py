@@ -17,6 +17,7 @@ refuses the request as malformed 400, with its reason. No message ever carries a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -298,10 +299,12 @@ class LlmCalls:
         """
         outcome = Outcome(kind=kind, request=request, start_ns=start_ns)
         try:
-            if request.get("stream"):
-                return await self._stream(loaded, kind, request, outcome)
-            async with asyncio.timeout(self.timeout):
-                answer = await self._answer(loaded, kind, request)
+            # A stream connects at its first event, read in ``_stream``: within this block too.
+            with loaded.pool.lent() if loaded.pool is not None else contextlib.nullcontext():
+                if request.get("stream"):
+                    return await self._stream(loaded, kind, request, outcome)
+                async with asyncio.timeout(self.timeout):
+                    answer = await self._answer(loaded, kind, request)
         except Exception as error:
             raise provider_error(error, loaded.name, loaded.secrets) from None
         outcome.answer = answer

@@ -5,7 +5,9 @@ hop fewer (the benchmark's overhead budget is 2 ms a call), and the call stays o
 that authenticates, limits, spools and answers. What runs is MLflow's own code: its resolver
 reads the endpoint (models, traffic split, fallbacks) and decrypts its keys with the home's key
 (``get_endpoint_config``), and its provider classes make the call (``_create_provider``:
-traffic split, fallback, the OpenAI provider's passthrough). Nothing here reimplements them.
+traffic split, fallback, the OpenAI provider's passthrough). Nothing here reimplements them;
+the one difference is that the calls borrow kept-alive connections (``connections``) where
+MLflow would open one per call.
 
 Loading an endpoint decrypts its keys, which derives MLflow's key-encryption key (PBKDF2,
 600,000 rounds): tenths of a second of CPU. So loads happen off the event loop, once per
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentwharf.errors import NotFound, Unavailable
+from agentwharf.llm import connections
+from agentwharf.llm.connections import ProviderPool
 
 log = logging.getLogger("agentwharf.llm.runtime")
 
@@ -56,6 +60,9 @@ class LoadedEndpoint:
     #: are then refused rather than served unguarded).
     guardrails: tuple[str, ...] = ()
     providers: dict[str, Any] = field(default_factory=dict)
+    #: The process's kept-alive provider connections, which the calls borrow (``None``: MLflow
+    #: opens a connection per call).
+    pool: ProviderPool | None = None
 
     def provider(self, task: str):
         provider = self.providers.get(task)
@@ -86,6 +93,7 @@ class LlmRuntime:
         self._loaded: dict[str, LoadedEndpoint] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._refresher: asyncio.Task | None = None
+        self.pool = ProviderPool()
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
@@ -98,6 +106,9 @@ class LlmRuntime:
         from mlflow.server import gateway_api  # noqa: F401 - imported here, once, off the event loop
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+        # MLflow's provider calls then borrow ``self.pool`` while the platform makes them.
+        connections.install()
+
         # Only the gateway's tables are read here. The artifact root is the one MLflow's server
         # uses with --serve-artifacts, so this process never needs a local folder or the
         # object store's keys for it (the store would create a folder for a local root).
@@ -108,6 +119,7 @@ class LlmRuntime:
             self._refresher.cancel()
         if self.store is not None:
             self.store.engine.dispose()
+        await self.pool.close()
 
     def cached(self, name: str) -> LoadedEndpoint | None:
         return self._loaded.get(name)
@@ -176,7 +188,7 @@ class LlmRuntime:
                         if value and len(str(value)) >= 8)
         log.info("loaded LLM endpoint %s (%d model(s))", name, len(config.models))
         return LoadedEndpoint(name=name, config=config, fingerprint=fingerprint, secrets=secrets,
-                              guardrails=fingerprint[-1])
+                              guardrails=fingerprint[-1], pool=self.pool)
 
     async def _refresh_forever(self) -> None:
         while True:
