@@ -59,6 +59,7 @@ from agentwharf.quality.guard import ScorerGuard
 from agentwharf.quality.monitor import QualityMonitor
 from agentwharf.quality.scoring_process import ScoringConfig, ScoringProcess
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
+from agentwharf.serving.published import Sealer, StatePublisher
 from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
@@ -132,6 +133,8 @@ class Platform:
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
+        #: Publishes routes, workers and identities for gateway processes (``agentwharf gateway``).
+        self._publisher: asyncio.Task | None = None
         self._rollout_controller: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
@@ -333,6 +336,7 @@ class Platform:
         if isinstance(self.supervisor, RayRuntime):
             await self.supervisor.connect()
         await self.reconciler.restore()
+        self._publisher = asyncio.create_task(self._publish_serving_state(), name="serving-state-publisher")
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
                                                        name="rollout-controller")
@@ -352,6 +356,13 @@ class Platform:
             log.warning("AGENTWHARF_BENCHMARK_WITHOUT_AUTH is set: EVERY REQUEST IS TREATED AS THE ADMIN. "
                         "This exists only to measure what authentication costs; never expose this platform.")
 
+    async def _publish_serving_state(self) -> None:
+        if not isinstance(self.supervisor, Supervisor):
+            return  # gateway processes reach local workers only (README, "Running on more than one machine")
+        publisher = StatePublisher(self.db, self.routes, lambda: self.supervisor.versions, lambda: self.identities.revision,
+                                   Sealer(private_key(self.settings.secrets_dir / "signing.key")), self.supervisor.note_demand)
+        await publisher.run(self.settings.serving_state_interval_seconds)
+
     async def _watch_spool(self) -> None:
         while True:
             self.writer.ensure_running()
@@ -364,6 +375,8 @@ class Platform:
         # Order: no more requests reach workers; the spool is closed; the writer drains it
         # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
+        if self._publisher is not None:
+            self._publisher.cancel()
         if self._rollout_controller is not None:
             self._rollout_controller.cancel()
             await self.rollouts.http.aclose()

@@ -255,6 +255,17 @@ class Supervisor:
             raise DeploymentFailed(_failed_message(key))
         raise Unavailable(_unavailable_message(key, version))
 
+    def note_demand(self, key: str, idle_for: float, wake: bool) -> None:
+        """A gateway process sent ``key`` a request ``idle_for`` seconds ago, and (``wake``) has
+        one waiting for it: its idle time counts from then, and a version scaled to zero starts."""
+        version = self.versions.get(key)
+        if version is None:
+            return
+        version.last_used = max(version.last_used, time.monotonic() - idle_for)
+        if wake and version.state == "SCALED_TO_ZERO":
+            log.info("cold start of %s (for a gateway process)", key)
+            self._start_replicas(version)
+
     # -- processes -------------------------------------------------------------------------
 
     def _socket_path(self, version: ServedVersion, index: int) -> str:
