@@ -4,6 +4,7 @@ endpoints from the state it publishes in the database, and one killed under load
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -108,6 +109,27 @@ def test_changes_made_on_the_control_process_reach_every_gateway(cluster):
     for gateway in cluster.gateways:
         wait_until(lambda g=gateway: _ask(g.base_url, path, cluster.headers).status_code == 404, timeout=10,
                    message="the deleted endpoint to be gone from the gateway")
+
+
+def test_a_rate_limit_holds_across_gateways(cluster):
+    limits = f"{cluster.base_url}/api/2.0/serving-endpoints/{cluster.endpoint}/ai-gateway"
+    put = httpx.put(limits, json={"rate_limits": [{"calls": 4, "key": "endpoint", "renewal_period": "minute"}]},
+                    headers=cluster.headers)
+    assert put.status_code == 200, put.text
+    try:
+        servers = [g.base_url for g in cluster.gateways] + [cluster.base_url]
+        time.sleep(1.0)  # ten rounds of the published state: every gateway has the limit
+        statuses = []
+        for index in range(12):  # one after another, across both gateways and the platform itself
+            statuses.append(_ask(servers[index % 3], cluster.path, cluster.headers).status_code)
+            time.sleep(0.3)  # more than the processes' exchange of counts (0.1 s)
+        assert sorted(statuses) == [200] * 4 + [429] * 8, statuses
+        refused = _ask(cluster.gateways[1].base_url, cluster.path, cluster.headers)
+        assert refused.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED" and int(refused.headers["retry-after"]) >= 1
+    finally:
+        httpx.put(limits, json={"rate_limits": []}, headers=cluster.headers).raise_for_status()
+        wait_until(lambda: _ask(cluster.gateways[0].base_url, cluster.path, cluster.headers).status_code == 200, timeout=10,
+                   message="the limit to be lifted")
 
 
 def test_kill_9_of_a_gateway_under_load_loses_no_acknowledged_request(cluster):

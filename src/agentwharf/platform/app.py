@@ -52,6 +52,7 @@ from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
+from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.llm.mlflow_admin import GatewayAdmin
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
 from agentwharf.quality import alerts
@@ -135,6 +136,8 @@ class Platform:
         self._monitor: asyncio.Task | None = None
         #: Publishes routes, workers and identities for gateway processes (``agentwharf gateway``).
         self._publisher: asyncio.Task | None = None
+        #: Rate-limit counts exchanged with gateway processes (``shared_limits``).
+        self._rate_counts: asyncio.Task | None = None
         self._rollout_controller: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
@@ -337,6 +340,9 @@ class Platform:
             await self.supervisor.connect()
         await self.reconciler.restore()
         self._publisher = asyncio.create_task(self._publish_serving_state(), name="serving-state-publisher")
+        self._rate_counts = asyncio.create_task(
+            SharedRateCounts(self.db, self.gateway.limiter, "platform").run(self.settings.serving_state_interval_seconds),
+            name="shared-rate-counts")
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
                                                        name="rollout-controller")
@@ -360,7 +366,8 @@ class Platform:
         if not isinstance(self.supervisor, Supervisor):
             return  # gateway processes reach local workers only (README, "Running on more than one machine")
         publisher = StatePublisher(self.db, self.routes, lambda: self.supervisor.versions, lambda: self.identities.revision,
-                                   Sealer(private_key(self.settings.secrets_dir / "signing.key")), self.supervisor.note_demand)
+                                   Sealer(private_key(self.settings.secrets_dir / "signing.key")), self.supervisor.note_demand,
+                                   shadows=lambda: self.gateway.shadows.targets)
         await publisher.run(self.settings.serving_state_interval_seconds)
 
     async def _watch_spool(self) -> None:
@@ -375,8 +382,9 @@ class Platform:
         # Order: no more requests reach workers; the spool is closed; the writer drains it
         # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
-        if self._publisher is not None:
-            self._publisher.cancel()
+        for task in (self._publisher, self._rate_counts):
+            if task is not None:
+                task.cancel()
         if self._rollout_controller is not None:
             self._rollout_controller.cancel()
             await self.rollouts.http.aclose()

@@ -14,8 +14,8 @@ only it knows:
   same ``--index`` drains what it left);
 - cold starts: asked of the control process through the database.
 
-Rate limits are counted per process (each gateway enforces the endpoint's limits on its own
-traffic); rollouts' shadow copies are made by the control process's gateway only.
+Every gateway copies its own traffic to a running shadow rollout's candidate, and counts the
+other processes' calls against rate limits (``llm.shared_limits``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from agentwharf.auth.tokens import OBO_PREFIX, TokenSigner
 from agentwharf.errors import AgentwharfError, NotFound, PermissionDenied, Unavailable
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
+from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.published import Sealer, StateMirror
@@ -112,7 +113,13 @@ class GatewayProcess:
         self.gateway.gatekeeper = self.gatekeeper
         self.gateway.llm_calls = LlmCalls(settings.llm_request_timeout)
         self.gateway.max_field_chars = settings.trace_max_field_chars
+        self.gateway.shadows.max_in_flight = settings.shadow_max_in_flight
         self.mirror.apply(self.mirror.refresh())
+        self.gateway.shadows.set_targets(self.mirror.shadows)
+
+    def _state_changed(self) -> None:
+        self.gateway.supervisor.forget_gone()
+        self.gateway.shadows.set_targets(self.mirror.shadows)
 
     async def _llm_changed(self, name: str, exists: bool) -> None:
         if exists:
@@ -138,9 +145,11 @@ class GatewayProcess:
         await self.llm_runtime.start()
         self.gateway.llm_runtime = self.llm_runtime
         self._tasks = [asyncio.create_task(self.mirror.run(self.settings.serving_state_interval_seconds,
-                                                           after_apply=self.gateway.supervisor.forget_gone),
+                                                           after_apply=self._state_changed),
                                            name="serving-state-mirror"),
-                       asyncio.create_task(self._watch_spool(), name="spool-monitor")]
+                       asyncio.create_task(self._watch_spool(), name="spool-monitor"),
+                       asyncio.create_task(SharedRateCounts(self.db, self.gateway.limiter, f"gateway-{self.index}").run(
+                           self.settings.serving_state_interval_seconds), name="shared-rate-counts")]
         self.started_at = time.time()
         log.info("gateway %d ready on %s in %.1fs (control %s)", self.index, self.settings.base_url,
                  time.monotonic() - started, self.control_url)

@@ -36,12 +36,13 @@ from sqlalchemy import func, select, text
 
 from agentwharf.llm.limits import RateLimit
 from agentwharf.serving.routing import EndpointRoutes, LlmRoute, RouteTable
+from agentwharf.serving.shadow import ShadowTarget
 from agentwharf.store.database import Database
 from agentwharf.store.models import ServingDemand, ServingState
 
 log = logging.getLogger("agentwharf.published")
 
-ROUTE, VERSION, IDENTITIES = "route", "version", "identities"
+ROUTE, VERSION, IDENTITIES, SHADOW = "route", "version", "identities", "shadow"
 #: PostgreSQL: wakes listening gateways at once (they poll anyway, so a lost notice only delays).
 _NOTIFY = text("NOTIFY aw_serving_state")
 
@@ -117,7 +118,11 @@ class StatePublisher:
     """
 
     def __init__(self, db: Database, routes: RouteTable, versions: Callable[[], dict], identities_revision: Callable[[], int],
-                 sealer: Sealer, note_demand: Callable[[str, float, bool], None]):
+                 sealer: Sealer, note_demand: Callable[[str, float, bool], None],
+                 shadows: Callable[[], dict[str, ShadowTarget]] = dict):
+        #: The running shadow rollouts' targets: every gateway makes the copies of its own traffic.
+        self.shadows = shadows
+        self._shadows_seen: dict[str, ShadowTarget] = {}
         self.db = db
         self.routes = routes
         self.versions = versions
@@ -142,6 +147,11 @@ class StatePublisher:
         changes += [(VERSION, key, view.to_json()) for key, view in versions.items() if self._versions_seen.get(key) != view]
         changes += [(VERSION, key, None) for key in self._versions_seen.keys() - versions.keys()]
         self._versions_seen = versions
+        shadows = dict(self.shadows())
+        changes += [(SHADOW, name, {"entity": target.entity, "percent": target.percent})
+                    for name, target in shadows.items() if self._shadows_seen.get(name) != target]
+        changes += [(SHADOW, name, None) for name in self._shadows_seen.keys() - shadows.keys()]
+        self._shadows_seen = shadows
         revision = self.identities_revision()
         if revision != self._identities_seen:
             changes.append((IDENTITIES, "all", {"revision": revision}))
@@ -187,7 +197,7 @@ class StatePublisher:
                 await asyncio.to_thread(self.apply_demand)
             except Exception:  # the database is briefly locked or away: the next round retries
                 log.warning("publishing serving state failed; retrying", exc_info=True)
-                self._routes_seen, self._versions_seen, self._identities_seen = {}, {}, None
+                self._routes_seen, self._versions_seen, self._shadows_seen, self._identities_seen = {}, {}, {}, None
             await asyncio.sleep(interval)
 
 
@@ -201,6 +211,8 @@ class StateMirror:
         self.sealer = sealer
         self.routes = RouteTable()
         self.versions: dict[str, PublishedVersion] = {}
+        #: endpoint -> where its shadow copies go (a running shadow rollout).
+        self.shadows: dict[str, ShadowTarget] = {}
         self.on_identities = on_identities
         self.on_llm_route = on_llm_route
         self.generation = -1
@@ -252,6 +264,11 @@ class StateMirror:
                     self.versions.pop(name, None)
                 else:
                     self.versions[name] = PublishedVersion.from_json(data)
+            elif kind == SHADOW:
+                shadows = {k: v for k, v in self.shadows.items() if k != name}
+                if data is not None:
+                    shadows[name] = ShadowTarget(data["entity"], data["percent"])
+                self.shadows = shadows
             elif kind == IDENTITIES and self.on_identities is not None:
                 self.on_identities()
             self.generation = max(self.generation, generation)

@@ -420,3 +420,16 @@ class ServingDemand(Base):
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     used_at: Mapped[float] = mapped_column(Float)
     wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RateUsage(Base):
+    """What one serving process (the platform, or gateway process N) counted in one rate-limit
+    window over the last minute, so every process counts the others' calls too."""
+
+    __tablename__ = "aw_rate_usage"
+
+    process: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)

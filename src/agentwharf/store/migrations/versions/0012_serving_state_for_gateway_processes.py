@@ -32,9 +32,19 @@ def upgrade() -> None:
         sa.Column('wake_at', sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint('key', name=op.f('pk_aw_serving_demand')),
     )
+    op.create_table(
+        'aw_rate_usage',
+        sa.Column('process', sa.String(length=64), nullable=False),
+        sa.Column('window', sa.String(length=1024), nullable=False),
+        sa.Column('calls', sa.Integer(), nullable=False),
+        sa.Column('tokens', sa.BigInteger(), nullable=False),
+        sa.Column('updated_at', sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint('process', 'window', name=op.f('pk_aw_rate_usage')),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('aw_rate_usage')
     op.drop_table('aw_serving_demand')
     with op.batch_alter_table('aw_serving_state', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_aw_serving_state_generation'))
