@@ -180,7 +180,8 @@ EXTENSION_POINTS: tuple[ExtensionPoint, ...] = (
         ("agentwharf.serving.supervisor:Supervisor", "agentwharf.serving.ray_runtime:RayRuntime"),
         "agentwharf.platform.app:Platform",
         "Local worker processes, one per replica, started through serving.supervisor.WorkerLauncher "
-        "(every OS call in one place); or Ray Serve, one application per served version on a Ray "
+        "(every OS call in one place), reached over Unix sockets or TCP (worker_transport, "
+        "serving.transport: the same frames, TCP behind a per-worker HMAC handshake); or Ray Serve, one application per served version on a Ray "
         "cluster, reached through Ray's handle with the same frames (serving.ray_runtime)."),
     ExtensionPoint(
         "trace sink", TraceSink, None,

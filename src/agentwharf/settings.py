@@ -67,6 +67,18 @@ class PlatformSettings(BaseSettings):
                                                                   "AGENTWHARF_WORKER_THREADS"))
     #: How long a worker may take to load its model before the deploy fails.
     worker_start_timeout: float = 300.0
+    #: How the gateway reaches local worker processes (``runtime`` ``local``), with the same
+    #: frames either way: ``unix`` sockets in the run folder (0600, the platform's user only),
+    #: or ``tcp`` on ``worker_bind_host`` (each worker takes a free port and says which), the
+    #: transport a worker on another machine would need. A TCP port is open to anything that can
+    #: reach it, so each TCP worker gets a random secret of its own (on stdin, never in argv or
+    #: the environment) and closes connections that do not prove it within seconds (an HMAC
+    #: challenge; see ``serving.transport``).
+    worker_transport: Literal["unix", "tcp"] = "unix"
+    #: The address TCP workers listen on. Loopback by default: open it wider (a private
+    #: network's address) only for workers the gateway reaches from another machine, since
+    #: the frames are not encrypted.
+    worker_bind_host: str = Field(default="127.0.0.1", min_length=1)
     #: ``uv``: each version runs in an environment built from its model's logged requirements
     #: (shared by versions with the same ones); ``local``: in the platform's own (a deploy may
     #: ask for either).

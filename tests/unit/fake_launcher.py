@@ -1,5 +1,6 @@
 """A fake ``WorkerLauncher`` for unit tests of the supervisor and the reconciler: no process is
-started; a "worker" is a Unix socket server in the test's own event loop that greets like a
+started; a "worker" is a Unix socket server (or, for a TCP replica, a loopback TCP server behind
+the real handshake, its port in its ready file) in the test's own event loop that greets like a
 worker (``HELLO``), or a process that exits before it listens, with a load error in its log (a
 model that fails to load: ``refuse`` names such model URIs)."""
 
@@ -10,7 +11,7 @@ import contextlib
 
 import orjson
 
-from agentwharf.serving import protocol
+from agentwharf.serving import protocol, transport
 
 
 class FakeProcess:
@@ -38,6 +39,15 @@ async def _greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
+async def _listen(replica) -> asyncio.base_events.Server:
+    """Listen where the supervisor told the replica to, as a worker does (``worker._serve``)."""
+    address = transport.parse_address(replica.listen or f"unix:{replica.ready_path}")
+    server, bound = await transport.listen(address, _greet, replica.secret)
+    if isinstance(address, transport.TcpAddress):
+        transport.write_ready_file(replica.ready_path, bound)
+    return server
+
+
 class FakeLauncher:
     """``WorkerLauncher``'s two calls, recorded. ``loads``: whether started workers' models load;
     ``refuse``: model URIs that never load whatever ``loads`` says."""
@@ -52,7 +62,7 @@ class FakeLauncher:
         process = FakeProcess(pid=1000 + len(self.started))
         self.started.append(process)
         if self.loads and spec.model_uri not in self.refuse:
-            process.server = await asyncio.start_unix_server(_greet, path=replica.socket_path)
+            process.server = await _listen(replica)
         else:
             replica.log_path.parent.mkdir(parents=True, exist_ok=True)
             replica.log_path.write_text("ImportError: no module named 'agent_deps'\n")

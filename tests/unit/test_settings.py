@@ -12,7 +12,8 @@ def _clean_env(monkeypatch):
     for name in ("AGENTWHARF_HOME", "AGENTWHARF_PORT", "AGENTWHARF_HOST", "AGENTWHARF_TOKEN",
                  "AGENTWHARF_WORKLOAD_SIZES", "AGENTWHARF_DATABASE_URL", "AGENTWHARF_ARTIFACTS_URI",
                  "AGENTWHARF_S3_ENDPOINT_URL", "AGENTWHARF_S3_ACCESS_KEY_ID", "AGENTWHARF_S3_SECRET_ACCESS_KEY",
-                 "AGENTWHARF_S3_REGION", "AGENTWHARF_WORKER_CONCURRENCY", "AGENTWHARF_WORKER_THREADS"):
+                 "AGENTWHARF_S3_REGION", "AGENTWHARF_WORKER_CONCURRENCY", "AGENTWHARF_WORKER_THREADS",
+                 "AGENTWHARF_WORKER_TRANSPORT", "AGENTWHARF_WORKER_BIND_HOST"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -191,5 +192,19 @@ def test_worker_threads_is_still_read_as_the_concurrency(monkeypatch):
 
 def test_worker_concurrency_must_be_positive(monkeypatch):
     monkeypatch.setenv("AGENTWHARF_WORKER_CONCURRENCY", "0")
+    with pytest.raises(pydantic.ValidationError):
+        PlatformSettings()
+
+
+def test_workers_are_reached_on_unix_sockets_unless_tcp_is_asked_for(monkeypatch):
+    assert (PlatformSettings().worker_transport, PlatformSettings().worker_bind_host) == ("unix", "127.0.0.1")
+    monkeypatch.setenv("AGENTWHARF_WORKER_TRANSPORT", "tcp")
+    monkeypatch.setenv("AGENTWHARF_WORKER_BIND_HOST", "10.0.0.7")
+    assert (PlatformSettings().worker_transport, PlatformSettings().worker_bind_host) == ("tcp", "10.0.0.7")
+
+
+@pytest.mark.parametrize(("name", "value"), [("AGENTWHARF_WORKER_TRANSPORT", "udp"), ("AGENTWHARF_WORKER_BIND_HOST", "")])
+def test_an_unknown_worker_transport_or_an_empty_bind_host_is_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
     with pytest.raises(pydantic.ValidationError):
         PlatformSettings()

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 
 from agentwharf.errors import DeploymentFailed
+from agentwharf.serving import transport
 from agentwharf.serving.supervisor import Supervisor, WorkerSpec
+from agentwharf.serving.transport import TcpAddress
 from tests.unit.fake_launcher import FakeLauncher, until
 
 
-def _supervisor(launcher: FakeLauncher, run_dir: Path, idle_seconds: float = 60.0) -> Supervisor:
+def _supervisor(launcher: FakeLauncher, run_dir: Path, idle_seconds: float = 60.0, worker_transport: str = "unix") -> Supervisor:
     return Supervisor(launcher, run_dir, run_dir / "logs", start_timeout=5, backoff_min=0.05, backoff_max=0.2,
-                      idle_seconds=idle_seconds, cold_start_timeout=5)
+                      idle_seconds=idle_seconds, cold_start_timeout=5, worker_transport=worker_transport)
 
 
 def _spec(replicas: int = 1, scale_to_zero: bool = False) -> WorkerSpec:
@@ -80,8 +82,8 @@ def test_an_idle_version_scales_to_zero_and_a_call_wakes_it(run_dir):
         supervisor.start_background()
         supervisor.ensure(_spec(scale_to_zero=True))
         version = await supervisor.wait_ready("ep/ep_1", 5)
-        await until(lambda: version.state == "SCALED_TO_ZERO")
-        assert launcher.running == []
+        # The state changes first, then the workers are stopped (``_stop_version``).
+        await until(lambda: version.state == "SCALED_TO_ZERO" and not launcher.running)
         connection = await supervisor.acquire("ep/ep_1")  # the cold start
         assert not connection.closed and version.state == "READY" and len(launcher.started) == 2
         await supervisor.close()
@@ -101,8 +103,30 @@ def test_a_changed_spec_replaces_the_replicas_and_stop_forgets_the_version(run_d
         assert second is not first and len(second.ready_connections()) == 2
         # The old version's cleanup ran beside the new one's start and left its sockets alone.
         await until(lambda: len(launcher.running) == 2)
-        assert all(Path(r.socket_path).exists() for r in second.replicas)
+        assert all(Path(r.ready_path).exists() for r in second.replicas)
         await supervisor.stop("ep/ep_1")
         assert "ep/ep_1" not in supervisor.versions and launcher.running == []
+
+    asyncio.run(run())
+
+
+def test_tcp_workers_are_reached_at_the_port_they_report_each_with_its_own_secret(run_dir):
+    async def run():
+        launcher = FakeLauncher()
+        supervisor = _supervisor(launcher, run_dir, worker_transport="tcp")
+        supervisor.ensure(_spec(replicas=2))
+        version = await supervisor.wait_ready("ep/ep_1", 5)
+        first, second = version.replicas
+        assert first.listen == "tcp://127.0.0.1:0" and first.ready_path.endswith(".addr")
+        assert isinstance(first.address, TcpAddress) and first.address.host == "127.0.0.1" and first.address.port > 0
+        assert first.address != second.address
+        assert len(first.secret) == 64 and first.secret != second.secret and first.secret not in repr(first)
+        assert not list(run_dir.glob("*.sock"))
+        # A crashed worker comes back on the port its new ready file names, and is reached there.
+        launcher.started[0].exit(139)
+        await until(lambda: first.restarts == 1 and version.state == "READY" and len(version.ready_connections()) == 2)
+        assert first.address == transport.read_ready_file(first.ready_path)
+        await supervisor.close()
+        assert not list(run_dir.glob("w-*"))
 
     asyncio.run(run())

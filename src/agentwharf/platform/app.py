@@ -176,6 +176,8 @@ class Platform:
             backoff_max=settings.restart_backoff_max,
             idle_seconds=settings.scale_to_zero_idle_seconds,
             cold_start_timeout=settings.cold_start_timeout,
+            worker_transport=settings.worker_transport,
+            bind_host=settings.worker_bind_host,
         )
 
     def _mlflow_gateway_env(self) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The gateway-to-worker wire format: length-prefixed frames over a Unix socket.
+"""The gateway-to-worker wire format: length-prefixed frames over a Unix socket or TCP.
 
 Why not loopback HTTP: on the hot path an HTTP hop costs a request parse and a response parse on
 both sides (httpx alone spends a few hundred microseconds per call), more than the EchoAgent
@@ -15,7 +15,8 @@ and ``CANCEL`` (the client went away). Worker to gateway: ``HELLO`` once after t
 ``RESPONSE`` for a whole JSON answer, or ``STREAM_START``, any number of ``EVENT`` (one JSON
 stream event each) and ``STREAM_END`` (empty, or a JSON error if the stream failed midway).
 Right before ``RESPONSE`` or ``STREAM_END`` comes ``RECORD``: the request's trace and payloads
-for the durable spool (see ``agentwharf.tracing``).
+for the durable spool (see ``agentwharf.tracing``). On TCP, ``CHALLENGE`` and ``AUTH`` come first:
+the handshake that proves both ends share the worker's secret (see ``transport``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ STREAM_START = 5
 EVENT = 6
 STREAM_END = 7
 RECORD = 8
+CHALLENGE = 9
+AUTH = 10
 
 
 def encode(stream_id: int, kind: int, payload: bytes = b"", status: int = 0) -> bytes:
@@ -56,8 +59,13 @@ class ProtocolError(Exception):
     """The peer sent something that is not a frame; the connection cannot be trusted."""
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
+async def read_frame(reader: asyncio.StreamReader, max_length: int = MAX_FRAME) -> tuple[int, int, int, bytes]:
     """Read one frame: ``(stream_id, kind, status, payload)``.
+
+    Args:
+        reader: the connection.
+        max_length: the longest payload accepted (a handshake's frames are short: a peer not
+            yet trusted must not make this side buffer up to ``MAX_FRAME``).
 
     Raises:
         asyncio.IncompleteReadError: the peer closed the connection.
@@ -65,7 +73,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes
     """
     header = await reader.readexactly(HEADER_SIZE)
     length, stream_id, kind, status = HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME} limit")
+    if length > max_length:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {max_length} limit")
     payload = await reader.readexactly(length) if length else b""
     return stream_id, kind, status, payload

@@ -250,7 +250,7 @@ class RayRuntime:
             log.error("%s: %s", spec.key, version.error)
             version.notify()
             return
-        version.replicas = [Replica(index=0, socket_path="", log_path=self.logs_dir / "workers" / endpoint / f"{entity}-0.log",
+        version.replicas = [Replica(index=0, ready_path="", log_path=self.logs_dir / "workers" / endpoint / f"{entity}-0.log",
                                     connection=RayConnection(handle, hello))]
         version.state, version.ever_ready = "READY", True
         log.info("%s answers on Ray (replica pid %s)", spec.key, hello.get("pid"))

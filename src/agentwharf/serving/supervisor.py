@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentwharf.children import die_with_parent, log_tail
-from agentwharf.serving import worker_logs
+from agentwharf.serving import transport, worker_logs
 from agentwharf.errors import AgentwharfError, DeploymentFailed, Unavailable
 from agentwharf.serving.environments import PLATFORM_RUNTIME, Environments, EnvironmentBuildFailed, Runtime
 from agentwharf.serving.protocol import ProtocolError
@@ -50,8 +50,17 @@ class WorkerSpec:
 @dataclass
 class Replica:
     index: int
-    socket_path: str
+    #: The file the worker makes in the run folder once it listens (its model loaded): its Unix
+    #: socket, or on TCP the ready file naming the address it bound.
+    ready_path: str
     log_path: Path
+    #: What the worker is told to listen on: ``unix:<ready_path>`` or ``tcp://<bind host>:0``.
+    listen: str = ""
+    #: The TCP handshake's secret, this worker's own (empty on a Unix socket). Handed to the
+    #: worker on stdin, never in argv or the environment, and never logged (``repr=False``).
+    secret: str = field(default="", repr=False)
+    #: Where the worker answers, once it listens (TCP: the port it took).
+    address: transport.Address | None = None
     process: asyncio.subprocess.Process | None = None
     connection: WorkerConnection | None = None
     restarts: int = 0
@@ -89,7 +98,7 @@ class ServedVersion:
 
 
 class WorkerLauncher:
-    """Starts and stops worker OS processes."""
+    """Starts and stops worker OS processes (every OS call of the supervisor's, in one place)."""
 
     def __init__(self, concurrency: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None,
                  worker_pythonpath: Callable[[], str] | None = None):
@@ -106,7 +115,7 @@ class WorkerLauncher:
 
     async def start(self, spec: WorkerSpec, replica: Replica, runtime: Runtime = PLATFORM_RUNTIME) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(replica.socket_path)
+            os.unlink(replica.ready_path)
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.base_env, **dict(spec.env)}
         if runtime.environment is not None and self.worker_pythonpath is not None:
@@ -114,6 +123,8 @@ class WorkerLauncher:
         arguments = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
         if runtime.model_path:
             arguments += ["--model-path", runtime.model_path]
+        if replica.listen.startswith("tcp:"):
+            arguments += ["--ready-file", replica.ready_path]
         with open(replica.log_path, "ab") as log_file:
             # worker_logs finds the current run by this marker (the logs and build-logs APIs).
             log_file.write(b"\n" + worker_logs.START_MARKER
@@ -121,14 +132,15 @@ class WorkerLauncher:
             log_file.flush()
             process = await asyncio.create_subprocess_exec(
                 runtime.python, "-m", "agentwharf.serving.worker",
-                "--socket", replica.socket_path, "--model-uri", spec.model_uri, "--concurrency", str(self.concurrency), *arguments,
+                "--listen", replica.listen or f"unix:{replica.ready_path}",
+                "--model-uri", spec.model_uri, "--concurrency", str(self.concurrency), *arguments,
                 stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
                 preexec_fn=die_with_parent,
             )
         try:
             # Even a worker whose model files were fetched for it reads its experiment with this.
             credential = self.load_credential(spec.key) if self.load_credential is not None else ""
-            process.stdin.write(credential.encode() + b"\n")
+            process.stdin.write(credential.encode() + b"\n" + replica.secret.encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await process.stdin.drain()
             process.stdin.close()
@@ -166,8 +178,14 @@ class Supervisor:
         backoff_max: float,
         idle_seconds: float,
         cold_start_timeout: float,
+        worker_transport: str = "unix",
+        bind_host: str = "127.0.0.1",
     ):
         self.launcher = launcher
+        #: How the gateway reaches the workers: ``unix`` sockets in ``run_dir`` or ``tcp`` on
+        #: ``bind_host`` (``PlatformSettings.worker_transport``, ``worker_bind_host``).
+        self.worker_transport = worker_transport
+        self.bind_host = bind_host
         #: None: every version runs with the platform's own Python (unit tests).
         self.environments = environments
         self.run_dir = run_dir
@@ -184,13 +202,13 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_background(self) -> None:
-        self._remove_stale_sockets()
+        self._remove_stale_worker_files()
         self._idle_task = asyncio.create_task(self._scale_idle_to_zero(), name="supervisor-idle")
 
-    def _remove_stale_sockets(self) -> None:
-        """Sockets a platform that was killed left behind: their workers died with it (one
-        platform per home, by its pid file), and their names are not reused."""
-        for stale in self.run_dir.glob("w-*.sock") if self.run_dir.is_dir() else ():
+    def _remove_stale_worker_files(self) -> None:
+        """Sockets and ready files a platform that was killed left behind: their workers died
+        with it (one platform per home, by its pid file), and their names are not reused."""
+        for stale in self.run_dir.glob("w-*") if self.run_dir.is_dir() else ():
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -268,9 +286,16 @@ class Supervisor:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _socket_path(self, version: ServedVersion, index: int) -> str:
+    def _new_replica(self, version: ServedVersion, index: int) -> Replica:
+        """A replica's names (log, socket or ready file) and, on TCP, its own new secret."""
+        endpoint, _, entity = version.spec.key.partition("/")
         digest = hashlib.sha1(version.spec.key.encode()).hexdigest()[:12]
-        return str(self.run_dir / f"w-{digest}-{index}-{version.nonce}.sock")
+        stem = str(self.run_dir / f"w-{digest}-{index}-{version.nonce}")
+        log_path = self.logs_dir / "workers" / endpoint / f"{entity}-{index}.log"
+        if self.worker_transport == "tcp":
+            listen = str(transport.TcpAddress(self.bind_host, 0))
+            return Replica(index, f"{stem}.addr", log_path, listen, secret=secrets.token_hex(32))
+        return Replica(index, f"{stem}.sock", log_path, f"unix:{stem}.sock")
 
     def build_log(self, key: str) -> Path:
         """Where the environment build of a served version logs."""
@@ -280,15 +305,7 @@ class Supervisor:
     def _start_replicas(self, version: ServedVersion) -> None:
         version.state = "STARTING"
         version.error = None
-        endpoint, _, entity = version.spec.key.partition("/")
-        version.replicas = [
-            Replica(
-                index=i,
-                socket_path=self._socket_path(version, i),
-                log_path=self.logs_dir / "workers" / endpoint / f"{entity}-{i}.log",
-            )
-            for i in range(version.spec.replicas)
-        ]
+        version.replicas = [self._new_replica(version, i) for i in range(version.spec.replicas)]
         version.task = asyncio.create_task(self._prepare_and_start(version), name=f"start-{version.spec.key}")
         version.notify()
 
@@ -381,7 +398,7 @@ class Supervisor:
             replica.connection = None
             self._refresh_state(version)
             try:
-                replica.connection = await WorkerConnection.open(replica.socket_path)
+                replica.connection = await WorkerConnection.open(replica.address, replica.secret)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError) as error:
                 log.error("cannot reconnect to worker %s-%d (%s); restarting it", version.spec.key, replica.index, error)
                 await self.launcher.stop(replica.process)
@@ -389,20 +406,29 @@ class Supervisor:
             self._refresh_state(version)
 
     async def _connect_when_ready(self, replica: Replica) -> WorkerConnection | None:
-        """Poll the socket until the worker listens (model loaded) or the process exits."""
+        """Poll for the socket (or TCP ready file) until the worker listens (model loaded) or
+        the process exits."""
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if replica.process.returncode is not None:
                 return None
-            if os.path.exists(replica.socket_path):
+            if os.path.exists(replica.ready_path):
                 try:
-                    return await WorkerConnection.open(replica.socket_path)
+                    replica.address = self._address_of(replica)
+                    return await WorkerConnection.open(replica.address, replica.secret)
                 except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
                     pass  # not listening yet, or a half-written greeting: ask again
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(replica.process.wait(), 0.05)
         await self.launcher.stop(replica.process)
         return None
+
+    @staticmethod
+    def _address_of(replica: Replica) -> transport.Address:
+        """Where a worker that made its ready file answers."""
+        if replica.listen.startswith("tcp:"):
+            return transport.read_ready_file(replica.ready_path)
+        return transport.UnixAddress(replica.ready_path)
 
     def _mark_failed(self, version: ServedVersion, replica: Replica) -> None:
         tail = log_tail(replica.log_path)
@@ -454,7 +480,7 @@ class Supervisor:
             if replica.process is not None:
                 await self.launcher.stop(replica.process)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(replica.socket_path)
+                os.unlink(replica.ready_path)
         version.notify()
 
     async def _scale_idle_to_zero(self) -> None:

@@ -1,8 +1,11 @@
-"""A model worker: one OS process serving one model version over a Unix socket.
+"""A model worker: one OS process serving one model version over a Unix socket or TCP.
 
-Started by the supervisor as ``python -m agentwharf.serving.worker --socket PATH --model-uri URI``
-(with ``--model-path DIR`` when the model's files were fetched for it), with the Python of the
-model's own environment or the platform's.
+Started by the supervisor as ``python -m agentwharf.serving.worker --listen ADDRESS --model-uri URI``
+(``unix:/path`` or ``tcp://host:port``, see ``transport``; with ``--ready-file PATH`` for TCP,
+where it writes the port it bound; with ``--model-path DIR`` when the model's files were fetched
+for it), with the Python of the model's own environment or the platform's. Its standard input
+carries two lines: the model's load credential, then the TCP handshake's secret (empty for a
+Unix socket); never arguments, which any user of the machine can read.
 It loads the model first and only then listens, so a socket that accepts means a model that
 answers. Agents spend most of their time waiting on LLM calls, and one slow request must not hold
 up the others in the same process: a synchronous ``predict`` / ``predict_stream`` runs in a
@@ -30,7 +33,7 @@ import orjson
 
 from agentwharf import credentials
 from agentwharf.errors import AgentwharfError, InvalidParameter, ModelError
-from agentwharf.serving import protocol
+from agentwharf.serving import protocol, transport
 from agentwharf.serving.async_streams import pulled
 from agentwharf.serving.interfaces import INVOCATIONS, Call, InvalidRequest, ModelInterface, adapter_for, close
 from agentwharf.serving.interfaces.base import NATIVE, aclose
@@ -424,17 +427,17 @@ def _load(model_uri: str, load_token: str, model_path: str | None = None) -> Mod
     return adapter
 
 
-async def _serve(socket_path: str, adapter: ModelInterface, concurrency: int, max_field_chars: int) -> None:
-    server = WorkerServer(adapter, concurrency, max_field_chars)
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
-    unix_server = await asyncio.start_unix_server(server.handle_connection, path=socket_path)
+async def _serve(args: argparse.Namespace, secret: str, adapter: ModelInterface) -> None:
+    server = WorkerServer(adapter, args.concurrency, args.max_field_chars)
+    listener, bound = await transport.listen(transport.parse_address(args.listen), server.handle_connection, secret)
+    if args.ready_file:
+        transport.write_ready_file(args.ready_file, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("ready on %s", socket_path)
-    async with unix_server:
+    log.info("ready on %s", bound)
+    async with listener:
         await stop.wait()
     server.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -451,7 +454,8 @@ def _freeze_startup_objects() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf model worker (started by the supervisor)")
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--listen", required=True, help="unix:/path or tcp://host:port (port 0: any free port)")
+    parser.add_argument("--ready-file", help="Where to write the address bound, once listening (TCP port 0)")
     parser.add_argument("--model-uri", required=True)
     # Required: the launcher passes PlatformSettings.worker_concurrency, the one place it is set
     # (a worker in a model's environment cannot import the settings: no pydantic-settings there).
@@ -460,8 +464,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-path", help="The model's files, already fetched (no credential is needed then)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The supervisor writes the load credential on stdin (never in the environment).
+    # The supervisor writes the load credential and the TCP secret on stdin: never in argv,
+    # which any user of the machine can read, nor in the environment, which every process the
+    # model's code starts inherits.
     load_token = sys.stdin.readline().strip()
+    secret = sys.stdin.readline().strip()
+    transport.parse_address(args.listen)  # a bad address fails before the model is loaded
     try:
         adapter = _load(args.model_uri, load_token, args.model_path)
         _freeze_startup_objects()
@@ -472,9 +480,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop  # installed with uvicorn[standard]; a faster event loop for the frame relay
 
-        uvloop.run(_serve(args.socket, adapter, args.concurrency, args.max_field_chars))
+        uvloop.run(_serve(args, secret, adapter))
     except ImportError:
-        asyncio.run(_serve(args.socket, adapter, args.concurrency, args.max_field_chars))
+        asyncio.run(_serve(args, secret, adapter))
 
 
 if __name__ == "__main__":

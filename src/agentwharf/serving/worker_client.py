@@ -1,4 +1,5 @@
-"""The gateway's end of one worker connection (see ``protocol`` for the frames)."""
+"""The gateway's end of one worker connection (see ``protocol`` for the frames, ``transport``
+for the Unix socket or TCP they travel on)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import orjson
 
 from agentwharf.errors import Unavailable
-from agentwharf.serving import protocol
+from agentwharf.serving import protocol, transport
 
 log = logging.getLogger("agentwharf.gateway")
 
@@ -20,7 +21,7 @@ CONNECTION_LOST = 255
 
 
 class WorkerGone(Exception):
-    """The worker process closed its socket (it crashed, was stopped, or was restarted)."""
+    """The worker process closed its connection (it crashed, was stopped, or was restarted)."""
 
 
 @dataclass(slots=True)
@@ -86,7 +87,8 @@ async def first_answer(call: _Call, timeout: float, cancel, gone: str) -> Reply:
 
 
 class WorkerConnection:
-    """Many concurrent requests multiplexed over one Unix socket to one worker process."""
+    """Many concurrent requests multiplexed over one connection (Unix socket or TCP) to one
+    worker process."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict):
         self._reader = reader
@@ -100,8 +102,18 @@ class WorkerConnection:
         self._pump = asyncio.create_task(self._read_loop(), name=f"worker-conn-{hello.get('pid')}")
 
     @classmethod
-    async def open(cls, socket_path: str, timeout: float = 5.0) -> WorkerConnection:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path, limit=protocol.MAX_FRAME), timeout)
+    async def open(cls, address: str | transport.Address, secret: str = "", timeout: float = 5.0) -> WorkerConnection:
+        """Connect to the worker at ``address`` (``unix:/path`` or ``tcp://host:port``) and read
+        its HELLO; on TCP, after proving ``secret`` (see ``transport``).
+
+        Raises:
+            OSError, asyncio.TimeoutError, asyncio.IncompleteReadError: not listening (yet), too
+                slow, or it closed the connection (on TCP: it refused the secret).
+            protocol.ProtocolError: not a worker's greeting, or a TCP worker without the secret.
+        """
+        if isinstance(address, str):
+            address = transport.parse_address(address)
+        reader, writer = await transport.connect(address, secret, timeout)
         _sid, kind, _status, payload = await asyncio.wait_for(protocol.read_frame(reader), timeout)
         if kind != protocol.HELLO:
             writer.close()
