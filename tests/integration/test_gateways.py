@@ -3,19 +3,22 @@ endpoints from the state it publishes in the database, and one killed under load
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.load import BODY, Ledger, Load, deploy_info
-from tests.integration.platform_process import GatewayProcessRunner, PlatformProcess, client_state, wait_until
+from tests.integration.platform_process import GatewayProcessRunner, PlatformProcess, client_state, pid_alive, wait_until
 from tests.integration.services import Nginx
 
-ENV = {"AGENTWHARF_RESTART_BACKOFF_MIN": "0.2", "AGENTWHARF_RESTART_BACKOFF_MAX": "1"}
+ENV = {"AGENTWHARF_RESTART_BACKOFF_MIN": "0.2", "AGENTWHARF_RESTART_BACKOFF_MAX": "1",
+       "AGENTWHARF_SCALE_TO_ZERO_IDLE_SECONDS": "3"}
 
 
 @dataclass
@@ -27,17 +30,18 @@ class Front:
     database_url: str
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    home = tmp_path_factory.mktemp("gateways") / "home"
-    control = PlatformProcess(home, env=ENV).start()
+@contextlib.contextmanager
+def gateway_cluster(home: Path, env: dict[str, str]):
+    """A platform (``env`` its settings) with the info agent deployed, two gateway processes
+    and nginx in front of them; all stopped at the end."""
+    control = PlatformProcess(home, env=env).start()
     gateways = []
     nginx = None
     with client_state():
         try:
             os.environ.update(control.client_env())
             control.endpoint = deploy_info(control.base_url, f"main.gateways.info{uuid.uuid4().hex[:6]}")
-            gateways = [GatewayProcessRunner(home, control.base_url, index, env=ENV).start() for index in (1, 2)]
+            gateways = [GatewayProcessRunner(home, control.base_url, index, env=env).start() for index in (1, 2)]
             nginx = Nginx(control.port, [g.port for g in gateways]).start()
             control.gateways, control.nginx = gateways, nginx
             control.front = Front(nginx.base_url, control.headers, control.database_url)
@@ -49,6 +53,12 @@ def cluster(tmp_path_factory):
             for gateway in gateways:
                 gateway.stop()
             control.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with gateway_cluster(tmp_path_factory.mktemp("gateways") / "home", ENV) as control:
+        yield control
 
 
 def _ask(base_url: str, path: str, headers: dict) -> httpx.Response:
@@ -109,6 +119,33 @@ def test_changes_made_on_the_control_process_reach_every_gateway(cluster):
     for gateway in cluster.gateways:
         wait_until(lambda g=gateway: _ask(g.base_url, path, cluster.headers).status_code == 404, timeout=10,
                    message="the deleted endpoint to be gone from the gateway")
+
+
+def _pid(base_url: str, path: str, headers: dict) -> int:
+    answer = _ask(base_url, path, headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["custom_outputs"]["pid"]
+
+
+def test_traffic_on_gateways_keeps_a_version_up_and_a_gateway_wakes_it_from_zero(cluster):
+    with client_state():
+        os.environ.update(cluster.client_env())
+        endpoint = deploy_info(cluster.base_url, f"main.gateways.idle{uuid.uuid4().hex[:6]}", scale_to_zero=True)
+    path = f"/serving-endpoints/{endpoint}/invocations"
+    first, second = cluster.gateways
+    wait_until(lambda: _ask(first.base_url, path, cluster.headers).status_code == 200, timeout=10,
+               message="the gateway to serve the new endpoint")
+    pid = _pid(first.base_url, path, cluster.headers)
+    # Busy through the gateways only, for twice the idle timeout (3 s): the platform counts
+    # that traffic, so it never scales the version to zero meanwhile.
+    until = time.monotonic() + 7
+    while time.monotonic() < until:
+        assert _pid(first.base_url, path, cluster.headers) == pid
+        time.sleep(0.5)
+    wait_until(lambda: not pid_alive(pid), timeout=30, message="the idle version to be scaled to zero")
+    # A request to the other gateway starts it again, and waits for it rather than failing.
+    assert _pid(second.base_url, path, cluster.headers) != pid
+    httpx.delete(f"{cluster.base_url}/api/2.0/serving-endpoints/{endpoint}", headers=cluster.headers).raise_for_status()
 
 
 def test_a_rate_limit_holds_across_gateways(cluster):

@@ -34,8 +34,9 @@ class _Connection:
 
 @dataclass
 class _Replica:
-    socket_path: str
+    address: str
     connection: _Connection | None = None
+    secret: str = ""
 
 
 @dataclass
@@ -80,14 +81,16 @@ def test_routes_survive_the_trip_through_json_with_the_system_token_sealed():
 def test_a_gateway_mirrors_routes_versions_and_shadows_and_sees_them_go(db):
     control = _Control(db)
     control.routes.set(_routes())
-    control.versions["bot/v1"] = _Version("READY", [_Replica("/run/w-1.sock", _Connection()), _Replica("/run/w-2.sock")])
+    control.versions["bot/v1"] = _Version("READY", [_Replica("unix:/run/w-1.sock", _Connection()), _Replica("unix:/run/w-2.sock"),
+                                                    _Replica("tcp://127.0.0.1:9", _Connection(), secret="s3cret")])
     control.shadows = {"bot": ShadowTarget("v2", 20)}
     control.publish()
     mirror = StateMirror(db, Sealer(KEY))
     _sync(mirror)
     assert mirror.routes.get("bot") == _routes()
-    # Only the worker that answers is published.
-    assert mirror.versions["bot/v1"] == PublishedVersion("READY", ("/run/w-1.sock",))
+    # Only the workers that answer are published; a TCP worker's secret travels sealed.
+    assert mirror.versions["bot/v1"] == PublishedVersion("READY", (("unix:/run/w-1.sock", ""), ("tcp://127.0.0.1:9", "s3cret")))
+    assert "s3cret" not in str(db.engine.connect().exec_driver_sql("SELECT payload FROM aw_serving_state").all())
     assert mirror.shadows == {"bot": ShadowTarget("v2", 20)}
     assert mirror.system_token_live("bot", "v1", "aws_secret.sig")
     assert not mirror.system_token_live("bot", "v1", "aws_other.sig")
@@ -136,12 +139,12 @@ def test_demand_from_a_gateway_reaches_the_supervisor(db):
     mirror.note_use("bot/v1")
     mirror.note_use("bot/v2", wake=True)
     mirror.flush_demand()
-    control.publisher.apply_demand()
+    control.publisher.apply_demand(control.publisher.read_demand())
     seen = {key: wake for key, _idle, wake in control.demand}
     assert seen == {"bot/v1": False, "bot/v2": True}
     assert all(idle < 5 for _key, idle, _wake in control.demand)
     control.demand.clear()
-    control.publisher.apply_demand()  # told once
+    control.publisher.apply_demand(control.publisher.read_demand())  # told once
     assert control.demand == []
 
 

@@ -104,7 +104,7 @@ class GatewayProcess:
         self.signer = TokenSigner(private_key(settings.secrets_dir / "signing.key"))
         self.identities = IdentityService(self.db, None)
         self.mirror = StateMirror(self.db, Sealer(private_key(settings.secrets_dir / "signing.key")), on_identities=self.identities.reload,
-                                  on_llm_route=self._llm_changed)
+                                  on_llm_route=self._llm_changed, process=f"gateway-{self.index}")
         self.gatekeeper = Gatekeeper(self.identities, self.signer, self.mirror.system_token_live)
         directory = WorkerDirectory(self.mirror, settings.cold_start_timeout)
         self.gateway = Gateway(self.mirror.routes, directory, self.recorder, settings.request_timeout, self._user_token,
@@ -169,7 +169,7 @@ class GatewayProcess:
         if self.gateway is not None:
             await self.gateway.supervisor.close()
         if self.mirror is not None:
-            await asyncio.to_thread(self.mirror.flush_demand)
+            await asyncio.to_thread(self.mirror.write_demand, *self.mirror.take_demand())
         self.recorder.appender.close()
         await self.writer.stop(self.settings.writer_drain_timeout)
         if self.llm_runtime is not None:

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,25 +90,32 @@ def routes_from_json(data: dict, sealer: Sealer) -> EndpointRoutes:
 
 @dataclass(frozen=True)
 class PublishedVersion:
-    """A served version as gateways see it: its state and the sockets of its answering workers."""
+    """A served version as gateways see it: its state and its answering workers, each as
+    (address, TCP handshake secret or ""); the secrets travel sealed."""
 
     state: str
-    addresses: tuple[str, ...] = ()
+    workers: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
-    def to_json(self) -> dict:
-        return {"state": self.state, "addresses": list(self.addresses), "error": self.error}
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(address for address, _secret in self.workers)
+
+    def to_json(self, sealer: Sealer) -> dict:
+        return {"state": self.state, "error": self.error,
+                "workers": [[address, sealer.seal(secret) if secret else ""] for address, secret in self.workers]}
 
     @classmethod
-    def from_json(cls, data: dict) -> PublishedVersion:
-        return cls(data["state"], tuple(data["addresses"]), data.get("error"))
+    def from_json(cls, data: dict, sealer: Sealer) -> PublishedVersion:
+        workers = tuple((address, sealer.unseal(secret) if secret else "") for address, secret in data["workers"])
+        return cls(data["state"], workers, data.get("error"))
 
 
 def version_view(version) -> PublishedVersion:
     """What gateways need of a supervisor's ``ServedVersion``."""
-    addresses = tuple(replica.socket_path for replica in version.replicas
-                      if replica.connection is not None and not replica.connection.closed)
-    return PublishedVersion(version.state, addresses, version.error)
+    workers = tuple((str(replica.address), replica.secret) for replica in version.replicas
+                    if replica.connection is not None and not replica.connection.closed and replica.address is not None)
+    return PublishedVersion(version.state, workers, version.error)
 
 
 class StatePublisher:
@@ -133,10 +141,12 @@ class StatePublisher:
         self._versions_seen: dict[str, PublishedVersion] = {}
         self._identities_seen: int | None = None
         self._generation = 0
-        self._demand_seen = 0.0
+        #: gateway -> the latest use or wake-up of it already told to the supervisor.
+        self._demand_seen: dict[str, float] = {}
 
     def _changes(self) -> list[tuple[str, str, dict | None]]:
         changes: list[tuple[str, str, dict | None]] = []
+        # Compared in the clear, sealed only when written: a sealing differs every time.
         current = {name: self.routes.get(name) for name in self.routes.names()}
         for name, routes in current.items():
             if self._routes_seen.get(name) is not routes:
@@ -144,7 +154,8 @@ class StatePublisher:
         changes += [(ROUTE, name, None) for name in self._routes_seen.keys() - current.keys()]
         self._routes_seen = current
         versions = {key: version_view(version) for key, version in self.versions().items()}
-        changes += [(VERSION, key, view.to_json()) for key, view in versions.items() if self._versions_seen.get(key) != view]
+        changes += [(VERSION, key, view.to_json(self.sealer)) for key, view in versions.items()
+                    if self._versions_seen.get(key) != view]
         changes += [(VERSION, key, None) for key in self._versions_seen.keys() - versions.keys()]
         self._versions_seen = versions
         shadows = dict(self.shadows())
@@ -179,22 +190,32 @@ class StatePublisher:
             ServingState.payload.is_not(None), ServingState.kind != IDENTITIES)).all()
         return [(kind, name, None) for kind, name in published if (kind, name) not in current]
 
-    def apply_demand(self) -> None:
-        """Tell the supervisor what gateways used and what requests wait for (cold starts)."""
+    def read_demand(self) -> list[tuple[str, str, float, float | None]]:
+        """What gateways reported since last time (in a thread; ``apply_demand`` on the loop)."""
+        # Read by the oldest of the gateways' marks; each gateway's rows are then judged by its own
+        # (their clocks are one machine's, but their writes land in any order).
+        oldest = min(self._demand_seen.values(), default=0.0)
         with self.db.session() as session:
-            rows = session.execute(select(ServingDemand.key, ServingDemand.used_at, ServingDemand.wake_at).where(
-                (ServingDemand.used_at > self._demand_seen) | (ServingDemand.wake_at > self._demand_seen))).all()
+            return [tuple(row) for row in session.execute(
+                select(ServingDemand.process, ServingDemand.key, ServingDemand.used_at, ServingDemand.wake_at).where(
+                    (ServingDemand.used_at > oldest) | (ServingDemand.wake_at > oldest)))]
+
+    def apply_demand(self, rows: list[tuple[str, str, float, float | None]]) -> None:
+        """Tell the supervisor what gateways used and what requests wait for (cold starts)."""
         now = time.time()
-        for key, used_at, wake_at in rows:
-            self.note_demand(key, max(0.0, now - used_at), wake_at is not None and wake_at > self._demand_seen)
-            self._demand_seen = max(self._demand_seen, used_at, wake_at or 0.0)
+        for process, key, used_at, wake_at in rows:
+            seen = self._demand_seen.get(process, 0.0)
+            if used_at > seen or (wake_at or 0.0) > seen:
+                self.note_demand(key, max(0.0, now - used_at), wake_at is not None and wake_at > seen)
+        for process, _key, used_at, wake_at in rows:
+            self._demand_seen[process] = max(self._demand_seen.get(process, 0.0), used_at, wake_at or 0.0)
 
     async def run(self, interval: float = 0.2) -> None:
         while True:
             try:
                 if changes := self._changes():
                     await asyncio.to_thread(self.write, changes)
-                await asyncio.to_thread(self.apply_demand)
+                self.apply_demand(await asyncio.to_thread(self.read_demand))
             except Exception:  # the database is briefly locked or away: the next round retries
                 log.warning("publishing serving state failed; retrying", exc_info=True)
                 self._routes_seen, self._versions_seen, self._shadows_seen, self._identities_seen = {}, {}, {}, None
@@ -206,7 +227,9 @@ class StateMirror:
     what the control process published, and the demand this gateway reports back."""
 
     def __init__(self, db: Database, sealer: Sealer, on_identities: Callable[[], None] | None = None,
-                 on_llm_route: Callable[[str, bool], object] | None = None):
+                 on_llm_route: Callable[[str, bool], object] | None = None, process: str = "gateway-1"):
+        #: This gateway's name in ``aw_serving_demand``.
+        self.process = process
         self.db = db
         self.sealer = sealer
         self.routes = RouteTable()
@@ -220,11 +243,14 @@ class StateMirror:
         self._used: dict[str, float] = {}
         self._wake: dict[str, float] = {}
         self._changed = asyncio.Event()
+        #: Set to read (and report) now rather than at the next interval: a NOTIFY, a cold start.
+        self._poke = asyncio.Event()
 
     def note_use(self, key: str, wake: bool = False) -> None:
         self._used[key] = time.time()
         if wake:
             self._wake[key] = time.time()
+            self._poke.set()
 
     def system_token_live(self, endpoint: str, entity: str, token: str) -> bool:
         routes = self.routes.get(endpoint)
@@ -263,7 +289,7 @@ class StateMirror:
                 if data is None:
                     self.versions.pop(name, None)
                 else:
-                    self.versions[name] = PublishedVersion.from_json(data)
+                    self.versions[name] = PublishedVersion.from_json(data, self.sealer)
             elif kind == SHADOW:
                 shadows = {k: v for k, v in self.shadows.items() if k != name}
                 if data is not None:
@@ -282,21 +308,63 @@ class StateMirror:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    def flush_demand(self) -> None:
+    def take_demand(self) -> tuple[dict[str, float], dict[str, float]]:
+        """What to report (on the loop, where requests note it); ``write_demand`` it in a thread."""
         used, wake, self._used, self._wake = self._used, self._wake, {}, {}
+        return used, wake
+
+    def give_back(self, used: dict[str, float], wake: dict[str, float]) -> None:
+        """Not written (the database was busy): told next time, so no cold start waits for a
+        request that asks again."""
+        self._used, self._wake = {**used, **self._used}, {**wake, **self._wake}
+
+    def write_demand(self, used: dict[str, float], wake: dict[str, float]) -> None:
         if not used and not wake:
             return
         with self.db.session() as session:
             for key in used.keys() | wake.keys():
-                row = session.get(ServingDemand, key)
+                row = session.get(ServingDemand, (self.process, key))
                 if row is None:
-                    row = ServingDemand(key=key, used_at=used.get(key, 0.0))
+                    row = ServingDemand(process=self.process, key=key, used_at=0.0)
                     session.add(row)
                 row.used_at = max(row.used_at, used.get(key, 0.0))
                 if key in wake:
                     row.wake_at = wake[key]
 
+    def flush_demand(self) -> None:
+        """Report now (at a gateway's stop)."""
+        self.write_demand(*self.take_demand())
+
+    def _listen(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event, stop: threading.Event) -> None:
+        """PostgreSQL: wait for the control process's NOTIFY in a thread, and wake the loop."""
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as connection:
+                    connection.execute("LISTEN aw_serving_state")
+                    while not stop.is_set():
+                        for _notice in connection.notifies(timeout=1.0, stop_after=1):
+                            loop.call_soon_threadsafe(wake.set)
+            except Exception:  # the database restarted: listen again (polling goes on meanwhile)
+                log.warning("listening for serving state changes failed; retrying", exc_info=True)
+                stop.wait(1.0)
+
     async def run(self, interval: float = 0.1, after_apply: Callable[[], None] | None = None) -> None:
+        """Read changes every ``interval``; on PostgreSQL also at once when notified (and then
+        polling is only the safety net, every ten intervals)."""
+        wake, stop = self._poke, threading.Event()
+        if self.db.engine.dialect.name == "postgresql":
+            threading.Thread(target=self._listen, args=(asyncio.get_running_loop(), wake, stop),
+                             name="serving-state-listener", daemon=True).start()
+            interval *= 10
+        try:
+            await self._follow(interval, wake, after_apply)
+        finally:
+            stop.set()
+
+    async def _follow(self, interval: float, wake: asyncio.Event, after_apply: Callable[[], None] | None) -> None:
         while True:
             try:
                 rows = await asyncio.to_thread(self.refresh)
@@ -307,10 +375,17 @@ class StateMirror:
                     if self.on_llm_route is not None:
                         with contextlib.suppress(Exception):
                             await self.on_llm_route(name, exists)
-                await asyncio.to_thread(self.flush_demand)
+                demand = self.take_demand()
+                try:
+                    await asyncio.to_thread(self.write_demand, *demand)
+                except Exception:
+                    self.give_back(*demand)
+                    raise
             except Exception:
                 log.warning("reading the published serving state failed; retrying", exc_info=True)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
 
 
 def _same(a: str, b: str) -> bool:

@@ -305,6 +305,8 @@ class Supervisor:
     def _start_replicas(self, version: ServedVersion) -> None:
         version.state = "STARTING"
         version.error = None
+        # New names too: the replicas of a scale to zero may still be stopping (and removing theirs).
+        version.nonce = secrets.token_hex(2)
         version.replicas = [self._new_replica(version, i) for i in range(version.spec.replicas)]
         version.task = asyncio.create_task(self._prepare_and_start(version), name=f"start-{version.spec.key}")
         version.notify()
@@ -467,13 +469,16 @@ class Supervisor:
 
     async def _stop_version(self, version: ServedVersion, final_state: str = "STOPPED") -> None:
         version.state = final_state
-        tasks = [r.task for r in version.replicas if r.task is not None and not r.task.done()]
+        # The replicas being stopped, fixed now: a cold start may begin while they stop (a
+        # request right after a scale to zero) and gives the version new ones, which stay.
+        replicas = version.replicas
+        tasks = [r.task for r in replicas if r.task is not None and not r.task.done()]
         if version.task is not None and not version.task.done():
             tasks.append(version.task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for replica in version.replicas:
+        for replica in replicas:
             if replica.connection is not None:
                 await replica.connection.close()
                 replica.connection = None

@@ -1,7 +1,8 @@
 """A gateway process's way to the workers: what the supervisor is to the platform's own gateway.
 
-The control process's supervisor runs the workers and publishes the sockets of those that answer
-(``published``); a gateway process connects to them itself (a worker serves any number of
+The control process's supervisor runs the workers and publishes the addresses of those that answer
+(``published``; Unix sockets, or TCP with each worker's handshake secret); a gateway process
+connects to them itself (a worker serves any number of
 connections) and multiplexes its requests over its own connection per worker. A version scaled to
 zero is woken by asking the control process through the database, then waited for like a cold
 start in the platform's own gateway.
@@ -15,6 +16,7 @@ import logging
 import time
 
 from agentwharf.errors import DeploymentFailed, Unavailable
+from agentwharf.serving.protocol import ProtocolError
 from agentwharf.serving.published import StateMirror
 from agentwharf.serving.worker_client import WorkerConnection
 
@@ -45,7 +47,7 @@ class WorkerDirectory:
             if version is None:
                 raise Unavailable(f"{key} is not being served")
             self.mirror.note_use(key, wake=version.state == "SCALED_TO_ZERO")
-            connections = [c for c in await asyncio.gather(*(self._connection(a) for a in version.addresses)) if c is not None]
+            connections = [c for c in await asyncio.gather(*(self._connection(*w) for w in version.workers)) if c is not None]
             if connections:
                 return min(connections, key=lambda c: c.in_flight)
             if version.state == "FAILED":
@@ -55,15 +57,16 @@ class WorkerDirectory:
                 raise Unavailable(f"No worker of {key} answers now (it is {version.state}); retry shortly")
             await self.mirror.wait_changed(min(remaining, 0.5))
 
-    async def _connection(self, address: str) -> WorkerConnection | None:
+    async def _connection(self, address: str, secret: str) -> WorkerConnection | None:
         task = self._connections.get(address)
         if task is not None and task.done() and (task.cancelled() or task.exception() is not None or task.result().closed):
             task = None
         if task is None:
-            task = self._connections[address] = asyncio.ensure_future(WorkerConnection.open(address, self.connect_timeout))
+            task = self._connections[address] = asyncio.ensure_future(
+                WorkerConnection.open(address, secret=secret, timeout=self.connect_timeout))
         try:
             return await asyncio.shield(task)
-        except (OSError, asyncio.TimeoutError, ConnectionError) as error:
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ProtocolError) as error:
             # Gone since it was published (a restart, a stop): the control process publishes
             # the change within a moment, and until then the other workers answer.
             log.debug("worker socket %s: %s", address, error)

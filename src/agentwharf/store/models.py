@@ -417,6 +417,8 @@ class ServingDemand(Base):
 
     __tablename__ = "aw_serving_demand"
 
+    #: ``gateway-<N>``: each gateway writes rows of its own (no two ever race on one row).
+    process: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(512), primary_key=True)
     used_at: Mapped[float] = mapped_column(Float)
     wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)

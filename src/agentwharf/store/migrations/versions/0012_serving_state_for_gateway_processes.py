@@ -27,10 +27,11 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_aw_serving_state_generation'), ['generation'], unique=False)
     op.create_table(
         'aw_serving_demand',
+        sa.Column('process', sa.String(length=64), nullable=False),
         sa.Column('key', sa.String(length=512), nullable=False),
         sa.Column('used_at', sa.Float(), nullable=False),
         sa.Column('wake_at', sa.Float(), nullable=True),
-        sa.PrimaryKeyConstraint('key', name=op.f('pk_aw_serving_demand')),
+        sa.PrimaryKeyConstraint('process', 'key', name=op.f('pk_aw_serving_demand')),
     )
     op.create_table(
         'aw_rate_usage',
