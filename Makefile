@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 WRK      := /usr/bin/wrk
+NGINX    := /usr/sbin/nginx
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install quickstart stop test test-unit test-integration bench clean postgresql
@@ -47,7 +48,12 @@ quickstart: install
 stop:
 	@if [ -x $(VENV)/bin/agentwharf ]; then $(VENV)/bin/agentwharf down --home $(HOME_DIR); else echo "nothing to stop"; fi
 
-test: install $(CHROMIUM) postgresql
+# Gateway processes are tested (and benchmarked) behind nginx, as README shows them deployed.
+$(NGINX):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+
+test: install $(CHROMIUM) postgresql $(NGINX)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: install
@@ -56,7 +62,7 @@ test-unit: install
 test-integration: install $(CHROMIUM) postgresql
 	$(PY) -m pytest -q tests/integration
 
-bench: install $(WRK) postgresql
+bench: install $(WRK) postgresql $(NGINX)
 	$(PY) benchmarks/run.py
 
 clean: stop

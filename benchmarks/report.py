@@ -117,6 +117,16 @@ def worker_replicas(rows: list[dict], console: Console) -> None:
                       f"({_fmt_ratio(_ratio(two['p99_ms'], one['p99_ms']))})")
 
 
+def gateway_processes(rows: list[dict], console: Console) -> None:
+    """Two gateway processes against one, both behind nginx, in this run."""
+    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
+    if "agentwharf-1-gateway" in ok and "agentwharf-2-gateways" in ok:
+        one, two = ok["agentwharf-1-gateway"], ok["agentwharf-2-gateways"]
+        console.print(f"agentwharf gateway processes, 2 vs 1 (behind nginx, one worker): {two['rps']:,.0f} vs "
+                      f"{one['rps']:,.0f} rps ({_fmt_ratio(_ratio(two['rps'], one['rps']))}); p99 {two['p99_ms']:.1f} vs "
+                      f"{one['p99_ms']:.1f} ms ({_fmt_ratio(_ratio(two['p99_ms'], one['p99_ms']))})")
+
+
 def warnings(rows: list[dict], console: Console) -> None:
     for row in rows:
         if row.get("error"):

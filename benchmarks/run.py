@@ -262,6 +262,7 @@ def main() -> int:
     micro = auth_check.measure() if any(n.startswith("agentwharf") for n in args.names) else None
     report.auth_cost(rows, micro, console)
     report.worker_replicas(rows, console)
+    report.gateway_processes(rows, console)
     if costs is not None:
         platform_costs.report(costs, console)
     if writer is not None:

@@ -200,6 +200,32 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", 
         )
 
 
+@contextlib.contextmanager
+def agentwharf_gateways(tmp: Path, count: int) -> Iterator[Running]:
+    """The platform with ``count`` gateway processes (``agentwharf gateway``) behind nginx, as
+    README's "Running on more than one machine" sets it up: the load goes to nginx, which spreads
+    it over the gateways (the platform's own gateway takes none of it)."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.integration.services import Nginx
+
+    with agentwharf(tmp) as running, contextlib.ExitStack() as stack:
+        control = urlparse(running.url)
+        ports = []
+        for index in range(1, count + 1):
+            port = free_port()
+            command = [PY, "-m", "agentwharf.cli.main", "gateway", "--home", str(tmp / "home"), "--port", str(port),
+                       "--index", str(index), "--control", f"http://127.0.0.1:{control.port}"]
+            service = stack.enter_context(started(f"gateway-{index}", command, tmp, child_env()))
+            service.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
+            ports.append(port)
+        nginx = Nginx(control.port, ports).start()
+        stack.callback(nginx.stop)
+        url = f"{nginx.base_url}{control.path}"
+        verify(f"agentwharf-{count}-gateways", url, running.headers)
+        yield Running(url=url, count_traces=running.count_traces, after_load=running.after_load, notes=running.notes,
+                      headers=running.headers, pid=running.pid)
+
+
 SYSTEMS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Running]]] = {
     "bare-echo": bare_echo,
     "agentserver": agentserver,
@@ -209,4 +235,8 @@ SYSTEMS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Running]]]
     # Two worker processes (replicas of the model) behind the one gateway: what a second
     # replica buys on this machine, against the one-worker row of the same run.
     "agentwharf-2-workers": lambda tmp: agentwharf(tmp, workload_size="Medium"),
+    # Gateway processes behind nginx: one (what nginx and a separate gateway cost) against two
+    # (what a second gateway buys on this machine), in the same run.
+    "agentwharf-1-gateway": lambda tmp: agentwharf_gateways(tmp, 1),
+    "agentwharf-2-gateways": lambda tmp: agentwharf_gateways(tmp, 2),
 }

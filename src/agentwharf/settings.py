@@ -100,6 +100,9 @@ class PlatformSettings(BaseSettings):
     restart_backoff_max: float = 30.0
     #: How often the rollout controller judges running rollouts' gates.
     rollout_interval_seconds: float = Field(default=5.0, gt=0)
+    #: How often the control process publishes the serving state (routes, workers, tokens) and
+    #: gateway processes (``agentwharf gateway``) read it: how soon a change reaches them.
+    serving_state_interval_seconds: float = Field(default=0.1, gt=0)
     #: Shadow copies in progress per endpoint; past it copies are dropped (and counted).
     shadow_max_in_flight: int = Field(default=16, ge=1)
     #: A scale-to-zero version stops its workers after this many idle seconds.

@@ -61,14 +61,14 @@ def writer_pid(platform: PlatformProcess) -> int | None:
     return child_pid(platform, b"agentwharf.tracing.writer")
 
 
-def deploy_info(base_url: str, model: str, environment_vars: dict | None = None) -> str:
+def deploy_info(base_url: str, model: str, environment_vars: dict | None = None, scale_to_zero: bool = False) -> str:
     """Log the info test agent to the platform at ``base_url``, register and deploy it."""
     mlflow.set_tracking_uri(base_url)
     mlflow.set_experiment("/tests/durability")  # not the session platform's active experiment
     with mlflow.start_run():
         uri = mlflow.pyfunc.log_model(name="agent", python_model=str(AGENTS / "info_agent.py"), pip_requirements=["mlflow"]).model_uri
     mlflow.register_model(uri, model)
-    body = {"model_name": model, "model_version": "1", "environment_vars": environment_vars or {}}
+    body = {"model_name": model, "model_version": "1", "environment_vars": environment_vars or {}, "scale_to_zero": scale_to_zero}
     answer = httpx.post(f"{base_url}/api/2.0/agents/deployments:deploy", json=body, timeout=60, headers=auth_headers())
     endpoint = answer.json()["deployed_chain"]["endpoint_name"]
     wait_until(lambda: httpx.get(f"{base_url}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json()["state"]["ready"] == "READY",

@@ -131,3 +131,52 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message:
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@dataclass
+class GatewayProcessRunner:
+    """One ``agentwharf gateway`` process for the platform of ``home``."""
+
+    home: Path
+    control_url: str
+    index: int
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> GatewayProcessRunner:
+        log = open(self.home.parent / f"{self.home.name}-gateway-{self.index}.out", "ab")
+        command = [sys.executable, "-m", "agentwharf.cli.main", "gateway", "--home", str(self.home), "--port", str(self.port),
+                   "--index", str(self.index), "--control", self.control_url]
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env})
+        wait_until(self._answers, timeout=timeout, interval=0.2, message=f"gateway {self.index} to answer")
+        return self
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gateway {self.index} exited with {self.process.returncode}")
+        try:
+            return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.base_url}/healthz", timeout=5).json()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,5 +1,6 @@
 """Real servers the scale-out configurations run on, started for the tests (and ``make bench``):
-a throwaway PostgreSQL cluster and an S3-compatible object store.
+a throwaway PostgreSQL cluster, an S3-compatible object store, and nginx in front of gateway
+processes.
 
 Both listen on a free loopback port, live in a temp dir of their own and die with the process
 that started them (``PR_SET_PDEATHSIG``), so a killed test run leaves no server behind. Neither
@@ -231,5 +232,96 @@ class S3Server:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def nginx_binary() -> str:
+    """Debian's nginx.
+
+    Raises:
+        RuntimeError: nginx is not installed (the message says how; make test installs it).
+    """
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not found:
+        raise RuntimeError("nginx is not installed: `apt-get install nginx-light` (make test installs it)")
+    return found
+
+
+_NGINX_CONF = """
+{user}
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream gateways {{
+{servers}
+        keepalive 32;
+    }}
+    upstream control {{ server 127.0.0.1:{control_port}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_read_timeout 300s;
+        proxy_buffering off;
+        # A gateway that refuses connections (killed) is skipped: a request not yet sent to it
+        # goes to the next one, even a POST.
+        proxy_next_upstream error timeout;
+        location /serving-endpoints/ {{ proxy_pass http://gateways; }}
+        # A request lost with a gateway is answered in JSON, as the platform answers errors.
+        error_page 502 504 = @gateway_lost;
+        location @gateway_lost {{
+            default_type application/json;
+            return 502 '{{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "The gateway serving this request went away; retry"}}';
+        }}
+        location / {{ proxy_pass http://control; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx on a free loopback port: ``/serving-endpoints/`` spread over gateway processes,
+    everything else to the control process (README, "Running on more than one machine")."""
+
+    def __init__(self, control_port: int, gateway_ports: list[int]):
+        self.control_port = control_port
+        self.gateway_ports = gateway_ports
+        self.port = 0
+        self.root: Path | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Nginx:
+        self.root = Path(tempfile.mkdtemp(prefix="agentwharf-nginx-"))
+        self.port = free_port()
+        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;" for port in self.gateway_ports)
+        conf = self.root / "nginx.conf"
+        # Run as root (a test container), nginx's workers would become ``nobody``, who cannot use
+        # this temp dir; as anyone else the directive is ignored.
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(_NGINX_CONF.format(user=user, root=self.root, servers=servers, control_port=self.control_port, port=self.port))
+        log_path = self.root / "error.log"
+        with open(self.root / "nginx.out", "ab") as out:
+            self.process = subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(self.root), "-g", "daemon off;"],
+                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        _wait_for_port(self.port, self.process, timeout, "nginx", log_path)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGQUIT)
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -57,6 +57,8 @@ class FakeLauncher:
         self.refuse: set[str] = set()
         self.started: list[FakeProcess] = []
         self.stopped: list[FakeProcess] = []
+        #: Seconds a stop takes (a worker finishing its requests within its grace period).
+        self.stop_seconds = 0.0
 
     async def start(self, spec, replica, runtime) -> FakeProcess:
         process = FakeProcess(pid=1000 + len(self.started))
@@ -71,6 +73,7 @@ class FakeLauncher:
 
     async def stop(self, process: FakeProcess, grace: float = 10.0) -> None:
         self.stopped.append(process)
+        await asyncio.sleep(self.stop_seconds)
         if process.returncode is None:
             process.exit(-15)
 

@@ -91,6 +91,30 @@ def test_an_idle_version_scales_to_zero_and_a_call_wakes_it(run_dir):
     asyncio.run(run())
 
 
+def test_a_wake_while_a_scale_to_zero_still_stops_keeps_the_new_workers(run_dir):
+    async def run():
+        launcher = FakeLauncher()
+        launcher.stop_seconds = 0.3  # the old worker takes a while to finish
+        supervisor = _supervisor(launcher, run_dir, idle_seconds=0.3)
+        supervisor.start_background()
+        supervisor.ensure(_spec(scale_to_zero=True))
+        version = await supervisor.wait_ready("ep/ep_1", 5)
+        old = list(version.replicas)
+        await until(lambda: version.state == "SCALED_TO_ZERO")
+        supervisor.note_demand("ep/ep_1", 0.0, wake=True)  # a gateway process's request, mid-stop
+        connection = await supervisor.acquire("ep/ep_1")
+        for _ in range(10):  # the old replicas' stop finishes meanwhile; gateways report use
+            supervisor.note_demand("ep/ep_1", 0.0, wake=False)
+            await asyncio.sleep(0.05)
+        assert not connection.closed and version.state == "READY"
+        assert all(r not in old for r in version.replicas)
+        assert all(Path(r.ready_path).exists() for r in version.replicas)
+        assert len(launcher.running) == 1
+        await supervisor.close()
+
+    asyncio.run(run())
+
+
 def test_a_changed_spec_replaces_the_replicas_and_stop_forgets_the_version(run_dir):
     async def run():
         launcher = FakeLauncher()

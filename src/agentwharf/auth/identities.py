@@ -78,6 +78,9 @@ class IdentityService(ModelGrants):
         self._tokens: dict[str, tuple[str, str, int | None]] = {}
         #: endpoint name -> {principal or group name: level}
         self._grants: dict[str, dict[str, PermissionLevel]] = {}
+        #: Counts the changes of the maps above, so other processes (gateway processes, through
+        #: the published serving state) know when to reload theirs.
+        self.revision = 0
         self.reload()
 
     # ---- in-memory view -------------------------------------------------------------------
@@ -106,6 +109,7 @@ class IdentityService(ModelGrants):
             # Swapped whole, never mutated: the gateway reads these without a lock.
             self._principals, self._by_id, self._tokens, self._grants = principals, by_id, live_tokens, grants
             self._members = {name: tuple(sorted(members)) for name, members in direct.items()}
+            self.revision += 1
 
     def authenticate_personal(self, token: str) -> Caller | None:
         """The caller a personal access token belongs to, or None (unknown, revoked, expired,
@@ -195,6 +199,7 @@ class IdentityService(ModelGrants):
             info = _info(row, member_of)
             self._principals = {**self._principals, name: info}
             self._by_id = {**self._by_id, info.id: name}
+            self.revision += 1
             if is_admin:
                 self._members = {**self._members, groups.ADMINS: tuple(sorted((*self._members.get(groups.ADMINS, ()), name)))}
         if self.bridge is not None:
@@ -387,6 +392,7 @@ class IdentityService(ModelGrants):
                 session.add(AccessToken(id=token_id, principal_id=info.id, token_hash=tokens.hash_token(value),
                                         comment=comment, created_at=created, expires_at=expires))
             self._tokens = {**self._tokens, tokens.hash_token(value): (principal, token_id, expires)}
+            self.revision += 1
         return value, TokenInfo(token_id, principal, comment, created, expires, False, info.id)
 
     def list_tokens(self, principal: str | None = None) -> list[TokenInfo]:

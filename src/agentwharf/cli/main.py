@@ -25,6 +25,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
     """agentwharf: deploy, serve and govern MLflow agents on your own machines."""
 app.command()(platform_cmds.up)
 app.command()(platform_cmds.down)
+app.command()(platform_cmds.gateway)
 app.command()(platform_cmds.status)
 app.command()(serving_cmds.deploy)
 app.command()(serving_cmds.query)

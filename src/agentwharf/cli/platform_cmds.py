@@ -57,6 +57,30 @@ def up(
     _print_exports(settings)
 
 
+def gateway(
+    control: str = typer.Option(..., "--control", help="The control process's base URL (the platform started by `agentwharf up`)."),
+    index: int = typer.Option(1, "--index", min=1, help="This gateway's number, 1 and up: its spool and log are its own. "
+                              "Restart a gateway with the same number so its writer stores what it left."),
+    home: Path | None = UpHomeOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(..., "--port", help="Port to listen on."),
+) -> None:
+    """Run one more serving gateway for the platform of this home (its /serving-endpoints/ routes
+    only), for a load balancer to spread traffic over. It reads routes, workers and tokens from
+    the platform's database and stores its records through a spool and writer of its own."""
+    if missing := runner.missing_server_packages():
+        fail(f"`agentwharf gateway` needs the server packages ({', '.join(missing)} missing): pip install 'agentwharf[server]'")
+    settings = _settings(home, host, port)
+    if not control.startswith(("http://", "https://")):
+        fail(f"--control must be the platform's base URL (http://host:port), got {control!r}")
+    console.print(f"Starting gateway {index} on [bold]{settings.base_url}[/] for the platform at {control} "
+                  f"(home {settings.home.resolve()}); Ctrl-C stops it.")
+    try:
+        runner.serve_gateway(settings, index, control)
+    except runner.PlatformError as error:
+        fail(str(error))
+
+
 def _print_exports(settings: PlatformSettings) -> None:
     """What a shell needs for every client (agentwharf, MLflow, Databricks') to use this platform."""
     token = f"$(cat {settings.admin_token_file})"

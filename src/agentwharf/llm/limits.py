@@ -4,8 +4,9 @@ A limit is keyed like Databricks' (``endpoint``: every caller together; ``user``
 ``service_principal`` with a ``principal``: that one; ``user`` without one: the default, which
 counts each caller on its own). Every limit that applies is checked, so the strictest wins.
 
-Windows slide over the last 60 seconds and live in the gateway's memory (each gateway replica
-counts its own callers; a restart starts them afresh).
+Windows slide over the last 60 seconds and live in the gateway's memory; a platform with gateway
+processes also counts what the others admitted (``shared_limits``: their counts, exchanged
+through the database), so a limit holds across all of them.
 
 Concurrency, and why nothing overshoots: admission runs on the event loop with no ``await``
 between the check and the bookkeeping, so two requests can never both take the last call.
@@ -34,6 +35,8 @@ from agentwharf.errors import RequestLimitExceeded
 WINDOW_SECONDS = 60.0
 #: How long a call waits for reserved tokens to settle before it is refused after all.
 MAX_WAIT_SECONDS = 10.0
+#: Retry-After when other processes' calls fill a window (their times are not known here).
+OTHERS_RETRY_AFTER = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,15 @@ class _Window:
     spent_total: int = 0
     reserved: int = 0
     in_flight: int = 0
+    #: What other processes (gateway processes) counted in this window, last time they said.
+    others_calls: int = 0
+    others_tokens: int = 0
+
+    def calls_used(self) -> int:
+        return len(self.calls) + self.others_calls
+
+    def tokens_spent(self) -> int:
+        return self.spent_total + self.others_tokens
 
     def prune(self, now: float) -> None:
         horizon = now - WINDOW_SECONDS
@@ -87,9 +99,14 @@ class _Window:
 
     def calls_retry_after(self, limit: int, now: float) -> float:
         # The call that must leave the window before one more fits.
-        return self.calls[len(self.calls) - limit] + WINDOW_SECONDS - now if limit else WINDOW_SECONDS
+        index = len(self.calls) - (limit - self.others_calls)
+        if not limit:
+            return WINDOW_SECONDS
+        return self.calls[index] + WINDOW_SECONDS - now if 0 <= index < len(self.calls) else OTHERS_RETRY_AFTER
 
     def tokens_retry_after(self, limit: int, now: float) -> float:
+        if self.others_tokens:
+            return OTHERS_RETRY_AFTER
         excess = self.spent_total - limit + 1
         for at, tokens in self.spent:
             excess -= tokens
@@ -183,6 +200,24 @@ class RateLimiter:
             except asyncio.TimeoutError:
                 pass
 
+    def own_counts(self) -> dict[tuple[str, RateLimit, str], tuple[int, int]]:
+        """(calls, tokens spent or reserved) this process counted in each window (for the others)."""
+        now = self.clock()
+        counts = {}
+        for key, window in self._windows.items():
+            window.prune(now)
+            counts[key] = (len(window.calls), window.spent_total + window.reserved)
+        return counts
+
+    def set_others(self, counts: dict[tuple[str, RateLimit, str], tuple[int, int]]) -> None:
+        """What other processes counted, per window (a window missing here: nothing)."""
+        for key, window in self._windows.items():
+            window.others_calls, window.others_tokens = counts.get(key, (0, 0))
+        for (endpoint, limit, subject), (calls, tokens) in counts.items():
+            window = self._window(endpoint, limit, subject)
+            window.others_calls, window.others_tokens = calls, tokens
+        self.wake()  # a call waiting for tokens may fit now
+
     def _window(self, endpoint: str, limit: RateLimit, subject: str) -> _Window:
         # Limits of one endpoint differ in (key, principal), so the limit itself names its window.
         key = (endpoint, limit, subject)
@@ -199,14 +234,14 @@ class RateLimiter:
         for limit, subject in applicable:
             window = self._window(endpoint, limit, subject)
             window.prune(now)
-            if limit.calls is not None and len(window.calls) >= limit.calls:
+            if limit.calls is not None and window.calls_used() >= limit.calls:
                 raise RequestLimitExceeded(self._message(endpoint, limit, subject, f"{limit.calls} calls"),
                                            retry_after=window.calls_retry_after(limit.calls, now))
             if limit.tokens is not None:
-                if window.spent_total >= limit.tokens:
+                if window.tokens_spent() >= limit.tokens:
                     raise RequestLimitExceeded(self._message(endpoint, limit, subject, f"{limit.tokens} tokens"),
                                                retry_after=window.tokens_retry_after(limit.tokens, now))
-                left = limit.tokens - window.spent_total - window.reserved
+                left = limit.tokens - window.tokens_spent() - window.reserved
                 fits = wanted is not None and wanted <= left
                 if not fits and window.in_flight:
                     return None  # it might fit once the calls in flight settle

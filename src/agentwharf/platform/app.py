@@ -52,6 +52,7 @@ from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
+from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.llm.mlflow_admin import GatewayAdmin
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
 from agentwharf.quality import alerts
@@ -59,6 +60,7 @@ from agentwharf.quality.guard import ScorerGuard
 from agentwharf.quality.monitor import QualityMonitor
 from agentwharf.quality.scoring_process import ScoringConfig, ScoringProcess
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
+from agentwharf.serving.published import Sealer, StatePublisher
 from agentwharf.serving.llm_serving import MLFLOW_GATEWAY_PREFIX
 from agentwharf.serving.routing import RouteTable, worker_key
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
@@ -132,6 +134,10 @@ class Platform:
                                     settings.writer_batch_size, settings.inference_max_payload_chars, environ,
                                     nice=settings.writer_nice)
         self._monitor: asyncio.Task | None = None
+        #: Publishes routes, workers and identities for gateway processes (``agentwharf gateway``).
+        self._publisher: asyncio.Task | None = None
+        #: Rate-limit counts exchanged with gateway processes (``shared_limits``).
+        self._rate_counts: asyncio.Task | None = None
         self._rollout_controller: asyncio.Task | None = None
         self.gateway = Gateway(self.routes, self.supervisor, self.recorder, settings.request_timeout, self._user_token,
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
@@ -335,6 +341,10 @@ class Platform:
         if isinstance(self.supervisor, RayRuntime):
             await self.supervisor.connect()
         await self.reconciler.restore()
+        self._publisher = asyncio.create_task(self._publish_serving_state(), name="serving-state-publisher")
+        self._rate_counts = asyncio.create_task(
+            SharedRateCounts(self.db, self.gateway.limiter, "platform").run(self.settings.serving_state_interval_seconds),
+            name="shared-rate-counts")
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),
                                                        name="rollout-controller")
@@ -354,6 +364,14 @@ class Platform:
             log.warning("AGENTWHARF_BENCHMARK_WITHOUT_AUTH is set: EVERY REQUEST IS TREATED AS THE ADMIN. "
                         "This exists only to measure what authentication costs; never expose this platform.")
 
+    async def _publish_serving_state(self) -> None:
+        if not isinstance(self.supervisor, Supervisor):
+            return  # gateway processes reach local workers only (README, "Running on more than one machine")
+        publisher = StatePublisher(self.db, self.routes, lambda: self.supervisor.versions, lambda: self.identities.revision,
+                                   Sealer(private_key(self.settings.secrets_dir / "signing.key")), self.supervisor.note_demand,
+                                   shadows=lambda: self.gateway.shadows.targets)
+        await publisher.run(self.settings.serving_state_interval_seconds)
+
     async def _watch_spool(self) -> None:
         while True:
             self.writer.ensure_running()
@@ -366,6 +384,9 @@ class Platform:
         # Order: no more requests reach workers; the spool is closed; the writer drains it
         # into MLflow (so every answered request is stored); only then does MLflow stop.
         log.info("stopping: workers, then MLflow")
+        for task in (self._publisher, self._rate_counts):
+            if task is not None:
+                task.cancel()
         if self._rollout_controller is not None:
             self._rollout_controller.cancel()
             await self.rollouts.http.aclose()

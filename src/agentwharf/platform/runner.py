@@ -186,3 +186,31 @@ def stop(settings: PlatformSettings, timeout: float = 60.0) -> RunningPlatform |
             os.kill(running.pid, signal.SIGKILL)
     settings.pid_file.unlink(missing_ok=True)
     return running
+
+
+def serve_gateway(settings: PlatformSettings, index: int, control_url: str) -> None:
+    """Run gateway process ``index`` (``agentwharf gateway``) in this process until SIGTERM or Ctrl-C.
+
+    Raises:
+        PlatformError: the port is taken, or it failed to start.
+    """
+    import uvicorn
+
+    from agentwharf.platform.gateway_process import GatewayProcess
+    from agentwharf.platform.http_protocol import protocol_class
+
+    _check_port_free(settings.listen_host, settings.port)
+    os.umask(0o077)
+    from agentwharf.platform import logs
+
+    logs.configure(settings.logs_dir / f"gateway-{index}.log", json_lines=settings.log_format == "json",
+                   max_bytes=settings.log_max_bytes, backups=settings.log_backups, access=settings.access_log)
+    app = GatewayProcess(settings, index, control_url, dict(os.environ))
+    config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
+                            log_config=None, access_log=False, timeout_graceful_shutdown=10,
+                            http=protocol_class(settings.header_timeout, settings.max_connections),
+                            timeout_keep_alive=max(1, round(settings.keep_alive_timeout)))
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise PlatformError(f"Gateway {index} failed to start; see {settings.logs_dir / f'gateway-{index}.log'}")

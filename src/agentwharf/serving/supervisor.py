@@ -273,6 +273,17 @@ class Supervisor:
             raise DeploymentFailed(_failed_message(key))
         raise Unavailable(_unavailable_message(key, version))
 
+    def note_demand(self, key: str, idle_for: float, wake: bool) -> None:
+        """A gateway process sent ``key`` a request ``idle_for`` seconds ago, and (``wake``) has
+        one waiting for it: its idle time counts from then, and a version scaled to zero starts."""
+        version = self.versions.get(key)
+        if version is None:
+            return
+        version.last_used = max(version.last_used, time.monotonic() - idle_for)
+        if wake and version.state == "SCALED_TO_ZERO":
+            log.info("cold start of %s (for a gateway process)", key)
+            self._start_replicas(version)
+
     # -- processes -------------------------------------------------------------------------
 
     def _new_replica(self, version: ServedVersion, index: int) -> Replica:
@@ -294,6 +305,8 @@ class Supervisor:
     def _start_replicas(self, version: ServedVersion) -> None:
         version.state = "STARTING"
         version.error = None
+        # New names too: the replicas of a scale to zero may still be stopping (and removing theirs).
+        version.nonce = secrets.token_hex(2)
         version.replicas = [self._new_replica(version, i) for i in range(version.spec.replicas)]
         version.task = asyncio.create_task(self._prepare_and_start(version), name=f"start-{version.spec.key}")
         version.notify()
@@ -456,13 +469,16 @@ class Supervisor:
 
     async def _stop_version(self, version: ServedVersion, final_state: str = "STOPPED") -> None:
         version.state = final_state
-        tasks = [r.task for r in version.replicas if r.task is not None and not r.task.done()]
+        # The replicas being stopped, fixed now: a cold start may begin while they stop (a
+        # request right after a scale to zero) and gives the version new ones, which stay.
+        replicas = version.replicas
+        tasks = [r.task for r in replicas if r.task is not None and not r.task.done()]
         if version.task is not None and not version.task.done():
             tasks.append(version.task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for replica in version.replicas:
+        for replica in replicas:
             if replica.connection is not None:
                 await replica.connection.close()
                 replica.connection = None

@@ -394,3 +394,44 @@ class ReviewRuleItem(Base):
 
     rule_id: Mapped[str] = mapped_column(ForeignKey("aw_review_rules.id", ondelete="CASCADE"), primary_key=True)
     trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class ServingState(Base):
+    """What the control process publishes for gateway processes (``agentwharf gateway``): one
+    row per endpoint's routes (``route``), per served version's workers (``version``) and one
+    for the identities (``identities``). ``generation`` grows with every change, so a gateway
+    reads only what changed since it last looked; a removed item keeps its row with no payload."""
+
+    __tablename__ = "aw_serving_state"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)
+    generation: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ServingDemand(Base):
+    """What gateway processes tell the control process about a served version: when it last
+    served a request (so an idle timeout counts every gateway's traffic) and whether a request
+    waits for it to start (a cold start of a version scaled to zero)."""
+
+    __tablename__ = "aw_serving_demand"
+
+    #: ``gateway-<N>``: each gateway writes rows of its own (no two ever race on one row).
+    process: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    used_at: Mapped[float] = mapped_column(Float)
+    wake_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RateUsage(Base):
+    """What one serving process (the platform, or gateway process N) counted in one rate-limit
+    window over the last minute, so every process counts the others' calls too."""
+
+    __tablename__ = "aw_rate_usage"
+
+    process: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)

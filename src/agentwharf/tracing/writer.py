@@ -64,7 +64,11 @@ _MONITORED = text("SELECT DISTINCT experiment_id FROM online_scoring_configs WHE
 
 
 class SpoolWriter:
-    def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 1000, max_payload_chars: int = 1_000_000):
+    def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 1000, max_payload_chars: int = 1_000_000,
+                 checkpoint_id: int = 1):
+        #: Which checkpoint row is this spool's: the platform's is 1, gateway process N's is
+        #: 1 + N (each gateway has a spool of its own, drained by a writer of its own).
+        self.checkpoint_id = checkpoint_id
         self.db = Database(database_url, synchronous="NORMAL", bulk=True)
         self.spool_dir = spool_dir
         self.reader = SpoolReader(spool_dir)
@@ -97,7 +101,7 @@ class SpoolWriter:
         process is the checkpoint's only writer, so it keeps it in memory."""
         if self._checkpoint is None:
             with self.db.session() as session:
-                row = session.get(SpoolCheckpoint, 1)
+                row = session.get(SpoolCheckpoint, self.checkpoint_id)
                 self._checkpoint = (row.segment, row.offset) if row else (0, 0)
         return self._checkpoint
 
@@ -143,9 +147,9 @@ class SpoolWriter:
                 self._table_rows(session, self.tables[name], rows[name])
                 for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring") if rows[name]])
             last = batch[-1]
-            checkpoint = session.get(SpoolCheckpoint, 1)
+            checkpoint = session.get(SpoolCheckpoint, self.checkpoint_id)
             if checkpoint is None:
-                session.add(SpoolCheckpoint(id=1, segment=last.segment, offset=last.end_offset))
+                session.add(SpoolCheckpoint(id=self.checkpoint_id, segment=last.segment, offset=last.end_offset))
             else:
                 checkpoint.segment, checkpoint.offset = last.segment, last.end_offset
         self._checkpoint = (last.segment, last.end_offset)
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
     parser.add_argument("--nice", type=int, default=0, help="Lower this process's CPU priority by this much")
+    parser.add_argument("--checkpoint-id", type=int, default=1, help="This spool's checkpoint row (1: the platform's)")
     args = parser.parse_args(argv)
     database = args.database or sys.stdin.readline().strip()
     if args.nice:
@@ -231,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     # One writer per spool: a writer an earlier run left behind holds this until it is ended.
     hold_writer_lock(args.spool)
-    writer = SpoolWriter(database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars)
+    writer = SpoolWriter(database, args.spool, batch_size=args.batch_size, max_payload_chars=args.max_payload_chars,
+                         checkpoint_id=args.checkpoint_id)
     import gc
 
     gc.collect()

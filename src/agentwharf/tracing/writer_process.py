@@ -20,8 +20,9 @@ log = logging.getLogger("agentwharf.writer")
 
 class WriterProcess:
     def __init__(self, database_uri: str, spool_dir: Path, log_path: Path, batch_size: int, max_payload_chars: int,
-                 environ: dict[str, str], nice: int = 0):
+                 environ: dict[str, str], nice: int = 0, checkpoint_id: int = 1):
         self.nice = nice
+        self.checkpoint_id = checkpoint_id
         self.database_uri = database_uri
         self.spool_dir = spool_dir
         self.log_path = log_path
@@ -49,7 +50,8 @@ class WriterProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agentwharf.tracing.writer", "--spool", str(self.spool_dir),
                  "--batch-size", str(self.batch_size),
-                 "--max-payload-chars", str(self.max_payload_chars), "--nice", str(self.nice)],
+                 "--max-payload-chars", str(self.max_payload_chars), "--nice", str(self.nice),
+                 "--checkpoint-id", str(self.checkpoint_id)],
                 stdout=out, stderr=out, stdin=subprocess.PIPE, env=self.environ, preexec_fn=die_with_parent,
             )
         with contextlib.suppress(BrokenPipeError):  # it died at once: ensure_running restarts it
