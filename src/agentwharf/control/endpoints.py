@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from agentwharf import names
 from agentwharf.control.config import ConfigSpec, EntitySpec, parse_config
@@ -92,8 +92,9 @@ class EndpointService:
         self.reconciler = reconciler
         self.workload_sizes = workload_sizes
         self.max_entities = max_entities
-        # Serialises changes: two updates of one endpoint must not interleave their reads and
-        # writes (the database alone would let both pass the "not updating" check).
+        # Serialises this process's changes, so one waits for the other rather than fail. The
+        # database is the arbiter between processes: a config update claims the endpoint's
+        # config version in its transaction (``_claim``), and the later of two loses.
         self._lock = asyncio.Lock()
 
     # -- reads ---------------------------------------------------------------------------
@@ -252,7 +253,7 @@ class EndpointService:
                         "settings; serve the change under a new name and move traffic to it"
                     )
             await self._check_models(new, caller)
-            await asyncio.to_thread(self._write_update, name, spec, new, add_tags or {})
+            await asyncio.to_thread(self._write_update, name, spec, new, add_tags or {}, current.config_version)
         await self.reconciler.apply(name)
         return self.get(name)
 
@@ -314,8 +315,27 @@ class EndpointService:
             endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
             endpoint.ai_gateway = stored
 
-    def _write_update(self, name: str, spec: ConfigSpec, new: list[EntitySpec], add_tags: dict[str, str]) -> None:
+    @staticmethod
+    def _claim(session, name: str, seen_version: int) -> None:
+        """Take the endpoint for this update, in the update's transaction: only if its config is
+        still the one this update was checked against and no other update is in progress. The
+        write comes first, so the transaction holds the row (PostgreSQL) or the database
+        (SQLite) from here on.
+
+        Raises:
+            Conflict: another update came first.
+        """
+        claimed = session.execute(update(Endpoint).where(
+            Endpoint.name == name, Endpoint.config_version == seen_version, Endpoint.update_state != "IN_PROGRESS",
+        ).values(update_state="IN_PROGRESS").execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            raise Conflict(f"Endpoint {name!r} is being updated, or another update changed it meanwhile; "
+                           "read its config again and retry once no update is in progress")
+
+    def _write_update(self, name: str, spec: ConfigSpec, new: list[EntitySpec], add_tags: dict[str, str],
+                      seen_version: int) -> None:
         with self.db.session() as session:
+            self._claim(session, name, seen_version)
             endpoint = session.scalar(select(Endpoint).where(Endpoint.name == name))
             endpoint.tags = {**endpoint.tags, **add_tags}
             for entity in new:
