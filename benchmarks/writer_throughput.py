@@ -1,6 +1,6 @@
 """The spool writer's sustained throughput on SQLite and on PostgreSQL, in one run.
 
-    .venv/bin/python benchmarks/writer_throughput.py [--records 20000] [--batch-size 1000]
+    .venv/bin/python benchmarks/writer_throughput.py [--records 20000] [--batch-size 5000]
 
 A spool of realistic records is made once: the guide's EchoAgent answers a Responses request
 in this process with MLflow tracing on, its trace is caught the way a worker catches it
@@ -136,7 +136,7 @@ def _with_experiment(spool: Path, target: Path, experiment_id: str) -> None:
     appender.close()
 
 
-def measure(records: int = 20000, batch_size: int = 1000, scratch: Path | None = None) -> dict:
+def measure(records: int = 20000, batch_size: int = 5000, scratch: Path | None = None) -> dict:
     """Both databases' figures (``make bench`` prints them as rows)."""
     from agentwharf.settings import sqlalchemy_url
     from tests.integration.services import PostgresCluster
@@ -179,7 +179,7 @@ def report(results: dict, console) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20000)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--json", type=Path, help="also save the results here")
     args = parser.parse_args()
     from rich.console import Console

@@ -135,7 +135,7 @@ class PlatformSettings(BaseSettings):
     #: instead of risking unrecorded work.
     spool_max_pending_bytes: int = 1024 * 1024 * 1024
     spool_segment_bytes: int = 64 * 1024 * 1024
-    writer_batch_size: int = 1000
+    writer_batch_size: int = 5000
     #: Request and response payloads longer than this are truncated (and flagged) in the
     #: inference table; the trace keeps them whole.
     inference_max_payload_chars: int = 1_000_000

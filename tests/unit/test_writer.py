@@ -299,3 +299,20 @@ def test_fitted_touches_only_text_values_of_the_checked_columns():
     from agentwharf.tracing.writer import fitted
 
     assert fitted(["abcdef", 7, None, "x\x00y", "zz\x00"], [(0, 3), (1, 3), (2, 3), (3, None)]) == ("abc", 7, None, "xy", "zz\x00")
+
+
+def test_segments_are_deleted_only_after_the_database_is_synced(env, monkeypatch):
+    """SQLite commits with synchronous=NORMAL are not yet on disk: a power cut could lose the
+    checkpoint of records whose segment is gone. The WAL is synced before a segment is deleted."""
+    from agentwharf.tracing import writer as writer_module
+
+    synced = []
+    monkeypatch.setattr(writer_module, "sync_files", lambda *paths: synced.append(paths))
+    items = [(header(f"req-{i}", env.experiment_id), make_record(i)) for i in range(3)]
+    spool(env, items, segment_bytes=1)  # one record per segment
+    writer = env.writer(batch_size=1)
+    writer.run_once()  # the checkpoint is at the end of segment 1: nothing before it to delete
+    assert synced == [] and list_segments(env.spool) == [1, 2, 3, 4]
+    writer.run_once()
+    assert list_segments(env.spool) == [2, 3, 4]
+    assert synced == [(f"{env.spool.parent}/db.sqlite", f"{env.spool.parent}/db.sqlite-wal")]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import operator
 import os
 import signal
 import sys
@@ -43,7 +44,7 @@ from agentwharf.store.database import Database
 from agentwharf.store.models import InferenceLog, ScoringQueue, SpoolCheckpoint
 from agentwharf.tracing.bulk import TableRows, inserter_for
 from agentwharf.tracing.rows import inference_row, trace_rows
-from agentwharf.tracing.spool import SpoolReader, hold_writer_lock
+from agentwharf.tracing.spool import SpoolReader, hold_writer_lock, list_segments
 
 log = logging.getLogger("agentwharf.writer")
 PROGRESS_FILE = "progress.json"
@@ -63,9 +64,17 @@ TABLES = {
 _MONITORED = text("SELECT DISTINCT experiment_id FROM online_scoring_configs WHERE sample_rate > 0")
 
 
+#: A batch stops at this many spooled bytes even short of ``batch_size`` records: records hold
+#: up to a few MB each, and a batch is held in memory twice (records, then rows).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: A spooled record holding a NUL character: JSON can only carry one escaped, as this. A batch
+#: without it skips the NUL check of every text value (see ``fitted``).
+_ESCAPED_NUL = b"\\u0000"
+
+
 class SpoolWriter:
-    def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 1000, max_payload_chars: int = 1_000_000,
-                 checkpoint_id: int = 1):
+    def __init__(self, database_url: str, spool_dir: Path, *, batch_size: int = 5000, max_payload_chars: int = 1_000_000,
+                 max_batch_bytes: int = MAX_BATCH_BYTES, checkpoint_id: int = 1):
         #: Which checkpoint row is this spool's: the platform's is 1, gateway process N's is
         #: 1 + N (each gateway has a spool of its own, drained by a writer of its own).
         self.checkpoint_id = checkpoint_id
@@ -73,6 +82,7 @@ class SpoolWriter:
         self.spool_dir = spool_dir
         self.reader = SpoolReader(spool_dir)
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
         self.max_payload_chars = max_payload_chars
         self.tables = TABLES
         self.inserter = inserter_for(self.db.engine.dialect.name)
@@ -90,11 +100,18 @@ class SpoolWriter:
             self._text_columns[table] = {c["name"]: c["type"].length for c in columns if isinstance(c["type"], String)}
         return self._text_columns[table]
 
-    def _table_rows(self, session, table: str, rows: list[dict]) -> TableRows:
+    def _table_rows(self, session, table: str, rows: list[dict], nul_free: bool) -> TableRows:
+        """A table's rows as tuples, made storable (``fitted``). ``nul_free``: no value can hold
+        a NUL character (see ``_ESCAPED_NUL``), so only the bounded columns need a look."""
         columns = list(rows[0])
         text_columns = self._text_columns_of(session, table)
+        values = operator.itemgetter(*columns)  # a row's values in column order, in C
+        tuples = [values(row) for row in rows]
+        if nul_free:
+            return table, columns, fit_lengths(tuples, [(i, text_columns[c]) for i, c in enumerate(columns)
+                                                        if text_columns.get(c) is not None])
         checks = [(i, text_columns[c]) for i, c in enumerate(columns) if c in text_columns]
-        return table, columns, [fitted([row[c] for c in columns], checks) for row in rows]
+        return table, columns, [fitted(list(row), checks) for row in tuples]
 
     def checkpoint(self) -> tuple[int, int]:
         """Where the last committed batch ended. Read from the database once; after that this
@@ -125,10 +142,11 @@ class SpoolWriter:
     def run_once(self) -> int:
         """Write one batch. Returns how many records it took from the spool."""
         segment, offset = self.checkpoint()
-        batch = list(self.reader.read(segment, offset, self.batch_size))
+        batch = self._read_batch(segment, offset)
         if not batch:
-            self.reader.delete_before(segment)
+            self._delete_consumed(segment)
             return 0
+        nul_free = not any(_ESCAPED_NUL in item.record or _ESCAPED_NUL in item.header for item in batch)
         rows: dict[str, list[dict]] = {name: [] for name in self.tables}
         monitored = self.monitored_experiments()
         stored_ms = int(time.time() * 1000)
@@ -144,7 +162,7 @@ class SpoolWriter:
                         rows["scoring"].append(scoring_row(header, record, stored_ms))
             # trace_info first: the other trace tables (and the scoring queue's reader) reference it.
             self.inserter.insert(session.connection().connection, [
-                self._table_rows(session, self.tables[name], rows[name])
+                self._table_rows(session, self.tables[name], rows[name], nul_free)
                 for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring") if rows[name]])
             last = batch[-1]
             checkpoint = session.get(SpoolCheckpoint, self.checkpoint_id)
@@ -155,8 +173,32 @@ class SpoolWriter:
         self._checkpoint = (last.segment, last.end_offset)
         self.written += len(batch)
         self._write_progress(last.segment, last.end_offset, orjson.loads(last.header).get("ts_ms", 0))
-        self.reader.delete_before(last.segment)
+        self._delete_consumed(last.segment)
         return len(batch)
+
+    def _delete_consumed(self, segment: int) -> None:
+        """Delete the spool's segments before ``segment``, once what they held is durable.
+
+        With ``synchronous=NORMAL`` a SQLite commit is in the WAL file but not yet synced: a
+        killed process loses nothing (the OS has it), a power cut may lose the last commits,
+        checkpoint row included, and the writer would then resume inside a segment deleted
+        already. So the database's files are synced first. Segments end rarely (every
+        ``spool_segment_bytes``, or a gateway restart), so this costs next to nothing."""
+        if not any(seq < segment for seq in list_segments(self.spool_dir)):
+            return
+        if self.db.engine.dialect.name == "sqlite":
+            sync_files(self.db.engine.url.database, self.db.engine.url.database + "-wal")
+        self.reader.delete_before(segment)
+
+    def _read_batch(self, segment: int, offset: int) -> list:
+        """Up to ``batch_size`` records after the checkpoint, stopping past ``max_batch_bytes``."""
+        batch, size = [], 0
+        for item in self.reader.read(segment, offset, self.batch_size):
+            batch.append(item)
+            size += len(item.record) + len(item.header)
+            if size >= self.max_batch_bytes:
+                break
+        return batch
 
     def _write_progress(self, segment: int, offset: int, last_ts_ms: int) -> None:
         # For the platform's metrics: how far the store is, without asking the database.
@@ -201,10 +243,34 @@ def fitted(values: list, checks: list[tuple[int, int | None]]) -> tuple:
     return tuple(values)
 
 
+def fit_lengths(rows: list[tuple], checks: list[tuple[int, int]]) -> list[tuple]:
+    """``rows`` with the rare row holding text longer than its column (``checks``: index,
+    length) replaced by its ``fitted`` copy; checked a column at a time, which is cheaper
+    than a call per row when nothing needs fitting."""
+    over = {j for i, limit in checks for j, row in enumerate(rows)
+            if (value := row[i]).__class__ is str and len(value) > limit}
+    for j in over:
+        rows[j] = fitted(list(rows[j]), checks)
+    return rows
+
+
 def scoring_row(header: dict, record: dict, stored_ms: int) -> dict:
     """The scoring queue's row for a trace just stored (see ``ScoringQueue``)."""
     return {"trace_id": record["trace_id"], "experiment_id": str(header["experiment_id"]), "endpoint": header["endpoint"],
             "served_entity": header.get("entity"), "answered_ms": header["ts_ms"], "stored_ms": stored_ms}
+
+
+def sync_files(*paths: str) -> None:
+    """fsync each file that exists (a read-only descriptor is enough on Linux)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_progress(spool_dir: Path) -> dict | None:
@@ -218,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="agentwharf spool writer (started by the platform)")
     parser.add_argument("--spool", required=True, type=Path)
     parser.add_argument("--database", help="the database's URL (default: read from the first line of stdin)")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--max-payload-chars", type=int, default=1_000_000)
     parser.add_argument("--nice", type=int, default=0, help="Lower this process's CPU priority by this much")
