@@ -16,7 +16,8 @@ from agentwharf.store.database import migrate
 from agentwharf.tracing.bulk import PostgresInserter
 from agentwharf.tracing.writer import SpoolWriter
 from tests.unit.test_writer import (  # noqa: F401  (collected here again, with this module's env)
-    counts, header, inference_rows, make_record, spool, test_artifact_location_tag_points_into_the_experiment,
+    counts, header, inference_rows, make_record, spool, test_a_record_the_database_refuses_costs_only_itself,
+    test_artifact_location_tag_points_into_the_experiment,
     test_checkpoint_advances_and_progress_is_written, test_consumed_segments_are_deleted, test_empty_spool_is_nothing_to_do,
     test_error_request_is_an_error_trace_and_row, test_long_payloads_are_truncated_in_the_inference_row_only,
     test_records_across_gateway_restarts_are_all_stored, test_replay_after_a_crash_stores_nothing_twice,

@@ -3,6 +3,7 @@ in-process against SQLite, read back through MLflow's own SQL store."""
 
 import asyncio
 import shutil
+import sqlite3
 import time
 from types import SimpleNamespace
 
@@ -316,3 +317,42 @@ def test_segments_are_deleted_only_after_the_database_is_synced(env, monkeypatch
     writer.run_once()
     assert list_segments(env.spool) == [2, 3, 4]
     assert synced == [(f"{env.spool.parent}/db.sqlite", f"{env.spool.parent}/db.sqlite-wal")]
+
+
+def test_a_record_the_database_refuses_costs_only_itself(env):
+    """A trace whose experiment is gone for good (``mlflow gc``) fails its foreign key: the
+    batch is stored record by record, that request keeps its inference row, and the writer goes
+    on instead of retrying the same batch forever."""
+    items = [(header("before", env.experiment_id), make_record(0)),
+             (header("orphan", "987654"), make_record(1)),
+             (header("after", env.experiment_id), make_record(2))]
+    spool(env, items)
+    writer = env.writer()
+    assert writer.run_once() == 3
+    rows = inference_rows(env)
+    assert set(rows) == {"before", "orphan", "after"}
+    assert counts(env)["trace_info"] == 2  # the orphan's trace alone is refused
+    assert env.store.get_trace(items[2][1]["trace_id"]) is not None
+    assert writer.run_once() == 0  # the checkpoint is past all three
+
+
+def test_a_record_refused_even_alone_is_kept_with_the_reason(env, monkeypatch):
+    from agentwharf.tracing import writer as writer_module
+
+    items = [(header(f"req-{i}", env.experiment_id), make_record(i)) for i in range(3)]
+    spool(env, items)
+    real = writer_module.inference_row
+
+    def refusing(header_, record_, limit):
+        if header_["request_id"] == "req-1":  # as the driver says it of a row no retry can store
+            raise sqlite3.IntegrityError("CHECK constraint failed: a value this database cannot take")
+        return real(header_, record_, limit)
+
+    monkeypatch.setattr(writer_module, "inference_row", refusing)
+    writer = env.writer()
+    assert writer.run_once() == 3
+    assert set(inference_rows(env)) == {"req-0", "req-2"}
+    kept = [orjson.loads(line) for line in (env.spool / writer_module.REFUSED_FILE).read_bytes().splitlines()]
+    assert [k["header"]["request_id"] for k in kept] == ["req-1"]
+    assert "CHECK constraint failed" in kept[0]["reason"]
+    assert writer.run_once() == 0

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import String, inspect, text
+from sqlalchemy.exc import DataError, IntegrityError
 
 from agentwharf.store.database import Database
 from agentwharf.store.models import InferenceLog, ScoringQueue, SpoolCheckpoint
@@ -48,6 +49,26 @@ from agentwharf.tracing.spool import SpoolReader, hold_writer_lock, list_segment
 
 log = logging.getLogger("agentwharf.writer")
 PROGRESS_FILE = "progress.json"
+#: Records the database refused even alone, with the reason, in the spool folder (see ``_store_alone``).
+REFUSED_FILE = "refused.jsonl"
+
+
+def _record_errors() -> tuple[type[Exception], ...]:
+    """The database refusing what a batch holds, rather than being away or busy: SQLAlchemy's
+    and, as the bulk inserters use the driver directly, each driver's own."""
+    import sqlite3
+
+    errors: list[type[Exception]] = [IntegrityError, DataError, sqlite3.IntegrityError, sqlite3.DataError]
+    try:
+        import psycopg
+    except ImportError:
+        pass
+    else:
+        errors += [psycopg.IntegrityError, psycopg.DataError]
+    return tuple(errors)
+
+
+_RECORD_ERRORS = _record_errors()
 
 
 #: Record part -> the table its rows go to. MLflow's trace tables by name (what MLflow's
@@ -140,22 +161,38 @@ class SpoolWriter:
             return frozenset()
 
     def run_once(self) -> int:
-        """Write one batch. Returns how many records it took from the spool."""
+        """Write one batch. Returns how many records it took from the spool.
+
+        A batch the database refuses for what it holds (a constraint, a value it cannot take:
+        the same batch would fail the same way forever, and every later record wait behind it)
+        is stored again record by record, so one bad record costs only itself (``_store_alone``).
+        An unreachable or locked database raises: the batch is tried again as it is."""
         segment, offset = self.checkpoint()
         batch = self._read_batch(segment, offset)
         if not batch:
             self._delete_consumed(segment)
             return 0
+        try:
+            self._store(batch)
+        except _RECORD_ERRORS:
+            log.exception("the database refused a batch of %d records; storing them one by one", len(batch))
+            for item in batch:
+                self._store_alone(item)
+        return len(batch)
+
+    def _store(self, batch: list, traces: bool = True) -> None:
+        """The batch's rows and the checkpoint past it, in one transaction; ``traces`` False:
+        the inference rows alone."""
         nul_free = not any(_ESCAPED_NUL in item.record or _ESCAPED_NUL in item.header for item in batch)
         rows: dict[str, list[dict]] = {name: [] for name in self.tables}
-        monitored = self.monitored_experiments()
+        monitored = self.monitored_experiments() if traces else frozenset()
         stored_ms = int(time.time() * 1000)
         with self.db.session() as session:
             for item in batch:
                 header = orjson.loads(item.header)
                 record = orjson.loads(item.record)
                 rows["inference"].append(inference_row(header, record, self.max_payload_chars))
-                if header.get("experiment_id"):
+                if traces and header.get("experiment_id"):
                     for name, values in trace_rows(header, record, self._artifact_location(session, header["experiment_id"])).items():
                         rows[name].extend(values)
                     if str(header["experiment_id"]) in monitored:
@@ -164,17 +201,50 @@ class SpoolWriter:
             self.inserter.insert(session.connection().connection, [
                 self._table_rows(session, self.tables[name], rows[name], nul_free)
                 for name in ("trace_info", "trace_tags", "trace_request_metadata", "spans", "inference", "scoring") if rows[name]])
-            last = batch[-1]
-            checkpoint = session.get(SpoolCheckpoint, self.checkpoint_id)
-            if checkpoint is None:
-                session.add(SpoolCheckpoint(id=self.checkpoint_id, segment=last.segment, offset=last.end_offset))
-            else:
-                checkpoint.segment, checkpoint.offset = last.segment, last.end_offset
+            self._checkpoint_past(session, batch[-1])
+        self._stored(batch)
+
+    def _checkpoint_past(self, session, last) -> None:
+        checkpoint = session.get(SpoolCheckpoint, self.checkpoint_id)
+        if checkpoint is None:
+            session.add(SpoolCheckpoint(id=self.checkpoint_id, segment=last.segment, offset=last.end_offset))
+        else:
+            checkpoint.segment, checkpoint.offset = last.segment, last.end_offset
+
+    def _stored(self, batch: list) -> None:
+        last = batch[-1]
         self._checkpoint = (last.segment, last.end_offset)
         self.written += len(batch)
         self._write_progress(last.segment, last.end_offset, orjson.loads(last.header).get("ts_ms", 0))
         self._delete_consumed(last.segment)
-        return len(batch)
+
+    def _store_alone(self, item) -> None:
+        """One record of a refused batch: whole if it can be; else its inference row without the
+        trace (say, its experiment was deleted for good meanwhile); else it is kept in the
+        spool folder's ``refused.jsonl`` with the reason, never dropped, and the writer moves on."""
+        try:
+            self._store([item])
+            return
+        except _RECORD_ERRORS as error:
+            trace_error = error
+        request_id = orjson.loads(item.header).get("request_id")
+        try:
+            self._store([item], traces=False)
+            log.error("request %s: the database refused its trace (%s); its inference row is stored without it",
+                      request_id, _reason(trace_error))
+            return
+        except _RECORD_ERRORS as error:
+            row_error = error
+        log.error("request %s: the database refused its record (%s); kept in %s", request_id, _reason(row_error),
+                  self.spool_dir / REFUSED_FILE)
+        with open(self.spool_dir / REFUSED_FILE, "ab") as refused:
+            refused.write(orjson.dumps({"reason": _reason(row_error), "header": orjson.loads(item.header),
+                                        "record": orjson.loads(item.record)}) + b"\n")
+            refused.flush()
+            os.fsync(refused.fileno())
+        with self.db.session() as session:
+            self._checkpoint_past(session, item)
+        self._stored([item])
 
     def _delete_consumed(self, segment: int) -> None:
         """Delete the spool's segments before ``segment``, once what they held is durable.
@@ -315,3 +385,9 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _reason(error: Exception) -> str:
+    """The database's own words, first line (no statement, no parameters: they hold payloads)."""
+    original = getattr(error, "orig", None) or error
+    return str(original).splitlines()[0][:300]
