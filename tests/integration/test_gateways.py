@@ -184,3 +184,18 @@ def test_kill_9_of_a_gateway_under_load_loses_no_acknowledged_request(cluster):
     assert ledger.not_json == []
     # 502 (JSON, from nginx): requests that were in flight in the killed gateway.
     assert set(ledger.statuses) <= {200, 502}
+
+
+def test_a_gateway_with_bad_arguments_says_what_is_wrong(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agentwharf.cli.main", "gateway", "--home", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    not_a_url = run("--control", "localhost:8080", "--port", "0")
+    assert not_a_url.returncode != 0 and "--control must be the platform's base URL" in not_a_url.stdout + not_a_url.stderr
+    taken = run("--control", cluster.base_url, "--port", str(cluster.gateways[1].port))
+    assert taken.returncode != 0 and "in use" in taken.stdout + taken.stderr
+    assert "Traceback" not in not_a_url.stderr + taken.stderr

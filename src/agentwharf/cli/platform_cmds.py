@@ -74,7 +74,8 @@ def gateway(
     if not control.startswith(("http://", "https://")):
         fail(f"--control must be the platform's base URL (http://host:port), got {control!r}")
     console.print(f"Starting gateway {index} on [bold]{settings.base_url}[/] for the platform at {control} "
-                  f"(home {settings.home.resolve()}); Ctrl-C stops it.")
+                  f"(home {settings.home.resolve()}); it waits for the platform to answer first. Ctrl-C stops it.")
+    console.print(f"  its log: {settings.logs_dir / f'gateway-{index}.log'}", highlight=False)
     try:
         runner.serve_gateway(settings, index, control)
     except runner.PlatformError as error:
