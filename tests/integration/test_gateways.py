@@ -75,6 +75,10 @@ def test_each_gateway_serves_the_endpoint_and_stores_its_records(cluster):
         direct = _ask(gateway.base_url, cluster.path, cluster.headers)
         assert direct.status_code == 200, direct.text
         assert gateway.health()["spool"]["records"] > 0  # nginx spread the load over both
+        assert httpx.get(f"{gateway.base_url}/metrics").status_code == 401  # as the platform's
+        scraped = httpx.get(f"{gateway.base_url}/metrics", headers=cluster.headers).text  # its own requests
+        assert f'agentwharf_requests_total{{endpoint="{cluster.endpoint}"' in scraped
+        assert "agentwharf_spool_records_total" in scraped
     ledger.verify(cluster.front)
     # The rest of the platform (control plane, MLflow) is the control process's, through nginx too.
     answer = httpx.get(f"{cluster.nginx.base_url}/api/2.0/serving-endpoints/{cluster.endpoint}", headers=cluster.headers)

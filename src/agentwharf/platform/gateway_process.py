@@ -39,6 +39,7 @@ from agentwharf.errors import AgentwharfError, NotFound, PermissionDenied, Unava
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
 from agentwharf.llm.shared_limits import SharedRateCounts
+from agentwharf.platform import metrics
 from agentwharf.platform.logs import access_line, flush_access_log
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.published import Sealer, StateMirror
@@ -82,6 +83,8 @@ class GatewayProcess:
         self.gateway: Gateway | None = None
         self.llm_runtime: LlmRuntime | None = None
         self.in_flight = 0
+        #: ``GET /metrics``: this gateway's requests and its spool (the platform's has the rest).
+        self.metrics = metrics.PlatformMetrics(self, metrics.SpoolCollector(self.recorder, self.writer))
         self._tasks: list[asyncio.Task] = []
 
     async def _wait_for_control(self, timeout: float) -> None:
@@ -111,6 +114,7 @@ class GatewayProcess:
                                max_request_bytes=settings.max_request_bytes, body_timeout=settings.body_timeout,
                                start_wait=settings.cold_start_timeout)
         self.gateway.gatekeeper = self.gatekeeper
+        self.gateway.metrics = self.metrics
         self.gateway.llm_calls = LlmCalls(settings.llm_request_timeout)
         self.gateway.max_field_chars = settings.trace_max_field_chars
         self.gateway.shadows.max_in_flight = settings.shadow_max_in_flight
@@ -221,8 +225,8 @@ class GatewayProcess:
         path = scope["path"]
         if path == "/healthz":
             await send_json(send, 200, orjson.dumps(self.health()))
-        elif not path.startswith(GATEWAY_PREFIX):
-            await send_error(send, NotFound(f"This is a gateway process: it serves {GATEWAY_PREFIX}... only; "
+        elif not path.startswith((GATEWAY_PREFIX, "/metrics")):
+            await send_error(send, NotFound(f"This is a gateway process: it serves {GATEWAY_PREFIX}... (and /metrics) only; "
                                             f"everything else is the control process's, at {self.control_url}"))
         elif self.gateway is None:
             await send_error(send, Unavailable("The gateway is starting"))
@@ -232,7 +236,12 @@ class GatewayProcess:
             except AgentwharfError as error:
                 await send_error(send, error)
                 return
-            await self.gateway(scope, receive, send)
+            if path == "/metrics":  # as on the platform: for any authenticated caller
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", metrics.CONTENT_TYPE.encode())]})
+                await send({"type": "http.response.body", "body": self.metrics.render()})
+            else:
+                await self.gateway(scope, receive, send)
 
     def _admit(self, scope) -> Caller:
         """As the platform's own admission, for the serving routes (the only ones here)."""

@@ -23,7 +23,9 @@ _ENTITY = ("endpoint", "served_entity")
 
 
 class PlatformMetrics:
-    def __init__(self, platform):
+    def __init__(self, platform, state: object | None = None):
+        """``state``: the collector of what is read at scrape time (default: the platform's
+        whole state; a gateway process has only its spool, ``SpoolCollector``)."""
         self.platform = platform
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("agentwharf_requests", "Requests answered by the gateway, by endpoint, served entity "
@@ -35,7 +37,7 @@ class PlatformMetrics:
                                      "answer.", _ENTITY, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("agentwharf_requests_in_flight", "Requests a worker is answering now.", _ENTITY,
                                registry=self.registry)
-        self.registry.register(_StateCollector(platform))
+        self.registry.register(state if state is not None else _StateCollector(platform))
         ProcessCollector(registry=self.registry)
         #: The last minute per endpoint, in Databricks' export_metrics shape (its own window).
         self.endpoint_window = EndpointMetrics()
@@ -90,21 +92,7 @@ class _StateCollector:
                                       "after it exited.", value=self.platform.scoring.restarts)
 
     def _spool(self):
-        recorder, appender = self.platform.recorder, self.platform.recorder.appender
-        yield GaugeMetricFamily("agentwharf_spool_pending_bytes", "Bytes spooled but not yet written to the store.",
-                                value=recorder.pending_estimate())
-        yield GaugeMetricFamily("agentwharf_spool_writer_lag_seconds", "Age of the oldest spooled record not yet stored.",
-                                value=round(recorder.lag_seconds, 3))
-        yield CounterMetricFamily("agentwharf_spool_records", "Request records made durable in the spool.",
-                                  value=appender.appended_records)
-        yield CounterMetricFamily("agentwharf_spool_fsyncs", "fsync calls of the spool (group commits).", value=appender.fsyncs)
-        yield CounterMetricFamily("agentwharf_spool_rejected", "Requests refused because the spool was full or the disk "
-                                  "nearly so.", value=recorder.rejected)
-        yield CounterMetricFamily("agentwharf_writer_restarts", "Restarts of the spool writer process.",
-                                  value=self.platform.writer.restarts)
-        if recorder.free_bytes is not None:
-            yield GaugeMetricFamily("agentwharf_home_free_bytes", "Bytes free on the disk under the home.",
-                                    value=recorder.free_bytes)
+        yield from spool_families(self.platform.recorder, self.platform.writer)
 
     def _workers(self):
         states = GaugeMetricFamily("agentwharf_served_versions", "Served model versions by state.", labels=["state"])
@@ -124,6 +112,38 @@ class _StateCollector:
         for state, count in sorted(counts.items()):
             states.add_metric([state], count)
         yield from (states, restarts, memory)
+
+
+class SpoolCollector:
+    """A gateway process's state at scrape time: its spool and its writer."""
+
+    def __init__(self, recorder, writer):
+        self.recorder, self.writer = recorder, writer
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        yield from spool_families(self.recorder, self.writer)
+
+
+def spool_families(recorder, writer):
+    """The spool's and its writer's metrics (the platform's, or a gateway process's)."""
+    appender = recorder.appender
+    yield GaugeMetricFamily("agentwharf_spool_pending_bytes", "Bytes spooled but not yet written to the store.",
+                            value=recorder.pending_estimate())
+    yield GaugeMetricFamily("agentwharf_spool_writer_lag_seconds", "Age of the oldest spooled record not yet stored.",
+                            value=round(recorder.lag_seconds, 3))
+    yield CounterMetricFamily("agentwharf_spool_records", "Request records made durable in the spool.",
+                              value=appender.appended_records)
+    yield CounterMetricFamily("agentwharf_spool_fsyncs", "fsync calls of the spool (group commits).", value=appender.fsyncs)
+    yield CounterMetricFamily("agentwharf_spool_rejected", "Requests refused because the spool was full or the disk "
+                              "nearly so.", value=recorder.rejected)
+    yield CounterMetricFamily("agentwharf_writer_restarts", "Restarts of the spool writer process.",
+                              value=writer.restarts)
+    if recorder.free_bytes is not None:
+        yield GaugeMetricFamily("agentwharf_home_free_bytes", "Bytes free on the disk under the home.",
+                                value=recorder.free_bytes)
 
 
 def resident_bytes(pid: int) -> int | None:
