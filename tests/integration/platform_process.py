@@ -96,14 +96,19 @@ class PlatformProcess:
         raise RuntimeError(f"platform did not answer within {timeout}s; see {log.name}")
 
     def stop(self, timeout: float = 60.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return terminate(self.process, timeout)
+
+
+def terminate(process: subprocess.Popen | None, timeout: float = 60.0) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; the exit code (None if it never started)."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def auth_headers() -> dict[str, str]:
@@ -172,11 +177,4 @@ class GatewayProcessRunner:
         self.process.wait()
 
     def stop(self, timeout: float = 60.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)

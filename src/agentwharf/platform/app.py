@@ -22,7 +22,6 @@ import os
 import secrets
 import sys
 import time
-import uuid
 
 import httpx
 import orjson
@@ -46,10 +45,11 @@ from agentwharf.control.registry import MlflowRegistry
 from agentwharf.control.routes import ControlState
 from agentwharf.databricks_compat.mlflow_calls import MlflowCalls
 from agentwharf.platform import metrics
-from agentwharf.platform.logs import access_line, flush_access_log
+from agentwharf.platform.logs import flush_access_log
+from agentwharf.platform.server_process import ServerProcess
 from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.mlflow_server import MlflowServer
-from agentwharf.errors import AgentwharfError, PermissionDenied, Unauthenticated, Unavailable
+from agentwharf.errors import PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.shared_limits import SharedRateCounts
@@ -87,7 +87,7 @@ PLATFORM_IDENTITY = "agentwharf-platform"
 _BENCHMARK_CALLER = Caller(name=ADMIN_NAME, kind="user", is_admin=True)
 
 
-class Platform:
+class Platform(ServerProcess):
     """Owns every part of a running platform; ``start``/``stop`` bracket its life."""
 
     def __init__(self, settings: PlatformSettings, environ: dict[str, str]):
@@ -438,44 +438,6 @@ class Platform:
             },
         }
 
-    async def __call__(self, scope, receive, send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _http(self, scope, receive, send) -> None:
-        """Every HTTP request: a platform-made id, the concurrency limit, and a JSON answer
-        whatever fails below (never a stack trace, never uvicorn's plain-text 500)."""
-        request_id = scope["agentwharf.request_id"] = uuid.uuid4().hex
-        began = time.perf_counter()
-        status = 0
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        if self.in_flight >= self.settings.limit_concurrency:
-            await send_error(send, Unavailable(f"The platform is handling {self.in_flight} requests, its limit "
-                                               "(AGENTWHARF_LIMIT_CONCURRENCY); retry shortly"))
-            return
-        self.in_flight += 1
-        try:
-            await self._route(scope, receive, tracked_send)
-        except Exception:
-            log.exception("%s %s failed (request %s)", scope["method"], scope["path"], request_id)
-            if not status:
-                status = 500
-                await send_error(send, AgentwharfError(f"Internal error (request {request_id}); see the platform log"))
-        finally:
-            self.in_flight -= 1
-            caller = scope.get("agentwharf.caller")
-            access_line(scope["method"], scope["path"], status, time.perf_counter() - began, request_id,
-                        caller.name if caller is not None else None)
-
     async def _route(self, scope, receive, send) -> None:
         path = scope["path"]
         if path == "/healthz":
@@ -551,22 +513,6 @@ class Platform:
             return False
         return True
 
-    async def _lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as error:
-                    log.exception("platform failed to start")
-                    await self.stop()
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 async def _refuse_monitor(scope, receive, send) -> None:

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 
 import httpx
 import orjson
@@ -40,7 +39,8 @@ from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.runtime import LlmRuntime, gateway_environment
 from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.platform import metrics
-from agentwharf.platform.logs import access_line, flush_access_log
+from agentwharf.platform.logs import flush_access_log
+from agentwharf.platform.server_process import ServerProcess
 from agentwharf.serving.gateway import PREFIX as GATEWAY_PREFIX, Gateway
 from agentwharf.serving.published import Sealer, StateMirror
 from agentwharf.serving.worker_directory import WorkerDirectory
@@ -59,8 +59,10 @@ def spool_dir_of(settings: PlatformSettings, index: int):
     return settings.home.resolve() / f"spool-gateway-{index}"
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     """Owns a gateway process's parts; ``start``/``stop`` bracket its life (ASGI lifespan)."""
+
+    what = "gateway"
 
     def __init__(self, settings: PlatformSettings, index: int, control_url: str, environ: dict[str, str]):
         if index < 1:
@@ -188,39 +190,6 @@ class GatewayProcess:
                 "spool": {"pending_bytes": self.recorder.pending_estimate(), "records": self.recorder.appender.appended_records,
                           "writer_lag_seconds": round(self.recorder.lag_seconds, 3), "rejected": self.recorder.rejected}}
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _http(self, scope, receive, send) -> None:
-        request_id = scope["agentwharf.request_id"] = uuid.uuid4().hex
-        began, status = time.perf_counter(), 0
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        if self.in_flight >= self.settings.limit_concurrency:
-            await send_error(send, Unavailable(f"The gateway is handling {self.in_flight} requests, its limit "
-                                               "(AGENTWHARF_LIMIT_CONCURRENCY); retry shortly"))
-            return
-        self.in_flight += 1
-        try:
-            await self._route(scope, receive, tracked_send)
-        except Exception:
-            log.exception("%s %s failed (request %s)", scope["method"], scope["path"], request_id)
-            if not status:
-                await send_error(send, AgentwharfError(f"Internal error (request {request_id}); see the gateway's log"))
-        finally:
-            self.in_flight -= 1
-            caller = scope.get("agentwharf.caller")
-            access_line(scope["method"], scope["path"], status, time.perf_counter() - began, request_id,
-                        caller.name if caller is not None else None)
-
     async def _route(self, scope, receive, send) -> None:
         path = scope["path"]
         if path == "/healthz":
@@ -254,21 +223,3 @@ class GatewayProcess:
         if caller.via == "load":
             raise PermissionDenied("A worker's load credential may only read from MLflow")
         return caller
-
-    async def _lifespan(self, receive, send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as error:
-                    log.exception("gateway failed to start")
-                    await self.stop()
-                    await send({"type": "lifespan.startup.failed", "message": str(error)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
