@@ -44,17 +44,24 @@ def test_no_spare_for_a_runtime_never_used():
     asyncio.run(scenario())
 
 
+def start(spares: SparePool, key, after=None) -> Spare | None:
+    """What ``WorkerLauncher.start`` does: take a spare if one is ready, then refill."""
+    taken = spares.take(key)
+    spares.refill(key, after)
+    return taken
+
+
 def test_first_start_is_fresh_and_leaves_a_spare_the_second_takes():
     async def scenario():
         spawner = Spawner()
         spares = pool(spawner)
-        assert spares.take(PLATFORM) is None  # fresh worker; a spare starts for next time
+        assert start(spares, PLATFORM) is None  # fresh worker; a spare starts for next time
         await until(lambda: len(spawner.spawned) == 1)
         first = spawner.spawned[0][1]
         assert spawner.spawned[0][0] == PLATFORM
-        assert spares.take(PLATFORM) is first
+        assert start(spares, PLATFORM) is first
         await until(lambda: len(spawner.spawned) == 2)  # replaced in the background
-        assert spares.take(MODEL_ENV) is None  # another runtime has its own spares
+        assert start(spares, MODEL_ENV) is None  # another runtime has its own spares
         await until(lambda: len(spawner.spawned) == 3)
         assert spawner.spawned[2][0] == MODEL_ENV
         await spares.close()
@@ -68,18 +75,18 @@ def test_a_spare_still_importing_or_dead_is_not_taken():
         spawner = Spawner()
         spawner.ready = False
         spares = pool(spawner)
-        spares.take(PLATFORM)
+        start(spares, PLATFORM)
         await until(lambda: len(spawner.spawned) == 1)
         importing = spawner.spawned[0][1]
-        assert spares.take(PLATFORM) is None
+        assert start(spares, PLATFORM) is None
         await asyncio.sleep(0.05)
         assert len(spawner.spawned) == 1  # at most one per runtime
         importing.ready = True
         importing.process.exit(1)  # died after all
-        assert spares.take(PLATFORM) is None
+        assert start(spares, PLATFORM) is None
         await until(lambda: len(spawner.spawned) == 2)  # the dead one is replaced
         spawner.spawned[1][1].ready = True
-        assert spares.take(PLATFORM) is spawner.spawned[1][1]
+        assert start(spares, PLATFORM) is spawner.spawned[1][1]
         await spares.close()
 
     asyncio.run(scenario())
@@ -89,8 +96,7 @@ def test_zero_spares_turns_them_off():
     async def scenario():
         spawner = Spawner()
         spares = pool(spawner, per_runtime=0)
-        assert spares.take(PLATFORM) is None
-        spares.keep_warm(PLATFORM)
+        assert start(spares, PLATFORM) is None
         await asyncio.sleep(0.05)
         assert spawner.spawned == []
         await spares.close()
@@ -98,16 +104,19 @@ def test_zero_spares_turns_them_off():
     asyncio.run(scenario())
 
 
-def test_keep_warm_starts_a_spare_without_taking_one():
+def test_the_refill_waits_for_the_worker_just_started():
     async def scenario():
         spawner = Spawner()
         spares = pool(spawner)
-        spares.keep_warm(PLATFORM)
+        listening = asyncio.Event()
+        start(spares, PLATFORM, after=listening.wait)  # a fresh worker loading its model
+        await asyncio.sleep(0.1)
+        assert spawner.spawned == []  # its imports would slow the load down
+        listening.set()
         await until(lambda: len(spawner.spawned) == 1)
-        spares.keep_warm(PLATFORM)
+        spares.refill(PLATFORM)  # a version no spare can run (PYTHON* variables) still uses the runtime
         await asyncio.sleep(0.05)
         assert len(spawner.spawned) == 1
-        assert spares.take(PLATFORM) is spawner.spawned[0][1]
         await spares.close()
 
     asyncio.run(scenario())

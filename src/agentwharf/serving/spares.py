@@ -3,8 +3,8 @@
 Deploy-to-first-answer is mostly a new worker importing MLflow (issue 17 item 4). The pool keeps
 up to ``per_runtime`` spares for each runtime (one Python, with its PYTHONPATH) that has already
 started a worker in this platform's life, so an idle platform that never deployed has none
-(the idle footprint targets in ``make bench``). ``take`` hands out a ready spare, if any, and
-refills in the background; the OS calls (``spawn``, ``stop``) stay in ``WorkerLauncher``.
+(the idle footprint targets in ``make bench``). ``take`` hands out a ready spare, if any;
+``refill`` replaces it (or makes the first) in the background; the OS calls (``spawn``, ``stop``) stay in ``WorkerLauncher``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ log = logging.getLogger("agentwharf.spares")
 #: (python, PYTHONPATH or None): spares are interchangeable only within one runtime.
 SpareKey = tuple[str, "str | None"]
 
-#: Seconds between handing out a spare (or starting a fresh worker) and starting its
-#: replacement: the replacement's imports would otherwise take CPU from the model load a
-#: deploy is waiting for (two cores on the reference machine).
-REFILL_DELAY = 3.0
+#: Longest a refill waits for the worker just started to be ready: a spare's imports would
+#: otherwise take CPU from the model load a deploy is waiting for (two cores on the reference
+#: machine), but a model that loads for minutes must not leave its runtime without a spare.
+MAX_REFILL_WAIT = 30.0
+#: Seconds more after that (the worker's first requests).
+REFILL_DELAY = 0.5
 
 #: Variables read when the interpreter starts or while MLflow's dependencies are imported (numpy's
 #: thread pools): a spare has done both already, so a version setting one gets a fresh worker.
@@ -77,22 +79,25 @@ class SparePool:
         self._closed = False
 
     def take(self, key: SpareKey) -> Spare | None:
-        """A ready spare for ``key`` (now the caller's), or None; either way the runtime has been
-        used, so the pool (re)fills its spares in the background."""
+        """A ready spare for ``key`` (now the caller's), or None (start a fresh worker)."""
         if self.per_runtime <= 0 or self._closed:
             return None
         spares = self._alive(key)
         taken = next((spare for spare in spares if spare.usable), None)
         if taken is not None:
             spares.remove(taken)
-        self._refill_later(key)
         return taken
 
-    def keep_warm(self, key: SpareKey) -> None:
-        """Note ``key`` as used without taking a spare (a version no spare can run)."""
-        if self.per_runtime > 0 and not self._closed:
-            self._alive(key)
-            self._refill_later(key)
+    def refill(self, key: SpareKey, after: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """``key`` has started a worker: (re)fill its spares in the background, once ``after()``
+        (the worker just started is ready) returns, at most ``MAX_REFILL_WAIT`` seconds on.
+        Waiting keeps the replacement's imports off the CPU the model load is using."""
+        if self.per_runtime <= 0 or self._closed:
+            return
+        self._alive(key)
+        running = self._refills.get(key)
+        if running is None or running.done():
+            self._refills[key] = asyncio.create_task(self._refill(key, after), name=f"spares-{key[0]}")
 
     async def close(self) -> None:
         self._closed = True
@@ -112,12 +117,10 @@ class SparePool:
         spares[:] = [spare for spare in spares if spare.process.returncode is None]
         return spares
 
-    def _refill_later(self, key: SpareKey) -> None:
-        running = self._refills.get(key)
-        if running is None or running.done():
-            self._refills[key] = asyncio.create_task(self._refill(key), name=f"spares-{key[0]}")
-
-    async def _refill(self, key: SpareKey) -> None:
+    async def _refill(self, key: SpareKey, after: Callable[[], Awaitable[Any]] | None) -> None:
+        if after is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(after(), MAX_REFILL_WAIT)
         await asyncio.sleep(self.refill_delay)
         while not self._closed and len(self._alive(key)) < self.per_runtime:
             try:

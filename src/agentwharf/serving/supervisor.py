@@ -123,7 +123,7 @@ class WorkerLauncher:
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         pythonpath = self.worker_pythonpath() if runtime.environment is not None and self.worker_pythonpath else None
         key = (runtime.python, pythonpath)
-        spare = self.spares.take(key) if can_take_over(spec.env) else self.spares.keep_warm(key)
+        spare = self.spares.take(key) if can_take_over(spec.env) else None
         with open(replica.log_path, "ab") as log_file:
             # worker_logs finds the current run by this marker (the logs and build-logs APIs).
             log_file.write(b"\n" + worker_logs.START_MARKER
@@ -142,7 +142,14 @@ class WorkerLauncher:
                 process = spare.process
                 log.info("%s replica %d: spare worker %d takes over", spec.key, replica.index, process.pid)
         await self._hand_over(process, spec, replica, runtime, spare is not None)
+        self.spares.refill(key, after=lambda: self._listening(process, replica))
         return process
+
+    @staticmethod
+    async def _listening(process: asyncio.subprocess.Process, replica: Replica) -> None:
+        """Return once the worker listens (its ready path exists) or has exited."""
+        while process.returncode is None and not os.path.exists(replica.ready_path):
+            await asyncio.sleep(0.1)
 
     def _arguments(self, spec: WorkerSpec, replica: Replica, runtime: Runtime) -> list[str]:
         """The worker's arguments (a fresh worker's argv, a spare's assignment)."""
