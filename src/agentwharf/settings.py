@@ -67,6 +67,10 @@ class PlatformSettings(BaseSettings):
                                                                   "AGENTWHARF_WORKER_THREADS"))
     #: How long a worker may take to load its model before the deploy fails.
     worker_start_timeout: float = 300.0
+    #: Warm spare workers kept per runtime (one Python: the platform's or a model environment's)
+    #: once that runtime has started a worker: MLflow already imported, waiting for a version to
+    #: serve, so a deploy or restart mostly waits for the model load (``serving.spares``). 0: off.
+    worker_spares: int = Field(default=1, ge=0, le=4)
     #: How the gateway reaches local worker processes (``runtime`` ``local``), with the same
     #: frames either way: ``unix`` sockets in the run folder (0600, the platform's user only),
     #: or ``tcp`` on ``worker_bind_host`` (each worker takes a free port and says which), the

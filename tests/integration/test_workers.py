@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from pathlib import Path
+
+import mlflow
 
 from agentwharf import agents
-from tests.integration.conftest import ask
+from tests.integration.conftest import ask, rows_for
 from tests.integration.platform_process import pid_alive, wait_until
 
 
@@ -111,3 +115,70 @@ def test_deleting_a_deployment_stops_its_workers(http, register):
     pid = pid_of(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations")
     agents.delete_deployment(model)
     wait_until(lambda: not pid_alive(pid), timeout=20, message="the worker to stop")
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _spares_of(platform_pid: int) -> list[int]:
+    """Pids of the platform's spare workers (``--spare`` in their command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            is_spare = entry.name.isdigit() and b"agentwharf.serving.worker\0--spare" in (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry.name) if is_spare else 0
+        while pid > 1 and pid != platform_pid:
+            pid = _parent(pid)
+        if is_spare and pid == platform_pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _waiting_spare(platform_pid: int) -> int | None:
+    """A spare done importing: its CPU time stands still (it blocks on stdin for its assignment)."""
+    for pid in _spares_of(platform_pid):
+        with contextlib.suppress(OSError):
+            before = _cpu_ticks(pid)
+            time.sleep(1.0)
+            if _cpu_ticks(pid) == before:
+                return pid
+    return None
+
+
+def test_a_deploy_on_a_used_runtime_is_served_by_a_warm_spare(platform, http, register):
+    first, second = register("info"), register("info")
+    agents.deploy(first, "1")  # the platform's Python has started a worker: a spare follows it
+    spare = wait_until(lambda: _waiting_spare(platform.process.pid), timeout=90, message="a spare worker, ready")
+
+    deployment = agents.deploy(second, "1", environment_vars={"SPARE_GREETING": "hola"})
+    answer = ask(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations",
+                 env=["SPARE_GREETING", "AGENTWHARF_SERVED_ENTITY", "MLFLOW_TRACKING_TOKEN"])
+    info = answer.json()["custom_outputs"]
+
+    assert info["pid"] == spare  # started before the deploy, and it took the version's environment
+    assert info["env"] == {"SPARE_GREETING": "hola", "AGENTWHARF_SERVED_ENTITY": deployment.served_entity_name,
+                           "MLFLOW_TRACKING_TOKEN": None}
+    request_id = answer.headers["x-agentwharf-request-id"]
+    row = rows_for(http, deployment.endpoint_name, {request_id})[request_id]
+    assert row["status_code"] == 200
+    trace = mlflow.get_trace(row["trace_id"])
+    assert trace.info.trace_metadata["agentwharf.request_id"] == request_id
+    assert info["experiment_id"] == trace.info.experiment_id
+    # Its output went to the replica's log like a fresh worker's (the logs API reads it).
+    logs = http.get(f"/api/2.0/serving-endpoints/{deployment.endpoint_name}/served-models/"
+                    f"{deployment.served_entity_name}/logs")
+    assert logs.status_code == 200 and "ready on" in logs.text
+    agents.delete_deployment(first)
+    agents.delete_deployment(second)

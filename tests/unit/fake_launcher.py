@@ -77,6 +77,9 @@ class FakeLauncher:
         if process.returncode is None:
             process.exit(-15)
 
+    async def close(self) -> None:
+        self.closed = True
+
     @property
     def running(self) -> list[FakeProcess]:
         return [p for p in self.started if p.returncode is None]

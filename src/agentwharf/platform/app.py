@@ -125,7 +125,8 @@ class Platform(ServerProcess):
                                          env_files=self._model_environment_files)
         launcher = WorkerLauncher(settings.worker_concurrency, self._worker_base_env(), self._load_credential,
                                   max_field_chars=settings.trace_max_field_chars,
-                                  worker_pythonpath=self.environments.worker_pythonpath)
+                                  worker_pythonpath=self.environments.worker_pythonpath,
+                                  spares=settings.worker_spares)
         self.supervisor = self._runtime(launcher)
         self.routes = RouteTable()
         self.recorder = Recorder(SpoolAppender(settings.spool_dir, settings.spool_segment_bytes), settings.spool_max_pending_bytes,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -26,6 +27,7 @@ from agentwharf.serving import transport, worker_logs
 from agentwharf.errors import AgentwharfError, DeploymentFailed, Unavailable
 from agentwharf.serving.environments import PLATFORM_RUNTIME, Environments, EnvironmentBuildFailed, Runtime
 from agentwharf.serving.protocol import ProtocolError
+from agentwharf.serving.spares import Spare, SpareKey, SparePool, can_take_over, watch_until_ready
 from agentwharf.serving.worker_client import WorkerConnection
 
 log = logging.getLogger("agentwharf.supervisor")
@@ -101,7 +103,7 @@ class WorkerLauncher:
     """Starts and stops worker OS processes (every OS call of the supervisor's, in one place)."""
 
     def __init__(self, concurrency: int, base_env: dict[str, str], load_credential=None, max_field_chars: int | None = None,
-                 worker_pythonpath: Callable[[], str] | None = None):
+                 worker_pythonpath: Callable[[], str] | None = None, spares: int = 0):
         #: Requests each worker runs at once (``PlatformSettings.worker_concurrency``).
         self.concurrency = concurrency
         #: Bound of each value in a request's trace record (see ``tracing.record``).
@@ -112,35 +114,68 @@ class WorkerLauncher:
         #: key -> a short-lived token to read the model from MLflow; handed over on stdin, not
         #: in the environment, so the model's code (which may read /proc/self/environ) never sees it.
         self.load_credential = load_credential
+        #: Warm spare workers per runtime (``PlatformSettings.worker_spares``; see ``spares``).
+        self.spares = SparePool(spares, self._spawn_spare, self.stop)
 
     async def start(self, spec: WorkerSpec, replica: Replica, runtime: Runtime = PLATFORM_RUNTIME) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(replica.ready_path)
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.base_env, **dict(spec.env)}
-        if runtime.environment is not None and self.worker_pythonpath is not None:
-            env["PYTHONPATH"] = self.worker_pythonpath()
-        arguments = ["--max-field-chars", str(self.max_field_chars)] if self.max_field_chars else []
-        if runtime.model_path:
-            arguments += ["--model-path", runtime.model_path]
-        if replica.listen.startswith("tcp:"):
-            arguments += ["--ready-file", replica.ready_path]
+        pythonpath = self.worker_pythonpath() if runtime.environment is not None and self.worker_pythonpath else None
+        key = (runtime.python, pythonpath)
+        spare = self.spares.take(key) if can_take_over(spec.env) else None
         with open(replica.log_path, "ab") as log_file:
             # worker_logs finds the current run by this marker (the logs and build-logs APIs).
             log_file.write(b"\n" + worker_logs.START_MARKER
                            + f"{spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} with {runtime.python} ---\n".encode())
             log_file.flush()
-            process = await asyncio.create_subprocess_exec(
-                runtime.python, "-m", "agentwharf.serving.worker",
-                "--listen", replica.listen or f"unix:{replica.ready_path}",
-                "--model-uri", spec.model_uri, "--concurrency", str(self.concurrency), *arguments,
-                stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
-                preexec_fn=die_with_parent,
-            )
+            if spare is None:
+                env = {**self.base_env, **dict(spec.env)}
+                if pythonpath is not None:
+                    env["PYTHONPATH"] = pythonpath
+                process = await asyncio.create_subprocess_exec(
+                    runtime.python, "-m", "agentwharf.serving.worker", *self._arguments(spec, replica, runtime),
+                    stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=log_file, env=env,
+                    preexec_fn=die_with_parent,
+                )
+            else:
+                process = spare.process
+                log.info("%s replica %d: spare worker %d takes over", spec.key, replica.index, process.pid)
+        await self._hand_over(process, spec, replica, runtime, spare is not None)
+        self.spares.refill(key, after=lambda: self._listening(process, replica))
+        return process
+
+    @staticmethod
+    async def _listening(process: asyncio.subprocess.Process, replica: Replica) -> None:
+        """Return once the worker listens (its ready path exists) or has exited."""
+        while process.returncode is None and not os.path.exists(replica.ready_path):
+            await asyncio.sleep(0.1)
+
+    def _arguments(self, spec: WorkerSpec, replica: Replica, runtime: Runtime) -> list[str]:
+        """The worker's arguments (a fresh worker's argv, a spare's assignment)."""
+        arguments = ["--listen", replica.listen or f"unix:{replica.ready_path}",
+                     "--model-uri", spec.model_uri, "--concurrency", str(self.concurrency)]
+        if self.max_field_chars:
+            arguments += ["--max-field-chars", str(self.max_field_chars)]
+        if runtime.model_path:
+            arguments += ["--model-path", runtime.model_path]
+        if replica.listen.startswith("tcp:"):
+            arguments += ["--ready-file", replica.ready_path]
+        return arguments
+
+    async def _hand_over(self, process: asyncio.subprocess.Process, spec: WorkerSpec, replica: Replica,
+                         runtime: Runtime, spare: bool) -> None:
+        """Write the worker's stdin: credential and secret (a fresh worker), or the whole
+        assignment (a spare), then close it."""
         try:
             # Even a worker whose model files were fetched for it reads its experiment with this.
             credential = self.load_credential(spec.key) if self.load_credential is not None else ""
-            process.stdin.write(credential.encode() + b"\n" + replica.secret.encode() + b"\n")
+            if spare:
+                assignment = {"argv": self._arguments(spec, replica, runtime), "env": dict(spec.env),
+                              "log": str(replica.log_path), "credential": credential, "secret": replica.secret}
+                process.stdin.write(json.dumps(assignment).encode() + b"\n")
+            else:
+                process.stdin.write(credential.encode() + b"\n" + replica.secret.encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await process.stdin.drain()
             process.stdin.close()
@@ -150,7 +185,25 @@ class WorkerLauncher:
                 process.kill()
             await process.wait()
             raise
-        return process
+
+    async def _spawn_spare(self, key: SpareKey) -> Spare:
+        """A worker started ahead of need: base environment only, no credential (``spare_worker``)."""
+        python, pythonpath = key
+        env = dict(self.base_env)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        process = await asyncio.create_subprocess_exec(
+            python, "-m", "agentwharf.serving.worker", "--spare",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+            preexec_fn=die_with_parent,
+        )
+        spare = Spare(process)
+        spare.watch = asyncio.create_task(watch_until_ready(spare), name=f"spare-{process.pid}")
+        return spare
+
+    async def close(self) -> None:
+        """Stop the spares (the workers themselves are stopped by the supervisor)."""
+        await self.spares.close()
 
     async def stop(self, process: asyncio.subprocess.Process, grace: float = 10.0) -> None:
         if process.returncode is not None:
@@ -217,6 +270,7 @@ class Supervisor:
         if self._idle_task:
             self._idle_task.cancel()
         await asyncio.gather(*(self.stop(key) for key in list(self.versions)), return_exceptions=True)
+        await self.launcher.close()
 
     # -- desired state ---------------------------------------------------------------------
 

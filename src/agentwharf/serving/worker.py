@@ -3,9 +3,10 @@
 Started by the supervisor as ``python -m agentwharf.serving.worker --listen ADDRESS --model-uri URI``
 (``unix:/path`` or ``tcp://host:port``, see ``transport``; with ``--ready-file PATH`` for TCP,
 where it writes the port it bound; with ``--model-path DIR`` when the model's files were fetched
-for it), with the Python of the model's own environment or the platform's. Its standard input
-carries two lines: the model's load credential, then the TCP handshake's secret (empty for a
-Unix socket); never arguments, which any user of the machine can read.
+for it), with the Python of the model's own environment or the platform's; or started ahead of
+need as a warm spare and given those arguments later (``--spare``, see ``spare_worker``). Its
+standard input carries two lines: the model's load credential, then the TCP handshake's secret
+(empty for a Unix socket); never arguments, which any user of the machine can read.
 It loads the model first and only then listens, so a socket that accepts means a model that
 answers. Agents spend most of their time waiting on LLM calls, and one slow request must not hold
 up the others in the same process: a synchronous ``predict`` / ``predict_stream`` runs in a
@@ -452,7 +453,15 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, handover: tuple[str, str] | None = None) -> None:
+    """Run a worker. ``handover``: its (load credential, TCP secret) when it was a spare (they
+    came with its assignment); otherwise they are read from stdin."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv == ["--spare"]:
+        from agentwharf.serving.spare_worker import wait_for_assignment
+
+        argv, handover = wait_for_assignment()
     parser = argparse.ArgumentParser(description="agentwharf model worker (started by the supervisor)")
     parser.add_argument("--listen", required=True, help="unix:/path or tcp://host:port (port 0: any free port)")
     parser.add_argument("--ready-file", help="Where to write the address bound, once listening (TCP port 0)")
@@ -467,8 +476,9 @@ def main(argv: list[str] | None = None) -> None:
     # The supervisor writes the load credential and the TCP secret on stdin: never in argv,
     # which any user of the machine can read, nor in the environment, which every process the
     # model's code starts inherits.
-    load_token = sys.stdin.readline().strip()
-    secret = sys.stdin.readline().strip()
+    if handover is None:
+        handover = (sys.stdin.readline().strip(), sys.stdin.readline().strip())
+    load_token, secret = handover
     transport.parse_address(args.listen)  # a bad address fails before the model is loaded
     try:
         adapter = _load(args.model_uri, load_token, args.model_path)
