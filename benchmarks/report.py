@@ -71,8 +71,10 @@ def agentwharf_details(rows: list[dict], console: Console) -> None:
             continue
         workers = memory["worker_rss_mib"]
         listed = ", ".join(f"pid {pid}: {_mib(rss)}" for pid, rss in workers.items()) or "no worker process found"
+        spares = ", ".join(f"pid {pid}: {_mib(rss)}" for pid, rss in memory.get("spare_rss_mib", {}).items())
         console.print(escape(f"agentwharf resident memory (VmRSS) {label}: {len(workers)} worker process(es) [{listed}]; "
-                             f"platform process {_mib(memory['platform_rss_mib'])}"))
+                             f"platform process {_mib(memory['platform_rss_mib'])}"
+                             + (f"; warm spare worker(s) [{spares}]" if spares else "")))
 
     ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
     w, checks = row["wrk"], []

@@ -149,9 +149,13 @@ def _client_env(base: str, token: str) -> Iterator[None]:
 
 def _memory(platform_pid: int) -> dict:
     workers = [pid for pid in descendants(platform_pid) if "agentwharf.serving.worker" in cmdline(pid)]
+    # A process started as a spare keeps ``--spare`` in its command line once it serves too; in
+    # this benchmark the served version's worker is started fresh, so those are spares waiting.
+    spares = [pid for pid in workers if "--spare" in cmdline(pid)]
     return {
         "platform_rss_mib": rss_mib(platform_pid),
-        "worker_rss_mib": {str(pid): rss_mib(pid) for pid in sorted(workers)},
+        "worker_rss_mib": {str(pid): rss_mib(pid) for pid in sorted(set(workers) - set(spares))},
+        "spare_rss_mib": {str(pid): rss_mib(pid) for pid in sorted(spares)},
     }
 
 
