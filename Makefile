@@ -53,8 +53,10 @@ $(NGINX):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
 
+# Two processes (pytest-xdist, each test file whole in one): the suite waits on real servers
+# far more than it computes, so two halve its time on two cores.
 test: install $(CHROMIUM) postgresql $(NGINX)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit

@@ -1,6 +1,10 @@
 """agentwharf.settings: the AGENTWHARF_* variables of servers and clients."""
 
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -17,15 +21,21 @@ def _clean_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_platform_settings_read_port_and_home_from_env(monkeypatch, tmp_path):
+def test_platform_settings_read_port_and_home_from_env(monkeypatch):
+    # A short home, so its run folder is inside it (a long one moves it under /tmp: see the
+    # socket-path test below); pytest's own temp paths are longer under parallel processes.
+    home = Path(tempfile.mkdtemp(prefix="aw-", dir="/tmp")) / "home"
     monkeypatch.setenv("AGENTWHARF_PORT", "9123")
-    monkeypatch.setenv("AGENTWHARF_HOME", str(tmp_path / "home"))
-    settings = PlatformSettings()
-    assert settings.port == 9123
-    assert settings.home == tmp_path / "home"
-    assert settings.base_url == "http://127.0.0.1:9123"
-    assert settings.database_uri == f"sqlite:///{(tmp_path / 'home').resolve() / 'agentwharf.db'}"
-    assert settings.run_dir == (tmp_path / "home").resolve() / "run"
+    monkeypatch.setenv("AGENTWHARF_HOME", str(home))
+    try:
+        settings = PlatformSettings()
+        assert settings.port == 9123
+        assert settings.home == home
+        assert settings.base_url == "http://127.0.0.1:9123"
+        assert settings.database_uri == f"sqlite:///{home.resolve() / 'agentwharf.db'}"
+        assert settings.run_dir == home.resolve() / "run"
+    finally:
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def test_platform_defaults():
