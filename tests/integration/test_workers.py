@@ -146,10 +146,19 @@ def _spares_of(platform_pid: int) -> list[int]:
     return found
 
 
-def _waiting_spare(platform_pid: int) -> int | None:
-    """A spare done importing: its CPU time stands still (it blocks on stdin for its assignment)."""
+def _python_of(pid: int) -> bytes:
+    return (Path(f"/proc/{pid}/cmdline")).read_bytes().split(b"\0")[0]
+
+
+def _waiting_spare(platform_pid: int, python: bytes) -> int | None:
+    """A spare of the runtime ``python`` done importing, not yet given a version: its output
+    still goes to the platform's pipe (an assigned one writes to its replica's log) and its CPU
+    time stands still (it blocks on stdin for its assignment). Other tests of the session may
+    have left spares of other runtimes, and spares that now serve versions of their own."""
     for pid in _spares_of(platform_pid):
         with contextlib.suppress(OSError):
+            if _python_of(pid) != python or not os.readlink(f"/proc/{pid}/fd/1").startswith("pipe:"):
+                continue
             before = _cpu_ticks(pid)
             time.sleep(1.0)
             if _cpu_ticks(pid) == before:
@@ -159,8 +168,10 @@ def _waiting_spare(platform_pid: int) -> int | None:
 
 def test_a_deploy_on_a_used_runtime_is_served_by_a_warm_spare(platform, http, register):
     first, second = register("info"), register("info")
-    agents.deploy(first, "1")  # the platform's Python has started a worker: a spare follows it
-    spare = wait_until(lambda: _waiting_spare(platform.process.pid), timeout=90, message="a spare worker, ready")
+    deployed = agents.deploy(first, "1")  # its runtime has started a worker: a spare follows it
+    worker = ask(http, f"/serving-endpoints/{deployed.endpoint_name}/invocations").json()["custom_outputs"]["pid"]
+    python = _python_of(worker)
+    spare = wait_until(lambda: _waiting_spare(platform.process.pid, python), timeout=90, message="a spare worker, ready")
 
     deployment = agents.deploy(second, "1", environment_vars={"SPARE_GREETING": "hola"})
     answer = ask(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations",
