@@ -152,12 +152,12 @@ def _python_of(pid: int) -> bytes:
 
 def _waiting_spare(platform_pid: int, python: bytes) -> int | None:
     """A spare of the runtime ``python`` done importing, not yet given a version: its output
-    still goes to the platform's pipe (an assigned one writes to its replica's log) and its CPU
+    still goes to the platform (a pipe; an assigned one writes to its replica's log file) and its CPU
     time stands still (it blocks on stdin for its assignment). Other tests of the session may
     have left spares of other runtimes, and spares that now serve versions of their own."""
     for pid in _spares_of(platform_pid):
         with contextlib.suppress(OSError):
-            if _python_of(pid) != python or not os.readlink(f"/proc/{pid}/fd/1").startswith("pipe:"):
+            if _python_of(pid) != python or os.readlink(f"/proc/{pid}/fd/1").startswith("/"):
                 continue
             before = _cpu_ticks(pid)
             time.sleep(1.0)
