@@ -109,24 +109,25 @@ def auth_cost(rows: list[dict], micro: dict[str, float] | None, console: Console
         console.print(f"agentwharf auth check in-process, {label}: {micros:.2f} µs per request")
 
 
-def worker_replicas(rows: list[dict], console: Console) -> None:
-    """One worker process against two behind the same gateway, in this run."""
+def _two_against_one(rows: list[dict], one_name: str, two_name: str, label: str, console: Console) -> None:
+    """Two of something against one, from the same run's rows (when both ran)."""
     ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
-    if "agentwharf" in ok and "agentwharf-2-workers" in ok:
-        one, two = ok["agentwharf"], ok["agentwharf-2-workers"]
-        console.print(f"agentwharf worker replicas, 2 vs 1 (one gateway): {two['rps']:,.0f} vs {one['rps']:,.0f} rps "
+    if one_name in ok and two_name in ok:
+        one, two = ok[one_name], ok[two_name]
+        console.print(f"agentwharf {label}: {two['rps']:,.0f} vs {one['rps']:,.0f} rps "
                       f"({_fmt_ratio(_ratio(two['rps'], one['rps']))}); p99 {two['p99_ms']:.1f} vs {one['p99_ms']:.1f} ms "
                       f"({_fmt_ratio(_ratio(two['p99_ms'], one['p99_ms']))})")
 
 
+def worker_replicas(rows: list[dict], console: Console) -> None:
+    """One worker process against two behind the same gateway, in this run."""
+    _two_against_one(rows, "agentwharf", "agentwharf-2-workers", "worker replicas, 2 vs 1 (one gateway)", console)
+
+
 def gateway_processes(rows: list[dict], console: Console) -> None:
     """Two gateway processes against one, both behind nginx, in this run."""
-    ok = {r["system"]: r["wrk"] for r in rows if r.get("wrk")}
-    if "agentwharf-1-gateway" in ok and "agentwharf-2-gateways" in ok:
-        one, two = ok["agentwharf-1-gateway"], ok["agentwharf-2-gateways"]
-        console.print(f"agentwharf gateway processes, 2 vs 1 (behind nginx, one worker): {two['rps']:,.0f} vs "
-                      f"{one['rps']:,.0f} rps ({_fmt_ratio(_ratio(two['rps'], one['rps']))}); p99 {two['p99_ms']:.1f} vs "
-                      f"{one['p99_ms']:.1f} ms ({_fmt_ratio(_ratio(two['p99_ms'], one['p99_ms']))})")
+    _two_against_one(rows, "agentwharf-1-gateway", "agentwharf-2-gateways",
+                     "gateway processes, 2 vs 1 (behind nginx, one worker)", console)
 
 
 def warnings(rows: list[dict], console: Console) -> None:
