@@ -93,6 +93,12 @@ def cpu_seconds(root: int) -> dict[str, float]:
     return used
 
 
+def cpu_us_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU microseconds per request (or stream) of each role's processes, between two
+    ``cpu_seconds`` readings."""
+    return {role: 1e6 * (after[role] - before.get(role, 0.0)) / count for role in after if count}
+
+
 class Service:
     """One started command in its own session (so its whole group can be signalled)."""
 
@@ -112,7 +118,7 @@ class Service:
     def fail(self, message: str) -> RuntimeError:
         return RuntimeError(f"{self.name}: {message}\n--- last lines of {self.log_path} ---\n{log_tail(self.log_path)}")
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -120,12 +126,12 @@ class Service:
             with contextlib.suppress(httpx.HTTPError):
                 if ready():
                     return
-            time.sleep(0.25)
+            time.sleep(interval)
         raise self.fail(f"no {what} within {timeout:.0f}s")
 
-    def wait_http(self, url: str, timeout: float = 120.0) -> None:
+    def wait_http(self, url: str, timeout: float = 120.0, interval: float = 0.25) -> None:
         """Until ``GET url`` gets any 2xx answer."""
-        self.wait_until(lambda: httpx.get(url, timeout=2).is_success, timeout, f"answer on {url}")
+        self.wait_until(lambda: httpx.get(url, timeout=2).is_success, timeout, f"answer on {url}", interval)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM the group, wait, then SIGKILL the group and every descendant seen running."""

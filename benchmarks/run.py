@@ -37,6 +37,7 @@ from rich.console import Console  # noqa: E402
 
 import llm_overhead  # noqa: E402
 import platform_costs  # noqa: E402
+import procs  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
 import auth_check  # noqa: E402
@@ -61,6 +62,7 @@ def bench_one(name: str, args: argparse.Namespace, script: Path) -> dict:
             if running.headers:
                 script = wrk.post_script(tmp / "post-with-token.lua", json.dumps(systems.BODY), running.headers)
             before = running.count_traces() if running.count_traces else None
+            cpu_before = procs.cpu_seconds(running.pid) if running.pid else None
             result = wrk.run(running.url, script, args.duration, args.connections)
             ended = time.monotonic()
             notes = dict(running.notes)
@@ -70,7 +72,9 @@ def bench_one(name: str, args: argparse.Namespace, script: Path) -> dict:
             if running.count_traces:
                 time.sleep(max(0.0, ended + TRACE_SETTLE_SECONDS - time.monotonic()))
                 traces = running.count_traces() - before
-            return {"system": name, "wrk": result.as_dict(), "traces": traces, "notes": notes}
+            # Read after the settle: the writer's catching up is part of what a request costs.
+            cpu = procs.cpu_us_per(cpu_before, procs.cpu_seconds(running.pid), result.answered) if running.pid else None
+            return {"system": name, "wrk": result.as_dict(), "traces": traces, "notes": notes, "cpu_us_per_request": cpu}
     finally:
         if args.keep_temp:
             err.print(f"  {name}: kept {tmp}")

@@ -98,7 +98,7 @@ def bare_echo(tmp: Path) -> Iterator[Running]:
                "--port", str(port), "--no-access-log", "--workers", "1", *_uvicorn_flags()]
     with started("bare-echo", command, tmp, child_env()) as service:
         service.wait_http(f"http://127.0.0.1:{port}/", timeout=60)
-        yield Running(url=f"http://127.0.0.1:{port}/invocations")
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", pid=service.pid)
 
 
 @contextlib.contextmanager
@@ -130,7 +130,8 @@ def mlflow_models_serve(tmp: Path) -> Iterator[Running]:
     db = tmp / "mlflow.db"
     with started("mlflow-models-serve", command, tmp, child_env(MLFLOW_TRACKING_URI=f"sqlite:///{db}")) as service:
         service.wait_http(f"http://127.0.0.1:{port}/ping", timeout=180)
-        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, "0"))
+        yield Running(url=f"http://127.0.0.1:{port}/invocations", count_traces=lambda: count_traces(db, "0"),
+                      pid=service.pid)
 
 
 @contextlib.contextmanager
@@ -145,6 +146,31 @@ def _client_env(base: str, token: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+_BARE_LOAD = """
+import json, sys
+import mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+model.predict(json.loads(sys.argv[2]))
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS:")][0])
+"""
+
+
+def bare_load_model_rss(platform_pid: int, home: Path, tmp: Path) -> dict | None:
+    """Resident memory of a bare process that only ``mlflow.pyfunc.load_model``s the model the
+    worker serves (the worker's own copy, with the worker's own interpreter) and predicts once:
+    what serving the model costs at the least, against which a worker's memory is judged."""
+    workers = [pid for pid in descendants(platform_pid) if "agentwharf.serving.worker" in cmdline(pid) and "--spare" not in cmdline(pid)]
+    models = sorted((home / "models").glob("*/MLmodel"))
+    if not workers or not models:
+        return None
+    python = cmdline(workers[0]).split(" ")[0]
+    done = subprocess.run([python, "-c", _BARE_LOAD, str(models[0].parent), json.dumps(BODY)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp, env=child_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'bare-load.db'}"))
+    if done.returncode != 0:
+        raise RuntimeError(f"bare load_model process failed:\n{done.stderr[-2000:]}")
+    return {"rss_mib": int(done.stdout.strip().splitlines()[-1]) / 1024, "worker_pid": workers[0]}
 
 
 def _memory(platform_pid: int) -> dict:
@@ -198,7 +224,8 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", 
             url=url,
             count_traces=lambda: count_traces(home / "agentwharf.db", experiment_id),
             after_load=lambda: _memory(service.pid),
-            notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid)},
+            notes={"deploy_to_first_answer_s": first_answer_s, "experiment_id": experiment_id, "before_load": _memory(service.pid),
+                   "bare_load_model": bare_load_model_rss(service.pid, home, tmp)},
             headers=headers,
             pid=service.pid,
         )

@@ -21,7 +21,7 @@ from pathlib import Path
 import sse_load
 import systems
 import wrk
-from procs import cpu_seconds
+from procs import cpu_seconds, cpu_us_per
 
 HERE = Path(__file__).resolve().parent
 WAIT_AGENT = HERE / "wait_agent.py"
@@ -58,16 +58,11 @@ def _verify(name: str, running: systems.Running) -> None:
         raise RuntimeError(f"{name}: answered {answer.status_code}, expected 200 with {EXPECTED_TEXT!r}:\n{answer.text[:500]}")
 
 
-def _cpu_us_per(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
-    """CPU microseconds per request (or stream) of each of the system's processes, over the load."""
-    return {role: 1e6 * (after[role] - before.get(role, 0.0)) / count for role in after if count}
-
-
 def _wait_load(system: str, running: systems.Running, tmp: Path, connections: int, duration: int) -> dict:
     script = wrk.post_script(tmp / f"post-{system}.lua", json.dumps(systems.BODY), running.headers)
     before = cpu_seconds(running.pid)
     result = wrk.run(running.url, script, duration, connections).as_dict()
-    result["cpu_us_per_request"] = _cpu_us_per(before, cpu_seconds(running.pid), result["answered"])
+    result["cpu_us_per_request"] = cpu_us_per(before, cpu_seconds(running.pid), result["answered"])
     ideal = connections / WAIT_S
     # Answers per second: wrk's own rps counts the requests it gave up on (2 s) as well.
     result["answered_rps"] = result["answered"] / result["seconds"]
@@ -84,7 +79,7 @@ def _stream_load(running: systems.Running, connections: int, duration: int) -> d
     before = cpu_seconds(running.pid)
     found = sse_load.run(running.url, body, running.headers, connections, duration, warmup=STREAM_WARMUP_S)
     # Streams are counted from the end of the warm-up; the CPU over the whole load.
-    found["cpu_us_per_stream"] = _cpu_us_per(before, cpu_seconds(running.pid),
+    found["cpu_us_per_stream"] = cpu_us_per(before, cpu_seconds(running.pid),
                                              round(found["streams_per_s"] * (duration + STREAM_WARMUP_S)))
     firsts = found.pop("first_event_s")
     if not firsts:

@@ -172,7 +172,7 @@ def test_requests_past_the_concurrency_limit_get_503_json(faulty):
 
 
 def test_mlflow_silent_or_failing_is_answered_in_json(faulty):
-    mlflow_pid = child_pid(faulty, b"mlflow.server.auth:create_app")  # the uvicorn that answers
+    mlflow_pid = child_pid(faulty, b"agentwharf.platform.mlflow_exec")  # MLflow's server (its uvicorn runs in it)
     os.kill(mlflow_pid, signal.SIGSTOP)
     try:
         started = time.monotonic()

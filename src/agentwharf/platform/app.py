@@ -30,7 +30,7 @@ from agentwharf import credentials, databricks_compat, web
 from agentwharf.asgi import send_error, send_json
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.gatekeeper import Gatekeeper, bearer_token, cross_site_cookie_request
-from agentwharf.auth.home_secrets import ADMIN_NAME, close_to_others, private_key, write_private
+from agentwharf.auth.home_secrets import ADMIN_NAME, private_key, write_private
 from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.mlflow_bridge import MlflowAuthBridge
 from agentwharf.auth.model_policy import ModelPolicy
@@ -48,13 +48,14 @@ from agentwharf.platform import metrics
 from agentwharf.platform.logs import flush_access_log
 from agentwharf.platform.server_process import ServerProcess
 from agentwharf.platform.mlflow_proxy import MlflowProxy
+from agentwharf.platform.early_start import launch_mlflow, mlflow_gateway_env, mlflow_server_for
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import PermissionDenied, Unauthenticated, Unavailable
 from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.llm.mlflow_admin import GatewayAdmin
-from agentwharf.llm.runtime import LlmRuntime, gateway_environment
+from agentwharf.llm.runtime import LlmRuntime
 from agentwharf.quality import alerts
 from agentwharf.quality.guard import ScorerGuard
 from agentwharf.quality.monitor import QualityMonitor
@@ -68,7 +69,7 @@ from agentwharf.serving.environments import Environments
 from agentwharf.serving.ray_runtime import RayRuntime
 from agentwharf.serving.supervisor import Supervisor, WorkerLauncher
 from agentwharf.settings import PlatformSettings
-from agentwharf.store.database import Database, migrate
+from agentwharf.store.database import Database
 from agentwharf.store.models import Endpoint, ServedEntity
 from agentwharf.tracing.recorder import Recorder, free_bytes
 from agentwharf.tracing.spool import SpoolAppender
@@ -81,8 +82,6 @@ _CONTROL_PREFIXES = ("/api/2.0/serving-endpoints", "/api/2.0/agents/", "/api/2.0
                      *databricks_compat.ROUTE_PREFIXES)
 #: Paths the platform answers itself (everything else is MLflow's).
 _OWN_PREFIXES = (GATEWAY_PREFIX, *_CONTROL_PREFIXES, "/metrics")
-#: The platform's own identity towards MLflow (MLflow's admin), used only from inside.
-PLATFORM_IDENTITY = "agentwharf-platform"
 #: Who every request is with AGENTWHARF_BENCHMARK_WITHOUT_AUTH (see settings): the admin.
 _BENCHMARK_CALLER = Caller(name=ADMIN_NAME, kind="user", is_admin=True)
 
@@ -90,18 +89,14 @@ _BENCHMARK_CALLER = Caller(name=ADMIN_NAME, kind="user", is_admin=True)
 class Platform(ServerProcess):
     """Owns every part of a running platform; ``start``/``stop`` bracket its life."""
 
-    def __init__(self, settings: PlatformSettings, environ: dict[str, str]):
+    def __init__(self, settings: PlatformSettings, environ: dict[str, str], mlflow: MlflowServer | None = None):
         self.settings = settings
         self.environ = environ
         self.started_at = 0.0
         #: This run's id: credentials minted for online scoring are good for this run only.
         self.boot_id = secrets.token_hex(16)
         self.db = Database(settings.database_uri)
-        self.mlflow = MlflowServer(settings.database_uri, settings.artifacts_destination, settings.logs_dir / "mlflow.log",
-                                   settings.mlflow_workers, environ, auth_database_uri=settings.auth_database_uri,
-                                   secrets_dir=settings.secrets_dir, admin=PLATFORM_IDENTITY,
-                                   job_execution=settings.mlflow_job_execution,
-                                   artifact_store_env=settings.artifact_store_environment())
+        self.mlflow = mlflow or mlflow_server_for(settings, environ)
         self.scoring = ScoringProcess(ScoringConfig(
             database_uri=settings.database_uri, artifacts_dir=settings.artifacts_dir, logs_dir=settings.logs_dir,
             runtime_dir=settings.runtime_dir, served_environments=settings.monitor_dir / "served-environments.json",
@@ -113,7 +108,7 @@ class Platform(ServerProcess):
         self.quality: QualityMonitor | None = None
         self._quality_task: asyncio.Task | None = None
         #: MLflow's AI Gateway in this process, for LLM endpoints (MLflow's server runs it too,
-        #: for its own jobs: both decrypt keys with the home's key; see ``_mlflow_gateway_env``).
+        #: for its own jobs: both decrypt keys with the home's key; see ``early_start.mlflow_gateway_env``).
         self.llm_runtime: LlmRuntime | None = None
         self.signer: TokenSigner | None = None
         self.identities: IdentityService | None = None
@@ -180,28 +175,6 @@ class Platform(ServerProcess):
             worker_transport=settings.worker_transport,
             bind_host=settings.worker_bind_host,
         )
-
-    def _mlflow_gateway_env(self) -> dict[str, str]:
-        """MLflow's AI Gateway settings for its server and this process: the home's own
-        key-encryption passphrase (generated on first start, 0600, never in a worker), the
-        provider policy, and the default judge (online scoring in MLflow's server)."""
-        passphrase = private_key(self.settings.secrets_dir / "mlflow-kek.key").hex()
-        env = gateway_environment(passphrase, self.settings.llm_allow_private_providers, self.settings.llm_request_timeout)
-        if self.settings.judge_endpoint:
-            env["MLFLOW_GENAI_JUDGE_DEFAULT_MODEL"] = f"gateway:/{self.settings.judge_endpoint}"
-        return env
-
-    def _mlflow_server_env(self, gateway_env: dict[str, str]) -> dict[str, str]:
-        """MLflow's server's own settings: its gateway's, and whether it stores custom scorers."""
-        env = dict(gateway_env)
-        if not self.settings.mlflow_job_execution:
-            # MLflow's server stores custom @scorer code (Scorer.register) only with this flag;
-            # without its job runner it never runs it (it keeps such scorers as inert data):
-            # agentwharf's sandbox does (quality). With MLflow's job runner on, the flag would let
-            # MLflow run that code outside any sandbox, so custom scorers are refused there
-            # (MLflow says why). Only MLflow's server gets it, never this process.
-            env["MLFLOW_SERVER_ENABLE_CUSTOM_SCORERS"] = "true"
-        return env
 
     async def _llm_changed(self, name: str, exists: bool) -> None:
         if self.llm_runtime is None:
@@ -301,15 +274,10 @@ class Platform(ServerProcess):
 
     async def start(self) -> None:
         started = time.monotonic()
-        # The home holds every request and response, the database and the keys: its owner's
-        # alone (a home made by an older version is closed here too).
-        for folder in (self.settings.home, self.settings.run_dir):
-            await asyncio.to_thread(close_to_others, folder)
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(migrate, self.settings.database_uri)
-        gateway_env = await asyncio.to_thread(self._mlflow_gateway_env)
-        self.mlflow.extra_env = self._mlflow_server_env(gateway_env)
-        await self.mlflow.start(self.settings.mlflow_start_timeout)
+        if not self.mlflow.launched:  # else the runner did it before importing this module (early_start)
+            await asyncio.to_thread(launch_mlflow, self.settings, self.mlflow)
+        gateway_env = await asyncio.to_thread(mlflow_gateway_env, self.settings)
+        await self.mlflow.wait_ready(self.settings.mlflow_start_timeout)
         # The writer stores into MLflow's tables, which MLflow's server has just created; it
         # first drains whatever an earlier run left spooled.
         self.recorder.appender.open()
@@ -520,6 +488,8 @@ async def _refuse_monitor(scope, receive, send) -> None:
     await send_error(send, PermissionDenied("Online scoring's credential reaches only the platform's LLM endpoints"))
 
 
-def create_app(settings: PlatformSettings, environ: dict[str, str] | None = None) -> Platform:
-    """The platform's ASGI app. ``environ`` is the environment workers and MLflow inherit."""
-    return Platform(settings, dict(os.environ) if environ is None else environ)
+def create_app(settings: PlatformSettings, environ: dict[str, str] | None = None,
+               mlflow: MlflowServer | None = None) -> Platform:
+    """The platform's ASGI app. ``environ`` is the environment workers and MLflow inherit;
+    ``mlflow`` the home's MLflow server if the caller launched it already (``early_start``)."""
+    return Platform(settings, dict(os.environ) if environ is None else environ, mlflow)

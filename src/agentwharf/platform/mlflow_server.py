@@ -75,6 +75,7 @@ class MlflowServer:
         self.job_execution = job_execution
         self.port = 0
         self.process: subprocess.Popen | None = None
+        self._launched_at = 0.0
 
     @property
     def url(self) -> str:
@@ -106,12 +107,12 @@ class MlflowServer:
             ADMIN_ENV: self.admin,
         }
 
-    async def start(self, timeout: float) -> None:
-        """Start the server and wait for its ``/health``.
+    @property
+    def launched(self) -> bool:
+        return self.process is not None
 
-        Raises:
-            RuntimeError: it exited or did not answer in time; the message has its log tail.
-        """
+    def launch(self) -> None:
+        """Start the server's process; ``wait_ready`` waits for it to answer."""
         self.port = free_port()
         if "://" not in self.artifacts_destination:
             Path(self.artifacts_destination).mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,24 @@ class MlflowServer:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
                                             start_new_session=True, preexec_fn=die_with_parent)
-        started = time.monotonic()
+        self._launched_at = time.monotonic()
+
+    async def start(self, timeout: float) -> None:
+        """Start the server and wait for its ``/health``.
+
+        Raises:
+            RuntimeError: it exited or did not answer in time; the message has its log tail.
+        """
+        self.launch()
+        await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait for the launched server's ``/health``.
+
+        Raises:
+            RuntimeError: it exited or did not answer in time; the message has its log tail.
+        """
+        started = self._launched_at
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() - started < timeout:
                 if self.process.poll() is not None:
@@ -132,7 +150,7 @@ class MlflowServer:
                     if (await client.get(f"{self.url}/health")).status_code == 200:
                         log.info("MLflow server ready on %s in %.1fs", self.url, time.monotonic() - started)
                         return
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
         await self.stop()
         raise RuntimeError(f"MLflow server did not answer within {timeout:.0f}s:\n{log_tail(self.log_path)}")
 

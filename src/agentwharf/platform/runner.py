@@ -94,8 +94,7 @@ def serve(settings: PlatformSettings) -> None:
     """
     import uvicorn
 
-    from agentwharf.platform.app import create_app
-
+    from agentwharf.platform.early_start import start_early
     from agentwharf.platform.http_protocol import protocol_class
 
     if (running := read_pid_file(settings)) is not None:
@@ -106,7 +105,12 @@ def serve(settings: PlatformSettings) -> None:
     # its user's alone: the home holds every request and response.
     os.umask(0o077)
     _configure_logging(settings)
-    app = create_app(settings)
+    # MLflow's server starts while this process imports the platform (early_start says why).
+    environ = dict(os.environ)
+    mlflow = start_early(settings, environ)
+    from agentwharf.platform.app import create_app
+
+    app = create_app(settings, environ, mlflow)
     # log_config=None: uvicorn's own dictConfig would close every handler already configured
     # (the platform's log and its access-log buffer among them).
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",

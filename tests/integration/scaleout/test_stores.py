@@ -94,7 +94,7 @@ def test_the_stores_credentials_stay_in_mlflows_server(platform, http, register)
             for what, value in secrets.items():
                 assert value not in environ, f"a worker (pid {pid}) holds the {what}"
             assert "AGENTWHARF_DATABASE_URL" not in environ and "AWS_SECRET_ACCESS_KEY" not in environ
-        elif "mlflow" in command and "uvicorn" in command:
+        elif "agentwharf.platform.mlflow_exec" in command:  # MLflow's server, its uvicorn in that process
             seen["mlflow"] += 1
             assert secrets["S3 secret key"] in environ  # its S3 repository needs them, and only it
     assert seen["worker"] >= 1 and seen["mlflow"] == 1, seen
