@@ -356,3 +356,18 @@ def test_a_record_refused_even_alone_is_kept_with_the_reason(env, monkeypatch):
     assert [k["header"]["request_id"] for k in kept] == ["req-1"]
     assert "CHECK constraint failed" in kept[0]["reason"]
     assert writer.run_once() == 0
+
+
+def test_sqlite_bulk_insert_skips_rows_stored_before_but_never_drops_a_row_that_breaks_a_constraint(tmp_path):
+    from agentwharf.tracing.bulk import SqliteInserter
+
+    connection = sqlite3.connect(tmp_path / "bulk.db")
+    connection.execute('CREATE TABLE "t" (id TEXT PRIMARY KEY, value TEXT NOT NULL, n INTEGER CHECK (n >= 0))')
+    inserter = SqliteInserter()
+    inserter.insert(connection, [("t", ("id", "value", "n"), [("a", "first", 1), ("b", "second", 2)])])
+    inserter.insert(connection, [("t", ("id", "value", "n"), [("a", "replayed", 1), ("c", "third", 3)])])
+    assert connection.execute("SELECT id, value FROM t ORDER BY id").fetchall() == [("a", "first"), ("b", "second"), ("c", "third")]
+    for broken in (("d", None, 4), ("e", "fifth", -1)):
+        with pytest.raises(sqlite3.IntegrityError):
+            inserter.insert(connection, [("t", ("id", "value", "n"), [broken])])
+    assert connection.execute("SELECT COUNT(*) FROM t").fetchone() == (3,)

@@ -92,8 +92,10 @@ def _insert_ignoring(session, table, rows: list[dict]) -> None:
         return
     statement = insert(table)
     dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        statement = statement.prefix_with("OR IGNORE")
+    if dialect == "sqlite":  # not OR IGNORE, which would also drop rows that break NOT NULL or CHECK
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).on_conflict_do_nothing()
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

@@ -5,8 +5,11 @@ row) in one transaction per batch, and must be idempotent: a batch replayed afte
 stores nothing twice. Rows go to the DBAPI driver directly rather than through SQLAlchemy's
 per-row processing, which cost more than the inserts themselves at serving rates.
 
-- SQLite: ``INSERT OR IGNORE`` through ``executemany``: in-process, a prepared statement run
-  once per row is as fast as SQLite goes.
+- SQLite: ``INSERT ... ON CONFLICT DO NOTHING`` through ``executemany``: in-process, a prepared
+  statement run once per row is as fast as SQLite goes. Not ``INSERT OR IGNORE``: that also
+  skips, without a word, a row that breaks a NOT NULL or CHECK constraint, so such a batch would
+  be "stored" with rows missing; this way it fails, and the writer stores what it can of each
+  record and keeps the rest in ``refused.jsonl``.
 - PostgreSQL: ``COPY`` straight into each table, inside a savepoint. A batch only ever meets
   rows stored before when it is replayed after a crash (the spool has one writer, and a batch's
   rows commit together), so the usual case pays for no conflict handling at all. When a ``COPY``
@@ -54,7 +57,8 @@ class SqliteInserter:
     def _statement(self, table: str, columns: Sequence[str]) -> str:
         key = (table, tuple(columns))
         if key not in self._sql:
-            self._sql[key] = f'INSERT OR IGNORE INTO "{table}" ({_quoted(columns)}) VALUES ({", ".join("?" * len(columns))})'
+            self._sql[key] = (f'INSERT INTO "{table}" ({_quoted(columns)}) VALUES ({", ".join("?" * len(columns))}) '
+                              "ON CONFLICT DO NOTHING")
         return self._sql[key]
 
 
