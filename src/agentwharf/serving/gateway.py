@@ -428,15 +428,17 @@ class Gateway(LlmServing):
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + request.answer_headers()})
         first = True
         try:
-            async for event, error in reply.events():
-                if event:
+            async for events, ended, error in reply.event_batches():
+                if events:
                     if first and self.metrics is not None:
                         first = False
                         self.metrics.observe_first_event(request.endpoint.name, request.key.partition("/")[2],
                                                          time.perf_counter() - request.started)
                     if not gone.is_set():
+                        body = b"".join(b"data: " + event + b"\n\n" for event in events)
                         with contextlib.suppress(OSError):
-                            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
+                if not ended:
                     continue
                 status = 499 if gone.is_set() else (500 if error else 200)
                 record = reply.record or self._gateway_record(request, (error or b"stream lost").decode())

@@ -36,6 +36,7 @@ from agentwharf import credentials
 from agentwharf.errors import AgentwharfError, InvalidParameter, ModelError
 from agentwharf.serving import protocol, transport
 from agentwharf.serving.async_streams import pulled
+from agentwharf.serving.frame_writer import CoalescingWriter
 from agentwharf.serving.interfaces import INVOCATIONS, Call, InvalidRequest, ModelInterface, adapter_for, close
 from agentwharf.serving.interfaces.base import NATIVE, aclose
 from agentwharf.tracing import capture
@@ -67,7 +68,8 @@ class WorkerServer:
         self.cancelled: dict[tuple[int, int], threading.Event] = {}
         self._connections = 0
 
-    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle_connection(self, reader: asyncio.StreamReader, stream_writer: asyncio.StreamWriter) -> None:
+        writer = CoalescingWriter(stream_writer)
         self._connections += 1
         conn_id = self._connections
         writer.write(protocol.encode(0, protocol.HELLO, orjson.dumps({"pid": os.getpid(), "kind": self.adapter.kind})))

@@ -57,6 +57,29 @@ class Reply:
                 return
 
 
+    async def event_batches(self, most: int = 64) -> AsyncIterator[tuple[list[bytes], bool, bytes | None]]:
+        """``events()`` in groups: ``(events, ended, error_json_or_None)``. A group holds the
+        next event and every event already queued behind it (never waiting for more), so a
+        stream relayed slower than its worker sends (a busy gateway) catches up with one write
+        to its client instead of one per event; an idle one still sends each event at once."""
+        assert self._call is not None
+        queue = self._call.queue
+        while True:
+            frames = [await queue.get()]
+            while len(frames) < most and not queue.empty():
+                frames.append(queue.get_nowait())
+            events = []
+            for kind, _status, payload in frames:
+                if kind == protocol.EVENT:
+                    events.append(payload)
+                    continue
+                error = (payload or None) if kind == protocol.STREAM_END else \
+                    Unavailable("The model worker stopped while streaming.").error_body()
+                yield events, True, error
+                return
+            yield events, False, None
+
+
 class _Call:
     __slots__ = ("queue", "stream_id", "record")
 
