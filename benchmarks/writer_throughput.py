@@ -5,10 +5,11 @@
 A spool of realistic records is made once: the guide's EchoAgent answers a Responses request
 in this process with MLflow tracing on, its trace is caught the way a worker catches it
 (``tracing.capture``) and recorded the way the worker records it (``tracing.record``); each
-spooled record is that one with fresh trace and request ids (~5 KB, 2 spans, ~25 rows). The
-same spool is then drained by the real ``SpoolWriter`` into a fresh database of each kind, with
-MLflow's tables, agentwharf's tables and one experiment, batch by batch as in production (one
-transaction per batch, checkpoint included), and timed from the first batch to the last.
+spooled record is that one with fresh trace and request ids, made as production makes them
+(``tracing.ids``; ~5 KB, 2 spans, ~25 rows). The same spool is then drained by the real
+``SpoolWriter`` into a fresh database of each kind, with MLflow's tables, agentwharf's tables
+and one experiment, batch by batch as in production (one transaction per batch, checkpoint
+included), and timed from the first batch to the last.
 
 PostgreSQL is a throwaway cluster of this machine's PostgreSQL (``tests/integration/services``)
 with its defaults: fsync and synchronous commit on, as production would run it. SQLite is a file
@@ -24,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -67,6 +67,7 @@ def template_record(scratch: Path) -> tuple[dict, bytes]:
 
 def make_spool(folder: Path, count: int) -> int:
     """``count`` records in a spool at ``folder``; returns the spool's size in bytes."""
+    from agentwharf.tracing import ids
     from agentwharf.tracing.spool import SpoolAppender, encode_record
 
     head, body = template_record(folder.parent)
@@ -76,9 +77,10 @@ def make_spool(folder: Path, count: int) -> int:
 
     async def fill() -> None:
         for _ in range(count):
-            request_id = uuid.uuid4().hex
+            # The ids production makes (time-ordered: where they land in the indexes matters).
+            request_id = ids.new_request_id()
             spooled = {**head, "request_id": request_id, "client_request_id": request_id, "ts_ms": int(time.time() * 1000)}
-            await appender.append(encode_record(orjson.dumps(spooled), body.replace(trace_id, f"tr-{uuid.uuid4().hex}".encode())))
+            await appender.append(encode_record(orjson.dumps(spooled), body.replace(trace_id, ids.new_trace_ids()[1].encode())))
 
     asyncio.run(fill())
     appender.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import time
 import uuid
 
 import httpx
@@ -60,6 +62,28 @@ def test_plain_request_is_a_trace_with_the_agent_span_nested(http, traced):
     # And MLflow's search finds it in the endpoint's experiment.
     found = mlflow.search_traces(locations=[trace.info.experiment_id], return_type="list", max_results=500)
     assert row["trace_id"] in {t.info.trace_id for t in found}
+
+
+def test_trace_and_request_ids_are_time_ordered(http, traced):
+    """The worker's MLflow trace ids and the gateway's request ids carry the time in their high
+    bits (so the store appends to its indexes); MLflow reads the trace back under the same id."""
+    ids, rows = [], {}
+    for n in range(2):
+        before = time.time_ns() // 1_000_000
+        request_id, answer = send(http, traced.endpoint_name, {"input": [{"role": "user", "content": f"t{n}"}]})
+        after = time.time_ns() // 1_000_000
+        assert answer.status_code == 200
+        assert uuid.UUID(hex=request_id).version == 7 and before <= int(request_id[:12], 16) <= after
+        row = rows[request_id] = rows_for(http, traced.endpoint_name, {request_id})[request_id]
+        trace = trace_of(row)
+        # The agent's own span ("predict") was made under the worker's MLflow tracer, so the id is its.
+        assert [s.name for s in trace.data.spans][1:] == ["predict"]
+        assert re.fullmatch(r"tr-[0-9a-f]{32}", row["trace_id"]) and trace.info.trace_id == row["trace_id"]
+        assert before <= int(row["trace_id"][3:], 16) >> 80 <= after
+        ids.append((request_id, row["trace_id"]))
+        time.sleep(0.002)
+    (first_request, first_trace), (second_request, second_trace) = ids
+    assert first_request < second_request and first_trace < second_trace
 
 
 def test_streamed_request_records_the_assembled_output(http, traced):

@@ -142,6 +142,21 @@ def test_capture_collects_the_trace_finished_on_this_thread(captured_tracing):
     assert capture.take() == []  # taken once
 
 
+def test_captured_traces_have_time_ordered_ids_mlflow_reads_back(captured_tracing):
+    """The worker's MLflow traces get ids with the time in their high bits (tracing.ids);
+    MLflow's own form of them (``tr-`` + 32 hex of the OpenTelemetry id) is unchanged."""
+    before = time.time_ns() // 1_000_000
+    [first] = run_captured(agent, "one")
+    time.sleep(0.002)
+    [second] = run_captured(agent, "two")
+    after = time.time_ns() // 1_000_000
+    for trace in (first, second):
+        assert re.fullmatch(r"tr-[0-9a-f]{32}", trace.info.trace_id)
+        assert before <= int(trace.info.trace_id[3:], 16) >> 80 <= after
+        assert {span.trace_id for span in trace.data.spans} == {trace.info.trace_id}
+    assert first.info.trace_id < second.info.trace_id
+
+
 def test_capture_ignores_traces_without_begin_and_from_other_threads(captured_tracing):
     agent("nobody asked")
     assert capture.take() == []

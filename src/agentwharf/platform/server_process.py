@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from agentwharf.asgi import send_error
 from agentwharf.errors import AgentwharfError, Unavailable
 from agentwharf.platform.logs import access_line
+from agentwharf.tracing.ids import new_request_id
 
 log = logging.getLogger("agentwharf.platform")
 
@@ -33,7 +33,7 @@ class ServerProcess:
             await self._lifespan(receive, send)
 
     async def _http(self, scope, receive, send) -> None:
-        request_id = scope["agentwharf.request_id"] = uuid.uuid4().hex
+        request_id = scope["agentwharf.request_id"] = new_request_id()
         began = time.perf_counter()
         status = 0
 

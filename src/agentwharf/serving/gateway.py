@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +54,7 @@ from agentwharf.serving.routing import EndpointRoutes, RouteTable
 from agentwharf.serving.shadow import LiveRequest, ShadowTraffic
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerConnection, WorkerGone
+from agentwharf.tracing.ids import new_request_id
 from agentwharf.tracing.recorder import Recorder, SpoolFull
 from agentwharf.tracing.recorder import header as record_header
 
@@ -175,7 +175,7 @@ class Gateway(LlmServing):
         self.shadows = ShadowTraffic(supervisor, recorder, request_timeout)
 
     async def __call__(self, scope, receive, send) -> None:
-        request = _Request(request_id=scope.get("agentwharf.request_id") or uuid.uuid4().hex,
+        request = _Request(request_id=scope.get("agentwharf.request_id") or new_request_id(),
                            client_request_id=client_request_id(scope),
                            started=time.perf_counter(), start_ns=time.time_ns())
 

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from agentwharf.serving.routing import EndpointRoutes
 from agentwharf.serving.supervisor import Supervisor
 from agentwharf.serving.worker_client import Reply, WorkerGone
 from agentwharf.tracing import record as trace_record
+from agentwharf.tracing.ids import new_request_id
 from agentwharf.tracing.recorder import Recorder, header
 
 log = logging.getLogger("agentwharf.shadow")
@@ -108,7 +108,7 @@ class ShadowTraffic:
             self.in_flight[name] -= 1
 
     async def _send(self, live: LiveRequest, key: str, shadow_of: str | None) -> None:
-        started, start_ns, request_id = time.perf_counter(), time.time_ns(), uuid.uuid4().hex
+        started, start_ns, request_id = time.perf_counter(), time.time_ns(), new_request_id()
         connection = await self.supervisor.acquire(key)
         entity = key.partition("/")[2]
         # No user_token: an on-behalf-of credential is never minted for a shadow.

@@ -65,6 +65,7 @@ def install() -> bool:
     import mlflow.tracing.provider as provider
 
     provider._get_tracer(__name__)  # initialise MLflow's tracer provider now, not on the first request
+    _time_ordered_trace_ids(provider.provider.get())
     processor = provider._get_span_processor()
     if processor is None or not hasattr(processor, "span_exporter"):
         log.info("MLflow tracing is disabled; requests get a root span only")
@@ -75,6 +76,27 @@ def install() -> bool:
     if getattr(processor, "_batch_delegate", None) is not None:
         processor._batch_delegate = None
     return True
+
+
+def _time_ordered_trace_ids(tracer_provider: Any) -> None:
+    """New traces get time-ordered ids (``tracing.ids``: cheaper to index in the store).
+
+    Set here, on the provider MLflow made, because nothing else reaches it: MLflow builds its
+    ``TracerProvider`` without an id generator, and OpenTelemetry's ``OTEL_PYTHON_ID_GENERATOR``
+    is read only by its auto-instrumentation, not by ``TracerProvider`` (nor could an entry point
+    be found in a model's environment, which has agentwharf on ``PYTHONPATH`` without its
+    package metadata). A tracer copies the generator when made, so the ones already made are
+    updated too."""
+    from agentwharf.tracing.ids import id_generator
+
+    if not hasattr(tracer_provider, "id_generator"):
+        log.info("MLflow's tracer provider (%s) takes no id generator; trace ids stay random",
+                 type(tracer_provider).__name__)
+        return
+    generator = tracer_provider.id_generator = id_generator()
+    for tracer in list(getattr(tracer_provider, "_tracers", {}).values()):
+        if hasattr(tracer, "id_generator"):
+            tracer.id_generator = generator
 
 
 def begin() -> list[Any]:

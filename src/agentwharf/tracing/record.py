@@ -22,6 +22,8 @@ from typing import Any
 
 import orjson
 
+from agentwharf.tracing import ids
+
 SPAN_TYPE = "CHAIN"
 #: Default bound of one span attribute, request or response in a record (characters).
 DEFAULT_MAX_FIELD_CHARS = 1024 * 1024
@@ -29,8 +31,8 @@ TRUNCATED_KEY = "agentwharf.truncated"
 
 
 def new_trace_ids() -> tuple[int, str]:
-    otel_id = int.from_bytes(os.urandom(16), "big")
-    return otel_id, f"tr-{otel_id:032x}"
+    """Ids for a trace the worker or gateway starts itself (time-ordered, ``tracing.ids``)."""
+    return ids.new_trace_ids()
 
 
 def _b64(value: int, size: int) -> str:
