@@ -1,11 +1,12 @@
-"""A worker's writes to its gateway connection, sent once per turn of the event loop.
+"""A worker's stream frames to its gateway connection, sent once per turn of the event loop.
 
 Every request on a connection shares one socket, and a stream sends a frame per event. Written
-one by one, each frame is a ``send`` of its own: at a thousand streams that is tens of thousands
-of system calls a second in the worker and as many reads in the gateway. Frames written during
-one turn of the loop (events of many streams, a record and its answer) leave together in one
-``send`` at the end of that turn instead: nothing waits for more to arrive, so a lone event
-leaves as soon as it would have.
+one by one, each frame is a ``send`` of its own: at a hundred streams that is thousands of
+system calls a second in the worker and as many reads in the gateway. Stream frames written
+during one turn of the loop (events of many streams) leave together in one ``send`` at the end
+of that turn instead: nothing waits for more to arrive, so a lone event leaves as soon as it
+would have. A whole answer (its record and response, already one write) goes straight out:
+held for a turn with nothing to join, it cost the EchoAgent ~15% of its throughput.
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ class WorkerServer:
         self.cancelled: dict[tuple[int, int], threading.Event] = {}
         self._connections = 0
 
-    async def handle_connection(self, reader: asyncio.StreamReader, stream_writer: asyncio.StreamWriter) -> None:
-        writer = CoalescingWriter(stream_writer)
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Streams' frames leave once per turn of the loop, whole answers at once (frame_writer).
+        streams = CoalescingWriter(writer)
         self._connections += 1
         conn_id = self._connections
         writer.write(protocol.encode(0, protocol.HELLO, orjson.dumps({"pid": os.getpid(), "kind": self.adapter.kind})))
@@ -78,7 +79,7 @@ class WorkerServer:
             while True:
                 stream_id, kind, _status, payload = await protocol.read_frame(reader)
                 if kind == protocol.REQUEST:
-                    task = asyncio.create_task(self.handle_request(conn_id, stream_id, payload, writer))
+                    task = asyncio.create_task(self.handle_request(conn_id, stream_id, payload, writer, streams))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 elif kind == protocol.CANCEL:
@@ -92,22 +93,26 @@ class WorkerServer:
             for flag_key, flag in list(self.cancelled.items()):
                 if flag_key[0] == conn_id:
                     flag.set()
-            writer.close()
+            streams.close()  # what streams left pending, then the connection
 
-    async def handle_request(self, conn_id: int, stream_id: int, payload: bytes, writer: asyncio.StreamWriter) -> None:
+    async def handle_request(self, conn_id: int, stream_id: int, payload: bytes, writer: asyncio.StreamWriter,
+                             streams: CoalescingWriter | None = None) -> None:
+        """Answer one request; ``streams`` carries a stream's frames (``writer`` if not given)."""
+        streams = streams or writer
         start_ns = time.time_ns()
         meta, raw = {}, payload
         try:
             meta, raw = protocol.decode_request(payload)
             async with self.slots:
-                await self._handle(conn_id, stream_id, meta, raw, writer, start_ns)
+                await self._handle(conn_id, stream_id, meta, raw, writer, streams, start_ns)
         except Exception as failure:  # a platform bug: still answer, still record
             log.error("request %s failed inside the worker:\n%s", meta.get("request_id"), traceback.format_exc())
             error = AgentwharfError(f"The worker failed while handling the request: {type(failure).__name__}")
-            self._send_record(writer, stream_id, meta, start_ns, _loads_or_text(raw), None, error.message, [])
-            writer.write(protocol.encode(stream_id, protocol.RESPONSE, error.error_body(), error.http_status))
+            # On the streams' writer: behind whatever frames a stream that failed midway left pending.
+            self._send_record(streams, stream_id, meta, start_ns, _loads_or_text(raw), None, error.message, [])
+            streams.write(protocol.encode(stream_id, protocol.RESPONSE, error.error_body(), error.http_status))
 
-    async def _handle(self, conn_id, stream_id, meta, raw, writer, start_ns) -> None:
+    async def _handle(self, conn_id, stream_id, meta, raw, writer, streams, start_ns) -> None:
         try:
             body = self._decode_body(raw)
             options = body.pop("databricks_options", None) or {}
@@ -118,10 +123,10 @@ class WorkerServer:
             writer.write(protocol.encode(stream_id, protocol.RESPONSE, refused.error_body(), refused.http_status))
             return
         if call.stream and self.adapter.async_stream and call.dialect is NATIVE:
-            await self._stream_async(conn_id, stream_id, meta, call, writer, start_ns)
+            await self._stream_async(conn_id, stream_id, meta, call, streams, start_ns)
             return
         if call.stream:
-            await self._stream(conn_id, stream_id, meta, call, writer, start_ns)
+            await self._stream(conn_id, stream_id, meta, call, streams, start_ns)
             return
         if self.adapter.async_predict:
             status, answer, record = await self._predict_async(meta, call, options, start_ns)
