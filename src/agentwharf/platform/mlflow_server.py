@@ -126,15 +126,6 @@ class MlflowServer:
                                             start_new_session=True, preexec_fn=die_with_parent)
         self._launched_at = time.monotonic()
 
-    async def start(self, timeout: float) -> None:
-        """Start the server and wait for its ``/health``.
-
-        Raises:
-            RuntimeError: it exited or did not answer in time; the message has its log tail.
-        """
-        self.launch()
-        await self.wait_ready(timeout)
-
     async def wait_ready(self, timeout: float) -> None:
         """Wait for the launched server's ``/health``.
 
