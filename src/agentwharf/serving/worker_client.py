@@ -44,17 +44,11 @@ class Reply:
 
     async def events(self) -> AsyncIterator[tuple[bytes, bytes | None]]:
         """Yield ``(event_json, None)`` per event, then ``(b"", error_json_or_None)`` once at the end."""
-        assert self._call is not None
-        while True:
-            kind, _status, payload = await self._call.queue.get()
-            if kind == protocol.EVENT:
-                yield payload, None
-            elif kind == protocol.STREAM_END:
-                yield b"", payload or None
-                return
-            else:  # connection lost midway
-                yield b"", Unavailable("The model worker stopped while streaming.").error_body()
-                return
+        async for events, ended, error in self.event_batches():
+            for event in events:
+                yield event, None
+            if ended:
+                yield b"", error
 
 
     async def event_batches(self, most: int = 64) -> AsyncIterator[tuple[list[bytes], bool, bytes | None]]:
