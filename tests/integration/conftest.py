@@ -40,6 +40,9 @@ PLATFORM_ENV = {
     "AGENTWHARF_SCORER_MEMORY_BYTES": str(256 << 20),
     # Monitoring metrics and alert rules are evaluated every second.
     "AGENTWHARF_MONITOR_INTERVAL_SECONDS": "1",
+    # As in many containers (and on the machines CI runs on): the platform must keep its model
+    # environments' bytecode anyway, or every worker start compiles MLflow again.
+    "PYTHONDONTWRITEBYTECODE": "1",
 }
 
 

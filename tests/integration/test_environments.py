@@ -51,6 +51,11 @@ def test_a_model_that_needs_a_package_the_platform_lacks_deploys_and_answers(pla
     assert outputs["emoji"] == "2.14.0"
     python = Path(outputs["python"])
     assert python.is_relative_to(Path(os.environ["AGENTWHARF_ENVIRONMENTS_DIR"])) and python != Path(sys.executable)
+    # The environment keeps its bytecode, though the platform runs with PYTHONDONTWRITEBYTECODE
+    # (PLATFORM_ENV): a worker's next start does not compile MLflow, nor the model's packages, again.
+    site = next(python.parent.parent.glob("lib/python*/site-packages"))
+    for package in ("mlflow", "pandas", "emoji"):
+        assert list((site / package / "__pycache__").glob("*.pyc")), f"{package} has no bytecode in {site}"
 
     # The same requirements: the same environment, reused, not built again.
     second = agents.deploy(model, "2")

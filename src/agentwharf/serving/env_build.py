@@ -189,9 +189,12 @@ def _explain(installer_output: str, constraint: str) -> str:
 def _check_runtime(env_dir: Path, constraint: str) -> None:
     # Importing what a worker imports also compiles those modules once, here, rather than in
     # every first worker start (compiling every installed module up front costs far more).
+    # The cache is written even if this process was told not to (PYTHONDONTWRITEBYTECODE): the
+    # environment is the platform's, and its workers write theirs too (``supervisor``).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     probe = subprocess.run([str(env_dir / "bin" / "python"), "-c",
                             "import mlflow, mlflow.pyfunc, mlflow.types.responses, orjson; print(mlflow.__version__)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
     if probe.returncode != 0:
         shutil.rmtree(env_dir, ignore_errors=True)
         raise BuildFailed(f"The model's environment cannot run agentwharf's worker ({constraint} and orjson):\n"
