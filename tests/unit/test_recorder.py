@@ -154,7 +154,7 @@ def test_a_spool_write_the_disk_refuses_is_507_and_other_failures_503(appender, 
 
     recorder = Recorder(appender, max_pending_bytes=10**9)
     for code, expected in ((errno.ENOSPC, InsufficientStorage), (errno.EIO, Unavailable)):
-        async def broken(data, code=code):
+        async def broken(data, alone=False, code=code):
             raise OSError(code, "refused")
 
         monkeypatch.setattr(appender, "append", broken)

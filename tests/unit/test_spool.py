@@ -335,3 +335,34 @@ def test_a_full_disk_that_also_refuses_a_new_segment_fails_appends_until_space_i
     asyncio.run(run())
     appender.close()
     assert [r.header for r in read_all(tmp_path)] == [payload(3)[0]]
+
+
+
+def test_a_record_that_comes_alone_is_synced_on_the_loop_and_a_slow_disk_sends_it_to_a_thread(tmp_path, monkeypatch):
+    """Group commit pays only when records come together; one alone (no other request in
+    progress) skips the thread hop, unless the last sync was slow (a stalled disk must not
+    stall the event loop)."""
+    appender = SpoolAppender(tmp_path)
+    appender.open()
+    threads = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(function, *args):
+        threads.append(function)
+        return await real_to_thread(function, *args)
+
+    monkeypatch.setattr(spool.asyncio, "to_thread", counted)
+
+    async def run():
+        await appender.append(encode_record(*payload(1)), alone=True)
+        assert threads == []  # written at once
+        await appender.append(encode_record(*payload(2)))  # others in progress: a batch, in a thread
+        assert len(threads) == 1
+        appender._last_sync = spool.QUICK_SYNC_SECONDS  # the disk was slow last time
+        await appender.append(encode_record(*payload(3)), alone=True)
+        assert len(threads) == 2
+
+    asyncio.run(run())
+    appender.close()
+    assert [r.header for r in read_all(tmp_path)] == [payload(i)[0] for i in (1, 2, 3)]
+    assert appender.appended_records == 3

@@ -173,6 +173,8 @@ class Gateway(LlmServing):
         self.max_field_chars = 1024 * 1024
         #: Copies of live requests to shadow rollouts' candidates (targets set by the rollouts).
         self.shadows = ShadowTraffic(supervisor, recorder, request_timeout)
+        #: Requests in progress here: one alone has its record synced without a thread hop.
+        self.active = 0
 
     async def __call__(self, scope, receive, send) -> None:
         request = _Request(request_id=scope.get("agentwharf.request_id") or new_request_id(),
@@ -184,6 +186,7 @@ class Gateway(LlmServing):
                 request.answering = True
             await send(message)
 
+        self.active += 1
         try:
             await self._serve(scope, receive, tracked_send, request)
         except ConnectionAbortedError:
@@ -195,6 +198,8 @@ class Gateway(LlmServing):
             log.exception("request %s failed in the gateway", request.request_id)
             await self._refuse(request, AgentwharfError(f"Internal error in the serving gateway (request {request.request_id}); "
                                                         "see the platform log"), tracked_send)
+        finally:
+            self.active -= 1
 
     async def _serve(self, scope, receive, send, request: _Request) -> None:
         if scope["method"] != "POST":
@@ -394,7 +399,8 @@ class Gateway(LlmServing):
             if not reply.stream:
                 # Durable before acknowledged: the answer leaves only once its record is on disk.
                 record = reply.record or self._gateway_record(request, "the worker sent no record")
-                await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record))
+                await self.recorder.record(self._record_header(request, reply.status), self._redacted(request, record),
+                                           alone=self.active == 1)
                 await send_json(send, reply.status, reply.body, request.answer_headers())
                 self._observe(request, reply.status)
                 self._shadow(request, reply.record)

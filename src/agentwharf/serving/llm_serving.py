@@ -143,7 +143,7 @@ class LlmServing:
         body = self._redacted(request, orjson.dumps(outcome.answer))
         # Durable before acknowledged, as for agents.
         await self.recorder.record(self._llm_header(request, 200, outcome),
-                                   self._redacted(request, self._llm_record(request, outcome, loaded)))
+                                   self._redacted(request, self._llm_record(request, outcome, loaded)), alone=self.active == 1)
         await send_json(send, 200, body, request.id_headers())
         self._observe(request, 200)
 

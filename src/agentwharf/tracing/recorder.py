@@ -81,15 +81,16 @@ class Recorder:
                 "The platform is recording requests slower than they arrive (trace spool full); retry shortly"
             )
 
-    async def record(self, header: dict[str, Any], record: bytes) -> None:
-        """Spool one request; returns once it is on disk.
+    async def record(self, header: dict[str, Any], record: bytes, alone: bool = False) -> None:
+        """Spool one request; returns once it is on disk. ``alone``: no other request is in
+        progress (``SpoolAppender.append``).
 
         Raises:
             InsufficientStorage: the disk is full; the request must not be acknowledged.
             Unavailable: the spool could not be written for another reason.
         """
         try:
-            await self.appender.append(encode_record(orjson.dumps(header), record))
+            await self.appender.append(encode_record(orjson.dumps(header), record), alone=alone)
         except OSError as error:
             log.error("could not spool the record of request %s: %s", header.get("request_id"), error)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):

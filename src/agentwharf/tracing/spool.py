@@ -23,6 +23,7 @@ import fcntl
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ def encode_record(header: bytes, record: bytes) -> bytes:
     return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+#: A lone record is written on the event loop only if the last sync took less than this: a
+#: disk that stalls must not stall the loop.
+QUICK_SYNC_SECONDS = 0.001
+
+
 class SpoolAppender:
     """The gateway's side. One instance per platform process."""
 
@@ -67,6 +73,8 @@ class SpoolAppender:
         self.appended_records = 0
         self.appended_bytes = 0
         self.fsyncs = 0
+        #: How long the last sync took: a disk that is slow now gets no writes on the loop.
+        self._last_sync = 0.0
 
     def open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -84,8 +92,14 @@ class SpoolAppender:
             os.close(self._fd)
             self._fd = -1
 
-    async def append(self, data: bytes) -> None:
-        """Return once ``data`` (an encoded record) is on disk."""
+    async def append(self, data: bytes, alone: bool = False) -> None:
+        """Return once ``data`` (an encoded record) is on disk.
+
+        ``alone``: the caller knows no other request is in progress, so no record could share
+        this one's sync (group commit pays only when records come together)."""
+        if alone and not self._flushing and self._last_sync < QUICK_SYNC_SECONDS:
+            self._write_lone(data)
+            return
         future = asyncio.get_running_loop().create_future()
         self._queue.append((data, future))
         if not self._flushing:
@@ -117,7 +131,19 @@ class SpoolAppender:
         finally:
             self._flushing = False
 
+    def _write_lone(self, data: bytes) -> None:
+        """Write a record that came alone on the event loop itself: handing it to a thread and
+        back costs more than the sync (~180 us against ~100 us on this machine's disk)."""
+        try:
+            self._write(data)
+        except OSError:
+            self._torn = True
+            raise
+        self.appended_records += 1
+        self.appended_bytes += len(data)
+
     def _write(self, data: bytes) -> None:
+        started = time.monotonic()
         if self._torn:
             self._open_segment(self._seq + 1)
             self._torn = False
@@ -127,6 +153,7 @@ class SpoolAppender:
             view = view[written:]
         os.fdatasync(self._fd)
         self.fsyncs += 1
+        self._last_sync = time.monotonic() - started
         self._size += len(data)
         if self._size >= self.segment_bytes:
             self._open_segment(self._seq + 1)
