@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[server,test]'
+	@# The editable install compiles nothing of src/; every platform, worker and test process would
+	@# compile it again where PYTHONDONTWRITEBYTECODE is set (as in many CI images).
+	$(PY) -m compileall -q src
 	@touch $(STAMP)
 
 install: $(STAMP)
