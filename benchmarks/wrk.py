@@ -87,8 +87,14 @@ def parse(raw: str, command: str = "") -> WrkResult:
     )
 
 
-def run(url: str, script: Path, duration: int, connections: int) -> WrkResult:
-    command = [require_wrk(), f"-t{THREADS}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+def run(url: str, script: Path, duration: int, connections: int, timeout_s: int | None = None) -> WrkResult:
+    """``timeout_s``: wrk's ``--timeout`` (its default is 2 s). wrk never abandons a request that
+    passes it: it keeps the connection waiting, adds one to its "timeout" count at every check
+    (every 2 s) while the request is older, and leaves the answer, when it comes, out of the
+    latencies. Under a load whose answers take seconds, set it above them, so latencies and
+    the error count mean what they say."""
+    timeout = [f"--timeout={timeout_s}s"] if timeout_s else []
+    command = [require_wrk(), f"-t{THREADS}", f"-c{connections}", f"-d{duration}s", *timeout, "--latency", "-s", str(script), url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
     shown = " ".join(["wrk", *command[1:]])
     if done.returncode != 0:
