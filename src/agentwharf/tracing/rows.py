@@ -11,7 +11,6 @@ MLflow's own client, so a schema change fails a test instead of corrupting data.
 from __future__ import annotations
 
 import binascii
-import functools
 from typing import Any
 
 import orjson
@@ -119,19 +118,21 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
 
 
 _TOKEN_USAGE = "mlflow.trace.tokenUsage"
-
-
-@functools.cache
-def _no_tokens() -> dict[str, None]:
-    from mlflow.store.tracking.utils.trace_analytics import TOKEN_COLUMN_BY_KEY
-
-    return {column: None for column in TOKEN_COLUMN_BY_KEY.values()}
+#: ``trace_info``'s token columns: the values of MLflow's ``TOKEN_COLUMN_BY_KEY``
+#: (``mlflow.store.tracking.utils.trace_analytics``), named here because importing that module
+#: loads all of MLflow (~2 s of CPU and ~130 MiB in the writer, which otherwise never needs it).
+#: ``tests/unit/test_rows.py`` checks the two agree, so an MLflow upgrade that changes them fails
+#: a test.
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens",
+                 "cache_creation_input_tokens", "cache_creation_input_tokens_above_1hr")
+_NO_TOKENS: dict[str, None] = dict.fromkeys(TOKEN_COLUMNS)
 
 
 def _token_columns(metadata: dict[str, str]) -> dict[str, int | None]:
     """``trace_info``'s token columns; every row carries all of them, so a batch of agent and
-    LLM requests shares one INSERT statement."""
-    columns = dict(_no_tokens())
+    LLM requests shares one INSERT statement. Only a trace with token usage (an LLM call's)
+    needs MLflow's own reading of it, and loads MLflow for that."""
+    columns = dict(_NO_TOKENS)
     if _TOKEN_USAGE in metadata:
         from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
 
