@@ -111,10 +111,20 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
     ]
     return {
         "trace_info": [info],
-        "trace_tags": [{"request_id": trace_id, "key": k, "value": v} for k, v in tags.items()],
-        "trace_request_metadata": [{"request_id": trace_id, "key": k, "value": str(v)[:8000]} for k, v in metadata.items()],
+        "trace_tags": [{"request_id": trace_id, "key": k, "value": v} for k, v in tags.items() if k not in _COLUMN_TAGS],
+        "trace_request_metadata": [{"request_id": trace_id, "key": k, "value": str(v)[:8000]}
+                                   for k, v in metadata.items() if k not in _COLUMN_METADATA],
         "spans": spans,
     }
+
+
+#: Tags and metadata MLflow 3.17 keeps in ``trace_info``'s columns only (``trace_name``,
+#: ``session_id``): its SQL store writes no row for them, and reads, searches and filters them
+#: from the columns, never from a row (``SqlTraceInfo.to_mlflow_entity``, ``search_traces``).
+#: A row would be ~1 in 12 of a trace's rows, each with two index entries, that nothing reads.
+#: ``tests/unit/test_rows.py`` checks these against MLflow's own lists.
+_COLUMN_TAGS = frozenset({"mlflow.traceName"})
+_COLUMN_METADATA = frozenset({"mlflow.trace.session"})
 
 
 _TOKEN_USAGE = "mlflow.trace.tokenUsage"
