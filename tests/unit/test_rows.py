@@ -1,6 +1,8 @@
 """agentwharf.tracing.rows: a spooled record as MLflow trace rows and an inference-table row."""
 
 import base64
+import subprocess
+import sys
 import time
 
 import orjson
@@ -100,7 +102,8 @@ def test_tags_mark_spans_in_the_tracking_store_and_the_artifact_location():
     tags = {r["key"]: r["value"] for r in result["trace_tags"]}
     assert {r["request_id"] for r in result["trace_tags"]} == {built["trace_id"]}
     assert tags["mlflow.trace.spansLocation"] == "TRACKING_STORE"
-    assert tags["mlflow.traceName"] == "ep"
+    # The trace's name is trace_info's column, as MLflow's own store keeps it (no tag row).
+    assert result["trace_info"][0]["trace_name"] == "ep" and "mlflow.traceName" not in tags
     assert tags["mlflow.artifactLocation"] == f"/data/artifacts/7/traces/{built['trace_id']}/artifacts"
     no_location = rows.trace_rows(header(), built, None)
     assert "mlflow.artifactLocation" not in {r["key"] for r in no_location["trace_tags"]}
@@ -120,7 +123,8 @@ def test_metadata_carries_the_header_and_the_conversation():
         "agentwharf.caller": "ada@example.com",
         "agentwharf.status_code": "200",
     }
-    assert meta["mlflow.trace.session"] == "conv-7"
+    # The session is trace_info's column, as MLflow's own store keeps it (no metadata row).
+    assert result["trace_info"][0]["session_id"] == "conv-7" and "mlflow.trace.session" not in meta
     assert meta["mlflow.trace.user"] == "ada"
     assert meta["mlflow.trace_schema.version"] == "3"
     # The previews are trace_info columns, not duplicated as metadata rows.
@@ -235,6 +239,29 @@ def test_an_llm_calls_token_usage_goes_where_mlflow_and_the_inference_table_read
     assert "mlflow.trace.tokenUsage" not in metadata_of(result)
     row = rows.inference_row(header(), built, 1000)
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"], row["usage_estimated"]) == (5, 7, 12, True)
+
+
+def test_what_mlflow_reads_from_columns_alone_gets_no_row():
+    from mlflow.store.tracking.utils.trace_analytics import PROMOTED_TRACE_METADATA_KEYS
+    from mlflow.tracing.constant import TraceTagKey
+
+    assert rows._COLUMN_TAGS == {TraceTagKey.TRACE_NAME}
+    assert rows._COLUMN_METADATA <= PROMOTED_TRACE_METADATA_KEYS
+
+
+def test_the_token_columns_are_mlflows():
+    from mlflow.store.tracking.utils.trace_analytics import TOKEN_COLUMN_BY_KEY
+
+    assert set(rows.TOKEN_COLUMNS) == set(TOKEN_COLUMN_BY_KEY.values())
+
+
+def test_an_agents_request_is_stored_without_loading_mlflow():
+    # The writer's process never loads MLflow for agents' traces (seconds of CPU, ~130 MiB).
+    code = ("import sys; from agentwharf.tracing import record, rows; "
+            "built = record.build(name='n', start_ns=0, inputs={}, outputs={}, error=None); "
+            "rows.trace_rows({'experiment_id': '1', 'request_id': 'r', 'endpoint': 'e', 'status_code': 200}, built, None); "
+            "assert 'mlflow' not in sys.modules, 'MLflow was loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_an_agents_request_has_no_token_columns_filled():

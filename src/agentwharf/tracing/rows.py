@@ -11,7 +11,6 @@ MLflow's own client, so a schema change fails a test instead of corrupting data.
 from __future__ import annotations
 
 import binascii
-import functools
 from typing import Any
 
 import orjson
@@ -112,26 +111,38 @@ def trace_rows(header: dict, record: dict, artifact_location: str | None) -> dic
     ]
     return {
         "trace_info": [info],
-        "trace_tags": [{"request_id": trace_id, "key": k, "value": v} for k, v in tags.items()],
-        "trace_request_metadata": [{"request_id": trace_id, "key": k, "value": str(v)[:8000]} for k, v in metadata.items()],
+        "trace_tags": [{"request_id": trace_id, "key": k, "value": v} for k, v in tags.items() if k not in _COLUMN_TAGS],
+        "trace_request_metadata": [{"request_id": trace_id, "key": k, "value": str(v)[:8000]}
+                                   for k, v in metadata.items() if k not in _COLUMN_METADATA],
         "spans": spans,
     }
 
 
+#: Tags and metadata MLflow 3.17 keeps in ``trace_info``'s columns only (``trace_name``,
+#: ``session_id``): its SQL store writes no row for them, and reads, searches and filters them
+#: from the columns, never from a row (``SqlTraceInfo.to_mlflow_entity``, ``search_traces``).
+#: A row would be ~1 in 12 of a trace's rows, each with two index entries, that nothing reads.
+#: ``tests/unit/test_rows.py`` checks these against MLflow's own lists.
+_COLUMN_TAGS = frozenset({"mlflow.traceName"})
+_COLUMN_METADATA = frozenset({"mlflow.trace.session"})
+
+
 _TOKEN_USAGE = "mlflow.trace.tokenUsage"
-
-
-@functools.cache
-def _no_tokens() -> dict[str, None]:
-    from mlflow.store.tracking.utils.trace_analytics import TOKEN_COLUMN_BY_KEY
-
-    return {column: None for column in TOKEN_COLUMN_BY_KEY.values()}
+#: ``trace_info``'s token columns: the values of MLflow's ``TOKEN_COLUMN_BY_KEY``
+#: (``mlflow.store.tracking.utils.trace_analytics``), named here because importing that module
+#: loads all of MLflow (~2 s of CPU and ~130 MiB in the writer, which otherwise never needs it).
+#: ``tests/unit/test_rows.py`` checks the two agree, so an MLflow upgrade that changes them fails
+#: a test.
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens",
+                 "cache_creation_input_tokens", "cache_creation_input_tokens_above_1hr")
+_NO_TOKENS: dict[str, None] = dict.fromkeys(TOKEN_COLUMNS)
 
 
 def _token_columns(metadata: dict[str, str]) -> dict[str, int | None]:
     """``trace_info``'s token columns; every row carries all of them, so a batch of agent and
-    LLM requests shares one INSERT statement."""
-    columns = dict(_no_tokens())
+    LLM requests shares one INSERT statement. Only a trace with token usage (an LLM call's)
+    needs MLflow's own reading of it, and loads MLflow for that."""
+    columns = dict(_NO_TOKENS)
     if _TOKEN_USAGE in metadata:
         from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
 
