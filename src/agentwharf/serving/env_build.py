@@ -186,15 +186,21 @@ def _explain(installer_output: str, constraint: str) -> str:
     return f"Building the model's environment failed. The installer said:\n{installer_output.strip()}{hint}"
 
 
+def writing_bytecode(env) -> dict[str, str]:
+    """``env`` for a process in an environment the platform built, with Python's bytecode cache
+    written even where the platform's own environment says not to (``PYTHONDONTWRITEBYTECODE``,
+    common in containers): the environment is the platform's, and without its cache every worker
+    start compiles MLflow and pandas again (4.6 s of CPU to import them, 1.6 s with it, measured
+    on 2 cores). The build's probe and the workers use it."""
+    return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _check_runtime(env_dir: Path, constraint: str) -> None:
     # Importing what a worker imports also compiles those modules once, here, rather than in
     # every first worker start (compiling every installed module up front costs far more).
-    # The cache is written even if this process was told not to (PYTHONDONTWRITEBYTECODE): the
-    # environment is the platform's, and its workers write theirs too (``supervisor``).
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     probe = subprocess.run([str(env_dir / "bin" / "python"), "-c",
                             "import mlflow, mlflow.pyfunc, mlflow.types.responses, orjson; print(mlflow.__version__)"],
-                           capture_output=True, text=True, env=env)
+                           capture_output=True, text=True, env=writing_bytecode(os.environ))
     if probe.returncode != 0:
         shutil.rmtree(env_dir, ignore_errors=True)
         raise BuildFailed(f"The model's environment cannot run agentwharf's worker ({constraint} and orjson):\n"
