@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import httpx
@@ -105,6 +106,9 @@ def serve(settings: PlatformSettings) -> None:
     # its user's alone: the home holds every request and response.
     os.umask(0o077)
     _configure_logging(settings)
+    # MLflow's server package imports starlette's deprecated WSGI middleware: a notice for
+    # MLflow's developers, which would otherwise open every `agentwharf up` on the console.
+    warnings.filterwarnings("ignore", message=r"starlette\.middleware\.wsgi is deprecated")
     # MLflow's server starts while this process imports the platform (early_start says why).
     environ = dict(os.environ)
     mlflow = start_early(settings, environ)

@@ -376,8 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                          checkpoint_id=args.checkpoint_id)
     import gc
 
-    gc.collect()
-    gc.freeze()  # as in the worker: start-up objects stay out of full collections
+    gc.freeze()  # as in the platform process: start-up objects stay out of full collections
     log.info("draining %s into the store from checkpoint %s", args.spool, writer.checkpoint())
     writer.run(stop, args.interval)
     log.info("spool drained (%d records written), exiting", writer.written)
