@@ -29,7 +29,8 @@ class Traffic:
         self.scored: set[str] = set()
         self.failure: Exception | None = None
         self.since = 0
-        self.threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._score, daemon=True)]
+        self.threads = [threading.Thread(target=self._send, name=f"traffic-{endpoint}", daemon=True),
+                        threading.Thread(target=self._score, name=f"quality-scorer-{endpoint}", daemon=True)]
 
     def __enter__(self) -> Traffic:
         for thread in self.threads:
@@ -118,9 +119,8 @@ class Webhook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, name="rollout-webhook", daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
 
 
 # -- shadow traffic ------------------------------------------------------------------------
@@ -146,4 +146,3 @@ def waiting_shadow(**overrides) -> Rollout:
     """A shadow rollout that keeps shadowing for the whole test (it cannot gather its evidence)."""
     return Rollout(**{"shadow_percent": 100, "min_requests": 10_000, "max_duration": "10m",
                       "gates": [Gate(metric="error_rate", max=0.5)], **overrides})
-

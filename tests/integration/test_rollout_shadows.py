@@ -150,4 +150,3 @@ def test_a_slow_shadow_drops_copies_past_its_bound_instead_of_piling_up(platform
                          message="the shadow copies to finish")
     assert settled["sent"] + settled["dropped"] == 30 and len(shadow_rows(http, endpoint, settled["sent"])) == settled["sent"]
     agents.delete_deployment(model)
-
