@@ -13,9 +13,13 @@ import httpx
 from tests.integration.load import deploy_info, descendants, stored, writer_pid
 from tests.integration.platform_process import PlatformProcess, auth_headers, wait_until
 
+#: These platforms serve one version, deployed once (and restored once): a warm spare
+#: (AGENTWHARF_WORKER_SPARES) would never be taken, only take CPU from the load.
+NO_SPARES = {"AGENTWHARF_WORKER_SPARES": "0"}
+
 
 def test_kill_9_under_load_loses_no_acknowledged_request(tmp_path):
-    kill_9_under_load_loses_nothing(PlatformProcess(tmp_path / "home"))
+    kill_9_under_load_loses_nothing(PlatformProcess(tmp_path / "home", env=NO_SPARES))
 
 
 def kill_9_under_load_loses_nothing(platform: PlatformProcess) -> None:
@@ -74,7 +78,7 @@ def kill_9_under_load_loses_nothing(platform: PlatformProcess) -> None:
 
 def test_a_full_spool_refuses_work_with_503_and_loses_nothing(tmp_path):
     # ~12 request records fit; the writer is frozen so nothing drains.
-    platform = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_SPOOL_MAX_PENDING_BYTES": "20000"}).start()
+    platform = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_SPOOL_MAX_PENDING_BYTES": "20000", **NO_SPARES}).start()
     os.environ.update(platform.client_env())
     try:
         endpoint = deploy_info(platform.base_url, "main.pressure.info")

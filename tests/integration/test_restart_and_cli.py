@@ -30,8 +30,11 @@ def cli(base_url: str | None, *args: str, home: str | None = None, check: bool =
 
 @pytest.fixture
 def own_platform(tmp_path):
-    """A platform of this test's own, since the test stops and restarts it."""
-    proc = PlatformProcess(tmp_path / "home")
+    """A platform of this test's own, since the test stops and restarts it. No warm spares
+    (AGENTWHARF_WORKER_SPARES=0): each version is deployed as soon as the one before answers,
+    sooner than a spare is ready, and the restart starts them all at once, so a spare is never
+    taken here and only takes CPU from the worker starts the test waits for."""
+    proc = PlatformProcess(tmp_path / "home", env={"AGENTWHARF_WORKER_SPARES": "0"})
     yield proc
     proc.stop()
 
