@@ -18,7 +18,8 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 async def send_json(send, status: int, body: bytes, extra_headers: list | None = None) -> None:
-    headers = JSON_HEADERS + (extra_headers or [])
+    # With its length (not chunked) the server writes the answer in one write (``http_protocol``).
+    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body)), *(extra_headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
