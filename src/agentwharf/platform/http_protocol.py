@@ -69,7 +69,10 @@ class _AnswerTransport:
 
 
 def _has_length(headers) -> bool:
-    return any(name.lower() == b"content-length" for name, _ in headers)
+    for name, _ in headers:
+        if name.lower() == b"content-length":
+            return True
+    return False
 
 
 def _one_write_answers(cycle: RequestResponseCycle) -> None:
