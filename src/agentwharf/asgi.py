@@ -18,7 +18,8 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 async def send_json(send, status: int, body: bytes, extra_headers: list | None = None) -> None:
-    headers = JSON_HEADERS + (extra_headers or [])
+    # With its length (not chunked) the server writes the answer in one write (``http_protocol``).
+    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body)), *(extra_headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -55,8 +56,11 @@ async def read_body(scope: dict, receive, limit: int, timeout: float) -> bytes:
     if declared is not None and declared > limit:
         raise PayloadTooLarge(_too_large(declared, limit))
     try:
-        return await asyncio.wait_for(_read(receive, limit), timeout)
-    except asyncio.TimeoutError:
+        # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` runs the read in a
+        # task of its own, one more turn of the event loop for every request.
+        async with asyncio.timeout(timeout):
+            return await _read(receive, limit)
+    except TimeoutError:
         raise RequestTimeout(f"The request body was not received within {timeout:.0f}s") from None
 
 

@@ -6,13 +6,19 @@ Without a header deadline a client that opens a socket and sends a byte now and 
 forever, before any token is checked (slowloris); uvicorn's keep-alive timeout starts only
 after a response. Its own ``limit_concurrency`` answers in plain text and counts idle
 keep-alive sockets; the platform counts requests in progress itself (``Platform._http``).
+
+It also writes an answer of known length (``content-length``) in one write where uvicorn makes
+two (status line and headers at ``http.response.start``, then the body): one send syscall and
+one TCP segment fewer, and the client reads the whole answer at one wake-up. On loopback a send
+runs the receiver's side of TCP too; profiled under the ``llm-overhead`` benchmark, uvicorn's
+two writes were ~19% of the gateway's GIL time on an LLM call (issue 12, item 7).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from agentwharf.errors import AgentwharfError, BadRequest, HeadersTooLarge, RequestTimeout, Unavailable
 
@@ -26,6 +32,71 @@ def _raw_answer(error: AgentwharfError) -> bytes:
             f"content-length: {len(body)}", "connection: close"]
     head += [f"{key.decode()}: {value.decode()}" for key, value in error.headers()]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class _AnswerTransport:
+    """The transport as one request's cycle sees it: the head of an answer of known length is
+    held back (``hold_next``) and written with the body's first bytes."""
+
+    __slots__ = ("_transport", "_held", "hold_next")
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self.hold_next = False
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self.hold_next:
+            self.hold_next, self._held = False, data
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held (an answer whose body message wrote nothing: a HEAD request's)."""
+        self.hold_next = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+def _has_length(headers) -> bool:
+    for name, _ in headers:
+        if name.lower() == b"content-length":
+            return True
+    return False
+
+
+def _one_write_answers(cycle: RequestResponseCycle) -> None:
+    """Have ``cycle`` write the head of an answer of known length with its body."""
+    transport = cycle.transport = _AnswerTransport(cycle.transport)
+    send = cycle.send
+
+    async def one_write_send(message) -> None:
+        if message["type"] == "http.response.start":
+            transport.hold_next = _has_length(message.get("headers", ()))
+            try:
+                await send(message)
+            except BaseException:
+                transport.flush()
+                raise
+            return
+        try:
+            await send(message)
+        finally:
+            transport.flush()
+
+    # uvicorn's task reads ``cycle.send`` when it calls the app, after this (the task is
+    # created in ``on_headers_complete`` and first runs at the loop's next turn).
+    cycle.send = one_write_send  # type: ignore[method-assign]
 
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
@@ -84,7 +155,10 @@ def protocol_class(header_timeout: float, max_connections: int) -> type[asyncio.
                 # (uvicorn's own 400 then finds the connection already closing).
                 self._refuse(HeadersTooLarge(f"The request line and headers exceed {MAX_HEADER_BYTES} bytes"))
                 raise ConnectionAbortedError("headers too large")
+            before = self.cycle
             super().on_headers_complete()
+            if self.cycle is not before:
+                _one_write_answers(self.cycle)
 
         def connection_lost(self, exc) -> None:
             self._disarm()

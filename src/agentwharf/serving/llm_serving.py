@@ -102,7 +102,8 @@ class LlmServing:
         self.recorder.check_capacity()
         if self.llm_runtime is None:
             raise Unavailable("The platform's LLM gateway is not running")
-        ticket = await self._admit(request, estimate_tokens(prompt_text(body)), max_tokens(body))
+        # The prompt's estimate is for token limits only; most endpoints have no limits at all.
+        ticket = await self._admit(request, estimate_tokens(prompt_text(body)), max_tokens(body)) if endpoint.limits else None
         try:
             try:
                 loaded = await self.llm_runtime.get(endpoint.name)
