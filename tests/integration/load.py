@@ -144,8 +144,11 @@ class Ledger:
         expected = Counter(self.acknowledged)
 
         def all_stored():
+            # Every count reached, not only every id seen: the writer may store one id's
+            # requests in different batches (three requests with one id, say).
             rows, traces = stored(platform, list(expected))
-            return (rows, traces) if rows.keys() == traces.keys() == expected.keys() else None
+            reached = all(rows.get(key, 0) >= count and traces.get(key, 0) >= count for key, count in expected.items())
+            return (rows, traces) if reached else None
 
         rows, traces = wait_until(all_stored, timeout=timeout, interval=0.5, message=f"{self.name}: every acknowledged request stored")
         FIGURES.append(f"{self.name}: sent {self.sent}, acknowledged {sum(expected.values())}, stored {sum(rows.values())} rows / "

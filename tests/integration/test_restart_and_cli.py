@@ -99,6 +99,14 @@ def test_down_stops_a_detached_platform(tmp_path):
     other = cli(base, "up", "--detach", "--home", str(home), "--port", str(free_port()))
     assert other.returncode == 1 and f"already runs on home {home} at {base}" in other.stderr.replace("\n", "")
 
+    # The platform's console (`up` in the foreground prints the same) carries no library's
+    # deprecation notice, after a control-plane answer and an error among its requests.
+    assert cli(base, "status", "--home", str(home), check=True)
+    admin = {"Authorization": f"Bearer {(home / 'admin.token').read_text().strip()}"}
+    assert httpx.get(f"{base}/api/2.0/serving-endpoints/nope", headers=admin).status_code == 404
+    console = (home / "logs" / "platform.out").read_text()
+    assert "Warning" not in console, console
+
     down = cli(base, "down", "--home", str(home), check=True)
     assert f"Stopped agentwharf (pid {pid}" in down.stdout
     wait_until(lambda: not pid_alive(pid), timeout=30, message="the platform to exit")

@@ -24,8 +24,11 @@ def test_a_good_candidate_is_promoted_step_by_step(platform, http, logged):
     model = versions(logged, 2)
     first = agents.deploy(model, "1")
     rollout = Rollout(canary_percent=20, min_requests=15, max_duration="5m",
+                      # The same agent on both sides; with 15 samples a p95 is the slowest answer or
+                      # the next, and one answer of a loaded CI machine took 3.7x the current's p95
+                      # (125.6 vs 33.6 ms). The ratio gate's rollback has its own test.
                       gates=[Gate(scorer="quality", min_pass_rate=0.9, min_samples=10), Gate(metric="error_rate", max=0.05),
-                             Gate(metric="p95_latency_ms", max_ratio=3.0)])
+                             Gate(metric="p95_latency_ms", max_ratio=10.0)])
     with Traffic(platform, first.endpoint_name):
         second = agents.deploy(model, "2", rollout=rollout)
         assert traffic_shares(http, first.endpoint_name) == {first.served_entity_name: 80, second.served_entity_name: 20}

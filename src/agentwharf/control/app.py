@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from agentwharf import __version__
@@ -32,8 +33,16 @@ _HTTP_ERRORS = {404: errors.RouteNotFound, 405: errors.MethodNotAllowed, 413: er
                 415: errors.UnsupportedMediaType}
 
 
-def _json_error(error: AgentwharfError) -> ORJSONResponse:
-    response = ORJSONResponse(error.to_json(), status_code=error.http_status)
+class OrjsonResponse(JSONResponse):
+    """A JSON answer rendered by orjson: FastAPI's own ``ORJSONResponse`` is deprecated (0.120 on)
+    and said so on the console of every platform at its first control answer."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _json_error(error: AgentwharfError) -> OrjsonResponse:
+    response = OrjsonResponse(error.to_json(), status_code=error.http_status)
     for key, value in error.headers():
         response.headers[key.decode()] = value.decode()
     return response
@@ -48,7 +57,7 @@ def create_control_app(state: ControlState, extra_routers: Sequence[APIRouter] =
     """The control plane's app over ``state``, with ``extra_routers`` mounted after its own
     (in their order)."""
     app = FastAPI(title="agentwharf control plane", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=api_docs.OPENAPI_PATH, default_response_class=ORJSONResponse,
+                  openapi_url=api_docs.OPENAPI_PATH, default_response_class=OrjsonResponse,
                   description="Serving endpoints, agent deployments, identities, tokens and permissions, in the "
                               "paths and shapes of Databricks' REST API.")
     app.state.control = state
