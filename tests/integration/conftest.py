@@ -226,3 +226,25 @@ def own_platform_with_info_agent(home: Path, experiment: str, env: dict[str, str
             yield own, uri
         finally:
             own.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries its platforms' warnings and errors: CI keeps only the
+    failure output, and a reset connection or a 5xx says little without the platform's side."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, PlatformProcess):
+                report.sections.append((f"platform {name}: its warnings and errors, last 40", _platform_trouble(value)))
+    return report
+
+
+def _platform_trouble(platform: PlatformProcess, lines: int = 40) -> str:
+    logs = platform.home / "logs"
+    found: list[str] = []
+    for path in sorted([*logs.glob("*.log"), *platform.home.parent.glob(f"{platform.home.name}-platform.out")]):
+        with contextlib.suppress(OSError):
+            found += [f"{path.name}: {line}" for line in path.read_text(errors="replace").splitlines()
+                      if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    return "\n".join(found[-lines:]) or "(none)"
