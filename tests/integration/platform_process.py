@@ -41,6 +41,20 @@ def client_state():
                 os.environ[key] = value
 
 
+#: Debian's default soft limit on open files: platforms under test start with it, as they would
+#: on a fresh machine, whatever this test process was given.
+DEBIAN_OPEN_FILES = 1024
+
+
+def debian_open_files() -> None:
+    """A ``preexec_fn``: the child starts with Debian's default soft limit on open files."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > DEBIAN_OPEN_FILES:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (DEBIAN_OPEN_FILES, hard))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,7 +95,8 @@ class PlatformProcess:
     def start(self, timeout: float = 180.0) -> PlatformProcess:
         log = open(self.home.parent / f"{self.home.name}-platform.out", "ab")
         command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(self.home), "--port", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env})
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env},
+                                        preexec_fn=debian_open_files)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -157,7 +172,8 @@ class GatewayProcessRunner:
         log = open(self.home.parent / f"{self.home.name}-gateway-{self.index}.out", "ab")
         command = [sys.executable, "-m", "agentwharf.cli.main", "gateway", "--home", str(self.home), "--port", str(self.port),
                    "--index", str(self.index), "--control", self.control_url]
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env})
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env},
+                                        preexec_fn=debian_open_files)
         wait_until(self._answers, timeout=timeout, interval=0.2, message=f"gateway {self.index} to answer")
         return self
 

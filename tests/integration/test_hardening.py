@@ -5,6 +5,8 @@ the version keeps serving."""
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import stat
 import time
 import uuid
@@ -222,6 +224,32 @@ def test_the_home_is_its_owners_alone(platform, served):
                 opened.append((path, oct(stat.S_IMODE(os.lstat(path).st_mode))))
     assert opened == []
     assert (platform.home / "agentwharf.db").exists() and (platform.home / "spool").is_dir()
+
+
+def test_more_connections_than_debians_default_file_limit_are_served(platform, served):
+    """The platform starts with Debian's soft limit of 1024 open files (as the tests start it)
+    and accepts AGENTWHARF_MAX_CONNECTIONS (4096): it raises its own limit, so 1,100 open
+    connections leave room for one more request, answered at once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))  # this test's own sockets
+    with open(f"/proc/{platform.process.pid}/limits") as proc_limits:
+        limits = proc_limits.read()
+    [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+    platform_soft, platform_hard = (int(field) for field in line.split()[3:5])
+    assert platform_soft >= min(4096 + 1024, platform_hard), line
+    held = []
+    try:
+        for _ in range(1100):
+            held.append(socket.create_connection(("127.0.0.1", platform.port), timeout=5))
+        started = time.monotonic()
+        answer = httpx.post(f"{platform.base_url}/serving-endpoints/{served.endpoint_name}/invocations",
+                            json={"input": [{"role": "user", "content": "one more"}]}, headers=platform.headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 5  # accepted at once, not after the held sockets time out
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # --- 6, 7, 8. what a caller learns about a failed or starting version ---------------------------

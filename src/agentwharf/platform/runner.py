@@ -23,6 +23,7 @@ import orjson
 
 from agentwharf.children import log_tail
 from agentwharf.platform import preflight
+from agentwharf.platform.open_files import ensure_open_files
 from agentwharf.settings import PlatformSettings
 
 log = logging.getLogger("agentwharf.runner")
@@ -106,6 +107,7 @@ def serve(settings: PlatformSettings) -> None:
     # its user's alone: the home holds every request and response.
     os.umask(0o077)
     _configure_logging(settings)
+    ensure_open_files(settings.max_connections)
     # MLflow's server package imports starlette's deprecated WSGI middleware: a notice for
     # MLflow's developers, which would otherwise open every `agentwharf up` on the console.
     warnings.filterwarnings("ignore", message=r"starlette\.middleware\.wsgi is deprecated")
@@ -213,6 +215,7 @@ def serve_gateway(settings: PlatformSettings, index: int, control_url: str) -> N
 
     logs.configure(settings.logs_dir / f"gateway-{index}.log", json_lines=settings.log_format == "json",
                    max_bytes=settings.log_max_bytes, backups=settings.log_backups, access=settings.access_log)
+    ensure_open_files(settings.max_connections)
     app = GatewayProcess(settings, index, control_url, dict(os.environ))
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
                             log_config=None, access_log=False, timeout_graceful_shutdown=10,
