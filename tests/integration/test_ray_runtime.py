@@ -41,7 +41,10 @@ def ray_cluster():
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     log = open(Path(temp) / "ray-start.log", "wb")
     head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                             "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+                             # Nothing here reads the node's logs through Ray (the platform joins with
+                             # log_to_driver off): no process tailing them.
+                             "--include-log-monitor=false"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: head.poll() is not None or b"Ray runtime started" in (Path(temp) / "ray-start.log").read_bytes(),
