@@ -169,11 +169,19 @@ class GatewayProcessRunner:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> GatewayProcessRunner:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> GatewayProcessRunner:
+        """Start the process without waiting for it (``wait_ready``), so several gateways and
+        whatever else a fixture does start together."""
         log = open(self.home.parent / f"{self.home.name}-gateway-{self.index}.out", "ab")
         command = [sys.executable, "-m", "agentwharf.cli.main", "gateway", "--home", str(self.home), "--port", str(self.port),
                    "--index", str(self.index), "--control", self.control_url]
         self.process = subprocess.Popen(command, stdout=log, stderr=log, env={**os.environ, **self.env},
                                         preexec_fn=debian_open_files)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> GatewayProcessRunner:
         wait_until(self._answers, timeout=timeout, interval=0.2, message=f"gateway {self.index} to answer")
         return self
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -35,6 +37,8 @@ CONSTRAINTS = HERE / "agents-constraints.txt"
 MODEL = "main.default.echo"
 ENDPOINT = "agents_main-default-echo"
 DIRECTORY_ENTRY_FIELDS = {"path", "name", "is_directory", "file_size", "last_modified"}
+#: How agents_step7.py --phases starts the line with a phase's result.
+PHASE_RESULT = "PHASE RESULT "
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +48,46 @@ def agents_python() -> Path:
 
 @pytest.fixture(scope="module")
 def guide(platform, agents_python, tmp_path_factory):
-    """Runs a phase of agents_step7.py in a folder holding the guide's agent.py, with only the
-    variables a Databricks user sets (and a HOME without ~/.databrickscfg)."""
+    """Runs phases of agents_step7.py in a folder holding the guide's agent.py, with only the
+    variables a Databricks user sets (and a HOME without ~/.databrickscfg): one Python for the
+    module, as a notebook's cells share one (each phase in a process of its own imported
+    databricks-agents and MLflow again, most of its time)."""
     folder = tmp_path_factory.mktemp("guide")
     shutil.copy(ROOT / "examples" / "echo" / "agent.py", folder / "agent.py")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder),
            "DATABRICKS_HOST": platform.base_url, "DATABRICKS_TOKEN": platform.token, "MLFLOW_TRACKING_URI": "databricks"}
+    stderr = open(folder / "phases.err", "w+")
+    process = subprocess.Popen([str(agents_python), str(HERE / "agents_step7.py"), "--phases"], cwd=folder, env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)], daemon=True).start()
 
     def run(*phase: str) -> dict:
-        result = subprocess.run([str(agents_python), str(HERE / "agents_step7.py"), *phase], cwd=folder, env=env,
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        process.stdin.write(" ".join(phase) + "\n")
+        process.stdin.flush()
+        printed = []
+        while True:
+            try:
+                line = lines.get(timeout=600)
+            except queue.Empty:
+                raise AssertionError(f"phase {phase} gave no result within 600 s") from None
+            assert line is not None, "".join(printed)[-3000:] + (folder / "phases.err").read_text()[-6000:]
+            if line.startswith(PHASE_RESULT):
+                seen = json.loads(line[len(PHASE_RESULT):])
+                assert "phase_failed" not in seen, "".join(printed)[-3000:] + seen["phase_failed"][-6000:]
+                return seen
+            printed.append(line)
 
-    return run
+    try:
+        yield run
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        stderr.close()
 
 
 def _ready(http: httpx.Client, name: str) -> dict | None:

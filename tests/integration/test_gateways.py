@@ -40,12 +40,18 @@ def gateway_cluster(home: Path, env: dict[str, str]):
     with client_state():
         try:
             os.environ.update(control.client_env())
+            # The gateways start (imports, then reading the published state) while the agent deploys.
+            gateways = [GatewayProcessRunner(home, control.base_url, index, env=env).launch() for index in (1, 2)]
             control.endpoint = deploy_info(control.base_url, f"main.gateways.info{uuid.uuid4().hex[:6]}")
-            gateways = [GatewayProcessRunner(home, control.base_url, index, env=env).start() for index in (1, 2)]
+            control.path = f"/serving-endpoints/{control.endpoint}/invocations"
+            for gateway in gateways:
+                gateway.wait_ready()
+                # Started before the deploy, it serves the endpoint once the published state says so.
+                wait_until(lambda g=gateway: _ask(g.base_url, control.path, control.headers).status_code == 200,
+                           timeout=10, message=f"gateway {gateway.index} to serve the endpoint")
             nginx = Nginx(control.port, [g.port for g in gateways]).start()
             control.gateways, control.nginx = gateways, nginx
             control.front = Front(nginx.base_url, control.headers, control.database_url)
-            control.path = f"/serving-endpoints/{control.endpoint}/invocations"
             yield control
         finally:
             if nginx is not None:

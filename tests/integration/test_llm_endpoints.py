@@ -572,13 +572,23 @@ def test_judges_run_on_a_platform_llm_endpoint_through_both_uri_forms(platform, 
                               "MLFLOW_TRACKING_URI": platform.base_url, "MLFLOW_TRACKING_USERNAME": "token",
                               "MLFLOW_TRACKING_PASSWORD": platform.token},
     }
+    # Both forms at once: each process spends most of its time importing MLflow and waiting on calls.
+    started = {}
     for uri, env in runs.items():
         args = [sys.executable, str(Path(__file__).with_name("judge_run.py")), uri]
         if uri.startswith("gateway"):
             args.append("--evaluate")
-        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-        assert done.returncode == 0, done.stderr[-3000:]
-        found = json.loads(done.stdout.strip().splitlines()[-1])
+        started[uri] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        finished = {uri: process.communicate(timeout=600) for uri, process in started.items()}
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for uri, (stdout, stderr) in finished.items():
+        assert started[uri].returncode == 0, stderr[-3000:]
+        found = json.loads(stdout.strip().splitlines()[-1])
         for name in ("correctness", "safety", "guidelines", "make_judge"):
             assert found[name]["error"] is None and found[name]["value"].lower() in ("yes", "true"), (uri, name, found[name])
         if "evaluate" in found:

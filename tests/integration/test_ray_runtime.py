@@ -32,10 +32,19 @@ def ray_cluster():
     ``ray start --block`` stays in the foreground and takes down what it started when stopped,
     so this stops this cluster only (``ray stop`` would stop every Ray process of the machine)."""
     port, temp = free_port(), tempfile.mkdtemp(prefix="aw-ray-", dir="/tmp")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # No idle workers started ahead for the first driver (the platform): it runs only actors
+    # (Serve's controller, the replicas), which start workers of their own; on a busy machine
+    # those prestarted processes only take CPU from them.
+    # Stopped, it does not wait for its node to drain (30 s): the platform and its
+    # applications are gone by then, and no other node could take anything over.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_prestart_worker_first_driver": "0",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     log = open(Path(temp) / "ray-start.log", "wb")
     head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                             "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+                             # Nothing here reads the node's logs through Ray (the platform joins with
+                             # log_to_driver off): no process tailing them.
+                             "--include-log-monitor=false"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: head.poll() is not None or b"Ray runtime started" in (Path(temp) / "ray-start.log").read_bytes(),

@@ -20,8 +20,11 @@ def test_workload_replicas_become_autoscaling_bounds():
     scaling = options["autoscaling_config"]
     # As many replicas as local worker processes, always (the version does not scale to zero).
     assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (2, 2, 2)
+    assert scaling["look_back_period_s"] == 30  # Ray's own default when the idle time is longer
     assert scaling["target_ongoing_requests"] == 2 and options["max_ongoing_requests"] == 16
     assert options["ray_actor_options"]["num_cpus"] == 0.5
+    # A model that fails to load fails the deploy on its first try, as with local workers.
+    assert options["max_constructor_retry_count"] == 1
 
 
 def test_scale_to_zero_lets_ray_go_to_no_replica():
@@ -30,6 +33,8 @@ def test_scale_to_zero_lets_ray_go_to_no_replica():
     assert (options["autoscaling_config"]["min_replicas"], options["autoscaling_config"]["max_replicas"]) == (0, 4)
     assert options["autoscaling_config"]["target_ongoing_requests"] == 128
     assert options["autoscaling_config"]["downscale_to_zero_delay_s"] == 5
+    # Ray's load window is no longer than the idle time, so the version goes idle when it says.
+    assert options["autoscaling_config"]["look_back_period_s"] == 5
 
 
 def test_a_replica_gets_the_workers_variables_not_the_platform_machines():

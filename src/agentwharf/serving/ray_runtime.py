@@ -37,6 +37,8 @@ log = logging.getLogger("agentwharf.ray")
 
 #: Ray's namespace for agentwharf's applications on a shared cluster.
 NAMESPACE = "agentwharf"
+#: Ray Serve's own window for averaging a deployment's load (``look_back_period_s``).
+RAY_LOOK_BACK_SECONDS = 30.0
 
 
 def application_name(key: str) -> str:
@@ -62,12 +64,17 @@ def deployment_options(spec: WorkerSpec, threads: int, replica_cpus: float, base
     processes would be (a version that scales to zero autoscales between none and that many,
     aiming at an eighth of a replica's concurrency in flight each, and goes to none after
     ``idle_seconds`` without load), ``threads`` requests at once per replica, and the worker's
-    environment."""
+    environment. A replica whose model fails to load fails the deploy at once, as a local worker
+    does (Ray would try the constructor three times per replica): the same model loads no
+    better on a second try, and the deployer waits for the error instead of for the retries."""
     replicas = max(1, spec.replicas)
     autoscaling = {"min_replicas": 0 if spec.scale_to_zero else replicas, "max_replicas": replicas,
                    "initial_replicas": replicas, "target_ongoing_requests": max(1, threads // 8),
-                   "downscale_delay_s": idle_seconds, "downscale_to_zero_delay_s": idle_seconds, "upscale_delay_s": 0}
-    return {"name": "agent", "max_ongoing_requests": threads, "autoscaling_config": autoscaling,
+                   "downscale_delay_s": idle_seconds, "downscale_to_zero_delay_s": idle_seconds, "upscale_delay_s": 0,
+                   # Ray averages the load over this window (30 s by default) before the delays
+                   # above even start: an idle time shorter than it would not be honoured.
+                   "look_back_period_s": max(1.0, min(RAY_LOOK_BACK_SECONDS, idle_seconds))}
+    return {"name": "agent", "max_ongoing_requests": threads, "autoscaling_config": autoscaling, "max_constructor_retry_count": 1,
             "ray_actor_options": {"num_cpus": replica_cpus, "runtime_env": {"env_vars": replica_environment(base_env, spec)}}}
 
 

@@ -13,6 +13,9 @@ phase saw is printed last, as one JSON object.
     delete VERSION      delete_deployment of that version
     adopt MODEL         list/get a deployment made with agentwharf.agents, then delete it
     refused             calls agentwharf does not serve, with what the client raised
+
+    --phases            the phases named on stdin, one per line, in this one process (as a
+                        notebook's cells): what each saw on a line starting "PHASE RESULT "
 """
 
 import json
@@ -109,7 +112,28 @@ def refused() -> dict:
     return seen
 
 
+PHASES = {"deploy": deploy, "redeploy": redeploy, "permissions": permissions, "revoke": revoke, "delete": delete,
+          "group": group, "adopt": adopt, "refused": refused}
+#: Starts the line that carries a phase's result in ``--phases`` mode (the guide's code prints too).
+RESULT = "PHASE RESULT "
+
+
+def run_phases() -> None:
+    """One phase per line of stdin, as a notebook runs its cells one after another in one
+    Python: each answered by a line starting ``RESULT``, with what it saw or its traceback."""
+    import traceback
+
+    for line in sys.stdin:
+        phase, *args = line.split()
+        try:
+            seen = PHASES[phase](*args)
+        except Exception:
+            seen = {"phase_failed": traceback.format_exc()}
+        print("\n" + RESULT + json.dumps(seen), flush=True)
+
+
 if __name__ == "__main__":
-    phase, args = sys.argv[1], sys.argv[2:]
-    print(json.dumps({"deploy": deploy, "redeploy": redeploy, "permissions": permissions, "revoke": revoke, "delete": delete,
-                      "group": group, "adopt": adopt, "refused": refused}[phase](*args)))
+    if sys.argv[1:] == ["--phases"]:
+        run_phases()
+    else:
+        print(json.dumps(PHASES[sys.argv[1]](*sys.argv[2:])))
