@@ -24,6 +24,8 @@ from tests.integration.platform_process import PlatformProcess, auth_headers, wa
 
 AGENTS = Path(__file__).parent / "agents"
 BODY = {"input": [{"role": "user", "content": "x"}]}
+#: How long a load thread waits after an answer that says to retry later (503 + Retry-After).
+RETRY_PAUSE_SECONDS = 0.25
 #: Figures of every fault scenario of the session, printed in pytest's summary (conftest).
 FIGURES: list[str] = []
 
@@ -169,7 +171,12 @@ class Load:
     def _run(self, index: int, timeout: float) -> None:
         with httpx.Client(base_url=self.platform.base_url, timeout=timeout, headers=self.platform.headers) as client:
             while not self.stop_event.is_set():
-                self.ledger.send(client, self.path, stream=index % 4 == 0)
+                answer = self.ledger.send(client, self.path, stream=index % 4 == 0)
+                if answer is not None and "retry-after" in answer.headers:
+                    # As a client should, wait before retrying (shorter than Retry-After asks, so
+                    # the load resumes soon): retrying at once, six threads answered 503 in a
+                    # tight loop take the CPU a replacement worker needs to start (it took 5x longer).
+                    self.stop_event.wait(RETRY_PAUSE_SECONDS)
 
     def __enter__(self) -> Load:
         for thread in self.threads:

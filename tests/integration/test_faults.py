@@ -29,6 +29,11 @@ FAULT_ENV = {
     "AGENTWHARF_LIMIT_CONCURRENCY": "40",
     "AGENTWHARF_RESTART_BACKOFF_MIN": "0.2",
     "AGENTWHARF_RESTART_BACKOFF_MAX": "1",
+    # No internet here (as on many CI machines): MLflow's server is told so (its documented
+    # air-gapped setting), or garbage to its supported-models route fetches each provider's
+    # catalog from GitHub with retries for minutes, answered 504 by the proxy meanwhile, and
+    # its graceful shutdown waits for that (an orphan kept running minutes after kill -9).
+    "MLFLOW_MODEL_CATALOG_URI": "",
 }
 
 

@@ -13,6 +13,8 @@ import httpx
 import mlflow
 import pytest
 
+from agentwharf import agents
+
 from tests.integration.platform_process import PlatformProcess, auth_headers, pid_alive, wait_until
 
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
@@ -49,7 +51,9 @@ def test_restart_restores_endpoints_and_workers(own_platform):
         uri = mlflow.pyfunc.log_model(name="agent", python_model=os.path.join(AGENTS, "info_agent.py"), pip_requirements=["mlflow"]).model_uri
     mlflow.register_model(uri, "main.restart.info")
     mlflow.register_model(uri, "main.restart.info")
-    cli(base, "deploy", "main.restart.info", "1", check=True)
+    # v1 from this process (test_cli_deploy_query_and_endpoints runs the CLI's plain deploy), v2
+    # with the CLI's --workload-size: one CLI process fewer, the same two served versions.
+    agents.deploy("main.restart.info", "1")
     cli(base, "deploy", "main.restart.info", "2", "--workload-size", "Medium", check=True)
     endpoint = "agents_main-restart-info"
     body = {"input": [{"role": "user", "content": "x"}]}
@@ -154,11 +158,16 @@ def test_cli_deploy_query_and_endpoints(platform, register):
     follow = subprocess.Popen([sys.executable, "-m", "agentwharf.cli.main", "logs", endpoint, "--follow"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "AGENTWHARF_HOST": base})
     try:
-        time.sleep(3)
-        assert follow.poll() is None  # still following
+        shown = ""
+        while "ready on" not in shown and (line := follow.stdout.readline()):
+            shown += line
+        assert "ready on" in shown
+        # Past its next poll of the log (once a second), it is still following: not exited.
+        time.sleep(1.5)
+        assert follow.poll() is None
     finally:
         follow.terminate()
-    assert "ready on" in follow.communicate(timeout=10)[0]
+        follow.communicate(timeout=10)
 
     assert "Deleted endpoint" in cli(base, "endpoints", "delete", endpoint, "--yes", check=True).stdout
     missing = cli(base, "endpoints", "get", endpoint)

@@ -55,8 +55,12 @@ def eval_(
 
     client = connect(host, home)
     _point_mlflow_at(client)
-    chosen = gate.load_scorers(scorers)
     champion_version = gate.resolve_version(model, champion)
+    versions = {"champion": champion_version, "challenger": str(challenger)}
+    # A version that is not deployed fails the command before the scorers, the dataset and the
+    # first evaluation are loaded and run, not after.
+    routes = {} if local else {role: gate.version_route(client, model, version) for role, version in versions.items()}
+    chosen = gate.load_scorers(scorers)
     data = mlflow.genai.datasets.get_dataset(name=dataset)
     total = len(data.to_df())
     mlflow.set_experiment(experiment or f"/agentwharf/eval/{model}")
@@ -64,7 +68,7 @@ def eval_(
     results: dict = {}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=as_json) as progress:
-        for role, version in (("champion", champion_version), ("challenger", str(challenger))):
+        for role, version in versions.items():
             task = progress.add_task(f"{role} v{version}: predicting and scoring", total=total)
             done = [0]
 
@@ -74,7 +78,7 @@ def eval_(
                 progress.update(task, completed=min(total, done[0]))
 
             predict = (gate.local_predict(model, version, advance) if local
-                       else gate.endpoint_predict(client, model, version, advance))
+                       else gate.endpoint_predict(client, routes[role], advance))
             results[role] = gate.evaluate_version(model, version, role, data, chosen, predict, comparison)
             progress.update(task, completed=total, description=f"{role} v{version}: done")
     rows = gate.compare(results["champion"], results["challenger"], threshold)

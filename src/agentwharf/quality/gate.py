@@ -201,8 +201,8 @@ def resolve_version(model: str, given: str | None) -> str:
         raise NotFound(f"Model {model!r} has no alias {alias!r}{hint}") from None
 
 
-def endpoint_predict(client, model: str, version: str, on_row: Callable[[], None]) -> Callable[..., Any]:
-    """predict_fn calling the version's own route on the platform (through ``client``).
+def version_route(client, model: str, version: str) -> str:
+    """The path of the version's own route on the platform.
 
     Raises:
         NotFound: the version is not deployed (deploy it, or evaluate it with --local).
@@ -214,6 +214,11 @@ def endpoint_predict(client, model: str, version: str, on_row: Callable[[], None
     path = deployments[0]["query_endpoint"]
     if "://" in path:
         path = "/" + path.split("://", 1)[1].split("/", 1)[1]
+    return path
+
+
+def endpoint_predict(client, path: str, on_row: Callable[[], None]) -> Callable[..., Any]:
+    """predict_fn calling a version's own route on the platform (``version_route``) through ``client``."""
 
     def predict(**inputs):
         answer = client.request("POST", path, json=inputs)
