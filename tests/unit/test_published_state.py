@@ -188,3 +188,69 @@ def test_a_dead_processs_counts_stop_counting_after_a_minute(db, monkeypatch):
         assert await alive.admit("bot", limit, "bob", "user") is not None
 
     asyncio.run(scenario())
+
+
+@dataclass
+class _Spec:
+    scale_to_zero: bool
+
+
+@dataclass
+class _ServedVersion(_Version):
+    spec: _Spec = field(default_factory=lambda: _Spec(scale_to_zero=False))
+
+
+def _rounds(coroutine_factory, seconds: float = 0.35) -> None:
+    async def run_a_while():
+        task = asyncio.create_task(coroutine_factory())
+        await asyncio.sleep(seconds)
+        task.cancel()
+
+    asyncio.run(run_a_while())
+
+
+def test_gateways_demand_is_read_only_while_a_version_scales_to_zero(db, monkeypatch):
+    """Demand keeps a version up and wakes it from zero; with no version that scales to zero the
+    publisher does not read it every round (an idle platform's CPU went there)."""
+    control = _Control(db)
+    mirror = StateMirror(db, Sealer(KEY))
+    reads = []
+    original = control.publisher.read_demand
+    monkeypatch.setattr(control.publisher, "read_demand", lambda: reads.append(1) or original())
+    control.versions = {"bot/v1": _ServedVersion("READY", spec=_Spec(scale_to_zero=False))}
+    _rounds(lambda: control.publisher.run(interval=0.05))
+    assert reads == []
+    control.versions["bot/v2"] = _ServedVersion("READY", spec=_Spec(scale_to_zero=True))
+    mirror.note_use("bot/v2", wake=True)
+    mirror.flush_demand()
+    _rounds(lambda: control.publisher.run(interval=0.05))
+    assert reads and ("bot/v2", True) in {(key, wake) for key, _idle, wake in control.demand}
+
+
+def test_rate_counts_are_shared_only_while_an_endpoint_has_limits(db):
+    """Without an endpoint with rate limits there is nothing to share: no exchange each round.
+    Once one has limits, the other process's calls count here within a round."""
+    limit = _routes().limits
+    routes = RouteTable()
+
+    async def scenario():
+        one, two = RateLimiter(), RateLimiter()
+        for _ in range(4):
+            await one.admit("bot", limit, "alice", "user")
+        SharedRateCounts(db, one, "gateway-1").exchange(one.own_counts())
+        shared = SharedRateCounts(db, two, "gateway-2", routes.any_limited)
+        exchanges = []
+        original = shared.exchange
+        shared.exchange = lambda own: exchanges.append(1) or original(own)
+        task = asyncio.create_task(shared.run(0.05))
+        await asyncio.sleep(0.3)
+        assert exchanges == []
+        routes.set(_routes())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        assert exchanges
+        await two.admit("bot", limit, "alice", "user")  # alice's fifth call of the minute (limit 5)
+        with pytest.raises(RequestLimitExceeded):
+            await two.admit("bot", limit, "alice", "user")
+
+    asyncio.run(scenario())

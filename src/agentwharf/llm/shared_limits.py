@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 from sqlalchemy import select
@@ -37,9 +38,12 @@ def window_key(name: str) -> WindowKey:
 
 
 class SharedRateCounts:
-    def __init__(self, db: Database, limiter: RateLimiter, process: str):
+    def __init__(self, db: Database, limiter: RateLimiter, process: str, limited: Callable[[], bool] = lambda: True):
         self.db = db
         self.limiter = limiter
+        #: Whether any endpoint this process serves has rate limits: without one there is
+        #: nothing to share, and an idle platform does not read the database every interval.
+        self.limited = limited
         #: This process's name in ``aw_rate_usage``: ``platform`` or ``gateway-<N>``.
         self.process = process
         self._written: dict[str, tuple[int, int]] = {}
@@ -66,8 +70,9 @@ class SharedRateCounts:
     async def run(self, interval: float) -> None:
         while True:
             try:
-                others = await asyncio.to_thread(self.exchange, self.limiter.own_counts())
-                self.limiter.set_others(others)
+                if self.limited():
+                    others = await asyncio.to_thread(self.exchange, self.limiter.own_counts())
+                    self.limiter.set_others(others)
             except Exception:  # the database briefly locked or away: the next round retries
                 log.warning("exchanging rate-limit counts failed; retrying", exc_info=True)
                 self._written.clear()

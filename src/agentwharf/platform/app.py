@@ -315,7 +315,7 @@ class Platform(ServerProcess):
         await self.reconciler.restore()
         self._publisher = asyncio.create_task(self._publish_serving_state(), name="serving-state-publisher")
         self._rate_counts = asyncio.create_task(
-            SharedRateCounts(self.db, self.gateway.limiter, "platform").run(self.settings.serving_state_interval_seconds),
+            SharedRateCounts(self.db, self.gateway.limiter, "platform", self.routes.any_limited).run(self.settings.serving_state_interval_seconds),
             name="shared-rate-counts")
         # Rollouts resume from the database: judged only once the endpoints serve again.
         self._rollout_controller = asyncio.create_task(self.rollouts.run(self.settings.rollout_interval_seconds),

@@ -154,7 +154,8 @@ class GatewayProcess(ServerProcess):
                                                            after_apply=self._state_changed),
                                            name="serving-state-mirror"),
                        asyncio.create_task(self._watch_spool(), name="spool-monitor"),
-                       asyncio.create_task(SharedRateCounts(self.db, self.gateway.limiter, f"gateway-{self.index}").run(
+                       asyncio.create_task(SharedRateCounts(self.db, self.gateway.limiter, f"gateway-{self.index}",
+                                                        self.mirror.routes.any_limited).run(
                            self.settings.serving_state_interval_seconds), name="shared-rate-counts")]
         self.started_at = time.time()
         log.info("gateway %d ready on %s in %.1fs (control %s)", self.index, self.settings.base_url,

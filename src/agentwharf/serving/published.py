@@ -190,6 +190,12 @@ class StatePublisher:
             ServingState.payload.is_not(None), ServingState.kind != IDENTITIES)).all()
         return [(kind, name, None) for kind, name in published if (kind, name) not in current]
 
+    def _demand_matters(self) -> bool:
+        """Gateways' demand keeps a version up and wakes it: only versions that scale to zero
+        need it. Without one, the database is not read every interval (that, and the thread
+        hop, were most of an idle platform's ~6% of a core)."""
+        return any(version.spec.scale_to_zero for version in self.versions().values())
+
     def read_demand(self) -> list[tuple[str, str, float, float | None]]:
         """What gateways reported since last time (in a thread; ``apply_demand`` on the loop)."""
         # Read by the oldest of the gateways' marks; each gateway's rows are then judged by its own
@@ -215,7 +221,8 @@ class StatePublisher:
             try:
                 if changes := self._changes():
                     await asyncio.to_thread(self.write, changes)
-                self.apply_demand(await asyncio.to_thread(self.read_demand))
+                if self._demand_matters():
+                    self.apply_demand(await asyncio.to_thread(self.read_demand))
             except Exception:  # the database is briefly locked or away: the next round retries
                 log.warning("publishing serving state failed; retrying", exc_info=True)
                 self._routes_seen, self._versions_seen, self._shadows_seen, self._identities_seen = {}, {}, {}, None

@@ -106,3 +106,7 @@ class RouteTable:
 
     def names(self) -> list[str]:
         return list(self._endpoints)
+
+    def any_limited(self) -> bool:
+        """Whether any endpoint has rate limits (``ai-gateway``)."""
+        return any(routes.limits for routes in self._endpoints.values())
