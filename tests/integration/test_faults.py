@@ -247,11 +247,15 @@ def test_kill_9_of_the_platform_with_its_writer_stopped(faulty):
     with Load(faulty, faulty.path, ledger) as load:
         load.wait_for(100)
         stale = writer_pid(faulty)
+        mlflow_server = child_pid(faulty, b"agentwharf.platform.mlflow_exec")
+        assert mlflow_server is not None
         os.kill(stale, signal.SIGSTOP)
         load.wait_for(len(ledger.acknowledged) + 100)
         os.kill(faulty.process.pid, signal.SIGKILL)
         faulty.process.wait()
     assert pid_alive(stale)  # stopped: SIGTERM from its parent's death waits
+    # MLflow's server ends with the platform (its graceful shutdown is bounded): no orphan.
+    wait_until(lambda: not pid_alive(mlflow_server), timeout=30, message="the dead platform's MLflow server to exit")
     faulty.start()
     wait_until(lambda: not pid_alive(stale), timeout=30, message="the stale writer to be ended")
     assert writer_pid(faulty) != stale

@@ -43,6 +43,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+#: How long MLflow's server finishes requests in progress once told to stop.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 #: MLflow's basic-auth app, configured to trust the platform (see ``auth.mlflow_plugin``).
 #: ``NO_PERMISSIONS`` by default: a user sees the MLflow resources they created or were granted.
 _AUTH_CONFIG = """[mlflow]
@@ -91,6 +94,10 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
             "--app-name", "basic-auth",
+            # Told to stop (by the platform, or by Linux when the platform died), uvicorn waits
+            # for requests in progress without end: one stuck on a slow upstream kept an orphan
+            # server alive for minutes after a kill -9 of the platform.
+            "--uvicorn-opts", f"--timeout-graceful-shutdown {GRACEFUL_SHUTDOWN_SECONDS}",
         ]
 
     def _auth_env(self) -> dict[str, str]:
