@@ -24,6 +24,7 @@ from mlflow.models.auth_policy import AuthPolicy, SystemAuthPolicy, UserAuthPoli
 from mlflow.models.resources import DatabricksServingEndpoint
 
 from tests.integration.conftest import AGENTS, rows_for
+from tests.integration.platform_process import wait_until
 from tests.llm_provider import ScriptedProvider, free_port
 
 KEY = f"sk-aw-test-{uuid.uuid4().hex}"
@@ -714,8 +715,13 @@ def test_an_llm_endpoint_survives_a_restart_with_its_key_and_limits(tmp_path, pr
         assert again.json()["choices"][0]["message"]["content"] == "echo: hello there"
         assert httpx.post(f"{own.base_url}/serving-endpoints/{name}/invocations", json={"messages": HI},
                           headers=headers).status_code == 429
-        rows = httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{name}/inference-table", headers=headers).json()["rows"]
-        assert first.headers["x-agentwharf-request-id"] in {r["request_id"] for r in rows}
+        # The row of the call before the restart: spooled before it was answered, stored by the
+        # writer of the restarted platform (which may still be draining the spool).
+        def stored() -> bool:
+            rows = httpx.get(f"{own.base_url}/api/2.0/serving-endpoints/{name}/inference-table", headers=headers).json()["rows"]
+            return first.headers["x-agentwharf-request-id"] in {r["request_id"] for r in rows}
+
+        wait_until(stored, timeout=60, message="the row of the call before the restart")
         assert {c["authorization"] for c in provider.calls(model)} == {f"Bearer {KEY}"}
     finally:
         own.stop()

@@ -62,7 +62,8 @@ def test_async_streams_wait_on_the_event_loop_together(platform, deployed):
     wall, answers = asyncio.run(_at_once(platform, path, body, CONCURRENT))
     assert [a.status_code for a in answers] == [200] * CONCURRENT
     assert all(len(sse_events(a)) == 6 for a in answers)  # 4 deltas, the finished item, [DONE]
-    assert wall < 4 * WAIT, f"{CONCURRENT} streams of {WAIT}s took {wall:.2f}s"
+    # A loaded CI machine took 12.3 s (4.1 waits); a 16-thread pool would take 13 waits.
+    assert wall < 6 * WAIT, f"{CONCURRENT} streams of {WAIT}s took {wall:.2f}s"
 
 
 def _trace(http, endpoint: str, answer: httpx.Response):

@@ -171,7 +171,9 @@ def test_playground_streams_tool_calls_and_feedback_lands_on_the_trace(platform,
     expect(page.locator(".turn.tool").nth(1)).to_contain_text("sunny in Oslo")
     expect(page.locator(".turn.assistant").last).to_contain_text("The weather in Oslo is sunny. You said: Is it warm?")
     link = page.locator(".trace-link").first
-    expect(link).to_be_visible(timeout=25_000)
+    # Shown once the writer has stored the answer's trace: seconds, but a CI machine under a
+    # neighbour's load test once took more than the platform's 20 s per ask (the page asks again).
+    expect(link).to_be_visible(timeout=90_000)
     expect(page.locator(".answer-meta").first).to_contain_text("Latency")
     expect(page.locator(".answer-meta").first).to_contain_text("Tokens: 12 in, 7 out")
     trace_id = link.get_attribute("data-trace-id")

@@ -154,6 +154,21 @@
     }
   }
 
+  // The answer's row and trace, once the writer has stored them. The platform waits up to 20 s
+  // for them per ask; a writer further behind (a burst of traffic) is asked again, for minutes,
+  // rather than leaving the answer without its trace link.
+  function requestInfo(requestId, attempt) {
+    return fetch("/serving/api/endpoints/" + encodeURIComponent(endpoint) + "/requests/" + encodeURIComponent(requestId),
+                 {credentials: "same-origin"})
+      .then(function (r) {
+        if (r.status === 404 && attempt < 5) {
+          return new Promise(function (wait) { setTimeout(wait, 1000); })
+            .then(function () { return requestInfo(requestId, attempt + 1); });
+        }
+        return r.ok ? r.json() : null;
+      });
+  }
+
   function metaLine(answer, requestId, elapsed) {
     var li = log.lastElementChild || bubble("assistant", "Assistant").li;
     var meta = document.createElement("div");
@@ -163,9 +178,7 @@
     meta.appendChild(timing);
     li.appendChild(meta);
     if (!requestId) return;
-    fetch("/serving/api/endpoints/" + encodeURIComponent(endpoint) + "/requests/" + encodeURIComponent(requestId),
-          {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.json() : null; })
+    requestInfo(requestId, 0)
       .then(function (info) {
         if (!info) return;
         timing.textContent = "Latency " + Math.round(info.latency_ms) + " ms (browser: " + elapsed + " ms)";
