@@ -32,18 +32,26 @@ def restartable(tmp_path_factory):
         yield started
 
 
-def test_a_rollout_survives_a_restart_of_the_platform(restartable):
-    """State is in the database: after a restart the rollout carries on and decides."""
+def _roll_out_then_restart(restartable, model: str, **candidate):
+    """Two versions of the info agent registered as ``model``: 1 deployed, 2 deployed with
+    ``candidate`` (its rollout among them); then the platform stopped and started again."""
     own, uri = restartable
-    model = "main.rollout.restart"
     for _ in range(2):
         mlflow.register_model(uri, model)
     first = agents.deploy(model, "1")
-    rollout = Rollout(canary_percent=50, min_requests=10, max_duration="10m",
-                      gates=[Gate(metric="error_rate", max=0.1)])
-    second = agents.deploy(model, "2", rollout=rollout)
+    second = agents.deploy(model, "2", **candidate)
     own.stop()
     own.start()
+    return first, second
+
+
+def test_a_rollout_survives_a_restart_of_the_platform(restartable):
+    """State is in the database: after a restart the rollout carries on and decides."""
+    own, _ = restartable
+    model = "main.rollout.restart"
+    rollout = Rollout(canary_percent=50, min_requests=10, max_duration="10m",
+                      gates=[Gate(metric="error_rate", max=0.1)])
+    first, second = _roll_out_then_restart(restartable, model, rollout=rollout)
     assert agents.get_rollout(first.endpoint_name)["state"] == "RUNNING"
     # Both versions, which share one built environment, are back: a version whose start
     # ended in silence would stay not ready here (and its requests would wait).
@@ -65,14 +73,10 @@ def test_a_rollout_survives_a_restart_of_the_platform(restartable):
 
 def test_a_shadow_resumes_after_a_restart_of_the_platform(restartable):
     """The gateway's shadow targets come back from the stored rollout, not from memory."""
-    own, uri = restartable
+    own, _ = restartable
     model = "main.rollout.shadowrestart"
-    for _ in range(2):
-        mlflow.register_model(uri, model)
-    first = agents.deploy(model, "1")
-    agents.deploy(model, "2", environment_vars={"INFO_AGENT_PREFIX": SHADOW_PREFIX}, rollout=waiting_shadow())
-    own.stop()
-    own.start()
+    first, _ = _roll_out_then_restart(restartable, model, environment_vars={"INFO_AGENT_PREFIX": SHADOW_PREFIX},
+                                      rollout=waiting_shadow())
     with httpx.Client(base_url=own.base_url, headers=own.headers, timeout=60) as http:
         # Requests keep coming: the first ones may arrive before the controller's first tick.
         def shadowed():
