@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from procs import free_port  # noqa: E402
+from procs import cpu_seconds, free_port  # noqa: E402
 from systems import PY, child_env, started  # noqa: E402
 from tests.llm_provider import ScriptedProvider  # noqa: E402
 
@@ -37,6 +37,8 @@ ENDPOINT, MODEL = "bench-llm", "bench-model"
 MESSAGES = [{"role": "user", "content": "hello"}]
 #: The platform must add at most this much, at p50 and to the first streamed event.
 TARGET_MS = 2.0
+#: ``procs.cpu_seconds``' name for the platform's own process.
+PLATFORM_ROLE = "platform (gateway, LLM endpoint)"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,7 +47,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def platform(tmp: Path, provider: ScriptedProvider) -> Iterator[tuple[str, str]]:
+def platform(tmp: Path, provider: ScriptedProvider) -> Iterator[tuple[str, str, int]]:
     port = free_port()
     base, home = f"http://127.0.0.1:{port}", tmp / "home"
     command = [PY, "-m", "agentwharf.cli.main", "up", "--home", str(home), "--port", str(port)]
@@ -59,7 +61,12 @@ def platform(tmp: Path, provider: ScriptedProvider) -> Iterator[tuple[str, str]]
                              headers={"Authorization": f"Bearer {token}"})
         if created.status_code != 200:
             raise service.fail(f"creating the LLM endpoint answered {created.status_code}: {created.text[:500]}")
-        yield base, token
+        yield base, token, service.pid
+
+
+def _platform_cpu_s(pid: int) -> float:
+    """CPU seconds the platform's own process (its gateway and LLM calls) has used so far."""
+    return cpu_seconds(pid).get(PLATFORM_ROLE, 0.0)
 
 
 def fdatasync_ms(folder: Path, count: int = 300) -> float:
@@ -96,7 +103,7 @@ def _first_event(client: httpx.Client, url: str, body: dict) -> None:
 def measure(tmp: Path, calls: int = 2000, streams: int = 500, warmup: int = 200) -> dict:
     """Milliseconds per call, direct and through the platform, for plain and streamed calls."""
     key = f"sk-bench-{secrets.token_hex(16)}"
-    with ScriptedProvider(key, tmp) as provider, platform(tmp, provider) as (base, token):
+    with ScriptedProvider(key, tmp) as provider, platform(tmp, provider) as (base, token, pid):
         direct = httpx.Client(base_url=provider.api_base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         through = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
         plain = ({"model": MODEL, "messages": MESSAGES}, {"messages": MESSAGES})
@@ -105,16 +112,23 @@ def measure(tmp: Path, calls: int = 2000, streams: int = 500, warmup: int = 200)
         if check.status_code != 200 or check.json()["choices"][0]["message"]["content"] != "echo: hello":
             raise RuntimeError(f"the platform answered {check.status_code}: {check.text[:500]}")
         results: dict[str, list[float]] = {"direct": [], "platform": [], "direct_ttft": [], "platform_ttft": []}
+        cpu: dict[str, float] = {}
         for i in range(warmup + calls):
+            if i == warmup:
+                cpu["calls"] = _platform_cpu_s(pid)
             for label, (client, path), body in zip(("direct", "platform"), paths, plain):
                 elapsed = _timed(lambda: client.post(path, json=body).raise_for_status())
                 if i >= warmup:
                     results[label].append(elapsed)
+        cpu["calls"] = _platform_cpu_s(pid) - cpu["calls"]
         for i in range(warmup // 4 + streams):
+            if i == warmup // 4:
+                cpu["streams"] = _platform_cpu_s(pid)
             for label, (client, path), body in zip(("direct_ttft", "platform_ttft"), paths, plain):
                 elapsed = _timed(lambda: _first_event(client, path, {**body, "stream": True}))
                 if i >= warmup // 4:
                     results[label].append(elapsed)
+        cpu["streams"] = _platform_cpu_s(pid) - cpu["streams"]
         direct.close()
         through.close()
     summary = {f"{label}_{q}": percentile(values, q) for label, values in results.items() for q in (50, 99)}
@@ -122,6 +136,8 @@ def measure(tmp: Path, calls: int = 2000, streams: int = 500, warmup: int = 200)
                    added_p50=summary["platform_50"] - summary["direct_50"],
                    added_p99=summary["platform_99"] - summary["direct_99"],
                    added_ttft_p50=summary["platform_ttft_50"] - summary["direct_ttft_50"],
+                   platform_cpu_us_per_call=cpu["calls"] / calls * 1e6,
+                   platform_cpu_us_per_stream=cpu["streams"] / streams * 1e6,
                    mean_direct=statistics.fmean(results["direct"]), mean_platform=statistics.fmean(results["platform"]))
     return summary
 

@@ -178,6 +178,10 @@ def llm_overhead(result: dict | None, error: str | None, console: Console) -> No
         met = "[green]met[/]" if added <= TARGET_MS else "[bold red]missed[/]"
         console.print(f"target: at most {TARGET_MS:.0f} ms added at {what}: {added:+.2f} ms, {met} "
                       f"({result['calls']} calls, {result['streams']} streams)")
+    if "platform_cpu_us_per_call" in result:
+        console.print(f"the platform's process used {result['platform_cpu_us_per_call']:,.0f} µs of CPU per call and "
+                      f"{result['platform_cpu_us_per_stream']:,.0f} µs per stream (the part of the added time that does "
+                      "not depend on what else the machine runs)")
     if "fdatasync_50" in result:
         console.print(f"of which durability: one append + fdatasync on this disk takes {result['fdatasync_50']:.2f} ms (p50, "
                       "measured in this run); a plain call pays it before its answer (one request at a time shares no "
