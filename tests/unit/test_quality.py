@@ -278,3 +278,26 @@ def test_scorers_are_named_module_colon_attribute(tmp_path):
     for bad in ("mine", f"{tmp_path / 'mine.py'}:NOT_ONE", f"{tmp_path / 'mine.py'}:missing", "no_such_module:x"):
         with pytest.raises(InvalidParameter):
             gate.load_scorers([bad])
+
+
+def test_a_batched_assessment_is_the_row_mlflows_own_create_assessment_writes(env):
+    _scorer(env)
+    built = make_record(0)
+    spool(env, [(header("req-0", env.experiment_id), built)])
+    env.writer().run_once()
+    trace = env.store.get_trace(built["trace_id"])
+    root = trace.data._get_root_span().span_id
+
+    def feedback(name: str) -> Feedback:
+        return Feedback(name=name, value=0.75, rationale="most of it", trace_id=trace.info.trace_id, span_id=root,
+                        metadata={"k": "v"}, source=AssessmentSource(source_type="CODE", source_id="length"))
+
+    env.store.create_assessment(feedback("by_mlflow"))
+    [(seq,)] = sa.create_engine(env.url).connect().execute(sa.text("SELECT seq FROM aw_scoring_queue")).all()
+    results.write(env.store, [results.Result(trace, "by_platform", None, [feedback("by_platform")], "ep", None, 0)], [seq])
+    with env.engine.connect() as c:
+        rows = {r.name: r._asdict() for r in c.execute(sa.text("SELECT * FROM assessments"))}
+    varying = {"assessment_id", "name", "created_timestamp", "last_updated_timestamp"}
+    assert {k: v for k, v in rows["by_platform"].items() if k not in varying} == \
+           {k: v for k, v in rows["by_mlflow"].items() if k not in varying}
+    assert rows["by_platform"]["aggregate_value"] == 0.75 and rows["by_platform"]["valid"]

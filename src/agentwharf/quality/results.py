@@ -4,7 +4,10 @@ in ``aw_monitor_scores`` (what trends, alerts and Prometheus read).
 Many results go in one transaction (the scoring process flushes every ~100 ms): MLflow's own
 ``create_assessment`` is one transaction per assessment, and at 50 traces a second with three
 scorers that would be 150 commits (and fsyncs) a second against the writer's. The rows are built
-by MLflow's own mapping (``SqlAssessments.from_mlflow_entity``), as its store builds them.
+by MLflow's own mapping (``SqlAssessments.from_mlflow_entity``), as its store builds them, and
+inserted with one statement for the batch: the ORM's unit of work (``add_all``, ``flush``) on
+them was ~15% of the scoring process's CPU, for rows that need none of it (no relationship set,
+every column given by the mapping).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, inspect
 
 from agentwharf.store.models import MonitorScore, ScoringQueue
 
@@ -76,6 +79,14 @@ def _assessment_rows(result: Result) -> list:
     return rows
 
 
+def _column_values(rows: list) -> list[dict]:
+    """The column values MLflow's mapping gave ``rows`` (ORM objects of one class)."""
+    if not rows:
+        return []
+    columns = [(prop.key, prop.columns[0].key) for prop in inspect(type(rows[0])).column_attrs]
+    return [{column: getattr(row, attribute) for attribute, column in columns} for row in rows]
+
+
 def _score_rows(result: Result, scored_ms: int) -> list[dict]:
     rows = []
     for feedback in result.feedbacks:
@@ -126,10 +137,11 @@ def write(store, results: list[Result], finished_seqs: list[int]) -> int:
 
 def _write(store, results: list[Result], finished_seqs: list[int]) -> int:
     scored_ms = int(time.time() * 1000)
+    from mlflow.store.tracking.dbmodels.models import SqlAssessments
+
     with store.ManagedSessionMaker(read_only=False) as session:
-        for result in results:
-            session.add_all(_assessment_rows(result))
-        session.flush()
+        if assessments := _column_values([row for result in results for row in _assessment_rows(result)]):
+            session.execute(insert(SqlAssessments.__table__), assessments)
         _insert_ignoring(session, MonitorScore.__table__, [row for r in results for row in _score_rows(r, scored_ms)])
         if finished_seqs:
             session.execute(delete(ScoringQueue.__table__).where(ScoringQueue.__table__.c.seq.in_(finished_seqs)))
