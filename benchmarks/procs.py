@@ -156,3 +156,21 @@ class Service:
                 if os.getpgid(pid) == pid:  # a session/group leader: take its whole group
                     os.killpg(pid, signal.SIGKILL)
                 os.kill(pid, signal.SIGKILL)
+
+
+def python_speed_ms(rounds: int = 3) -> float:
+    """Milliseconds of a fixed pure-Python workload (best of ``rounds``): this VM's speed for
+    Python drifts by 2x between hours while a C server's does not, and every row but the bare
+    echo is Python. Comparing this figure tells whether two runs ran on the same machine."""
+    def workload() -> None:
+        table: dict[str, int] = {}
+        for i in range(1_000_000):
+            key = f"k{i % 1000}"
+            table[key] = table.get(key, 0) + i
+
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        workload()
+        best = min(best, time.perf_counter() - started)
+    return best * 1000

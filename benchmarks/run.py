@@ -226,6 +226,7 @@ def main() -> int:
         err.print(f"[bold red]{e}[/]")
         return 2
 
+    speed_before = procs.python_speed_ms()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="awbench-wrk-") as scratch:
         script = wrk.post_script(Path(scratch) / "post.lua", json.dumps(systems.BODY))
@@ -273,6 +274,8 @@ def main() -> int:
         writer_throughput.report(writer, console)
     report.warnings(rows, console)
     results, errors = _extra_rows(args)
+    console.print(f"this machine's speed for Python: a fixed pure-Python workload took {speed_before:.0f} ms before the run "
+                  f"and {procs.python_speed_ms():.0f} ms after it (compare runs only where these agree)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": _meta(args), "systems": rows, "costs": costs, "writer": writer,
