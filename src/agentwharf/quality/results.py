@@ -136,9 +136,9 @@ def write(store, results: list[Result], finished_seqs: list[int]) -> int:
 
 
 def _write(store, results: list[Result], finished_seqs: list[int]) -> int:
-    scored_ms = int(time.time() * 1000)
     from mlflow.store.tracking.dbmodels.models import SqlAssessments
 
+    scored_ms = int(time.time() * 1000)
     with store.ManagedSessionMaker(read_only=False) as session:
         if assessments := _column_values([row for result in results for row in _assessment_rows(result)]):
             session.execute(insert(SqlAssessments.__table__), assessments)
