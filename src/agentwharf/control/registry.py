@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import httpx
@@ -15,16 +16,23 @@ from agentwharf.auth.mlflow_plugin import vouching_headers
 from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
 from agentwharf.auth.scopes import SUPPORTED_SCOPES
 from agentwharf.errors import MlflowUnavailable, NotFound
+from agentwharf.serving.env_build import ENVIRONMENT_FILES
 
 log = logging.getLogger("agentwharf.registry")
 
 EXPERIMENT_PREFIX = "/agentwharf/serving-endpoints/"
+#: What a deploy reads of a model version: its MLmodel (the policy), and what decides its environment.
+DEPLOY_FILES = ENVIRONMENT_FILES
+_KEPT_VERSIONS = 256
 
 
 class MlflowRegistry:
     def __init__(self, tracking_uri: str, secret: str):
         self.url, self.secret = tracking_uri, secret
         self.client = httpx.Client(base_url=tracking_uri, headers=vouching_headers(secret, None), timeout=60)
+        #: (model, version) -> its ``DEPLOY_FILES``, the oldest dropped first.
+        self._kept_files: dict[tuple[str, str], dict[str, bytes]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=len(DEPLOY_FILES), thread_name_prefix="registry-files")
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -63,18 +71,38 @@ class MlflowRegistry:
 
     def model_files(self, model_name: str, version: str, names: tuple[str, ...]) -> dict[str, bytes]:
         """Some of a model version's files (those it has), read as the platform, from MLflow's
-        artifact service."""
+        artifact service. The files a deploy reads (``DEPLOY_FILES``: its policy, then its
+        environment) are read once per version, at once, and kept: a version's files do not change."""
+        if set(names) <= set(DEPLOY_FILES):
+            found = self._deploy_files(model_name, version)
+        else:
+            found = self._fetch(self._artifact_root(model_name, version), names)
+        return {name: data for name, data in found.items() if name in names}
+
+    def _deploy_files(self, model_name: str, version: str) -> dict[str, bytes]:
+        key = (model_name, version)
+        if (kept := self._kept_files.get(key)) is None:
+            root = self._artifact_root(model_name, version)
+            if root is None:
+                return {}  # not kept: the version may yet be registered
+            kept = self._kept_files[key] = self._fetch(root, DEPLOY_FILES)
+            while len(self._kept_files) > _KEPT_VERSIONS:
+                self._kept_files.pop(next(iter(self._kept_files)))
+        return kept
+
+    def _artifact_root(self, model_name: str, version: str) -> str | None:
         uri = self._json("GET", "/api/2.0/mlflow/model-versions/get-download-uri",
                          params={"name": model_name, "version": version})
         if uri is None or not uri.get("artifact_uri", "").startswith("mlflow-artifacts:/"):
+            return None
+        return quote(uri["artifact_uri"][len("mlflow-artifacts:/"):].strip("/"))
+
+    def _fetch(self, root: str | None, names: tuple[str, ...]) -> dict[str, bytes]:
+        if root is None:
             return {}
-        root = quote(uri["artifact_uri"][len("mlflow-artifacts:/"):].strip("/"))
-        found = {}
-        for name in names:
-            response = self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{root}/{quote(name)}")
-            if response.status_code == 200:
-                found[name] = response.content
-        return found
+        # At once: right after a deploy, these wait on MLflow's server, not on this process.
+        answers = self._pool.map(lambda name: self._call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{root}/{quote(name)}"), names)
+        return {name: response.content for name, response in zip(names, answers, strict=True) if response.status_code == 200}
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - model versions are immutable; the registry lives as long as the platform
     def model_policy(self, model_name: str, version: str) -> ModelPolicy:
@@ -107,4 +135,5 @@ class MlflowRegistry:
                    json={"name": model_name, "version": version, "key": key, "value": value})
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
