@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,12 +32,28 @@ def _raise_for(response: httpx.Response) -> None:
     raise errors.from_json(body, response.status_code, response.text[:2000] or response.reason_phrase)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's own default (certifi's CAs; SSL_CERT_FILE and SSL_CERT_DIR honoured), made once
+    per process: loading the CA bundle is ~50 ms of every new client otherwise, and
+    ``agents.deploy`` and the other calls of ``agentwharf.agents`` each make one."""
+    return httpx.create_ssl_context()
+
+
+def _poll_interval(elapsed: float) -> float:
+    """How long to wait before asking again whether a deploy answers: often at first (a warm
+    spare worker takes a version in about a second, and every tenth of a second of lag is the
+    caller's), then less as an environment build runs for tens of seconds."""
+    return 0.05 if elapsed < 5 else 0.2 if elapsed < 60 else 1.0
+
+
 class PlatformClient:
     def __init__(self, settings: ClientSettings | None = None):
         self.settings = settings or ClientSettings()
         token = self.settings.resolved_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers)
+        self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers,
+                                 verify=_tls_context())
 
     def __enter__(self) -> PlatformClient:
         return self
@@ -135,7 +153,7 @@ class PlatformClient:
                 pending = {e["name"]: e for e in endpoint.get("pending_config", {}).get("served_entities", [])}
                 message = (pending.get(entity_name) or live.get(entity_name) or {}).get("state", {}).get("deployment_state_message", "")
                 on_progress(message or state.get("config_update", ""), elapsed)
-            time.sleep(0.2)
+            time.sleep(_poll_interval(elapsed))
 
     def inference_rows(self, endpoint_name: str, **filters: Any) -> Iterator[list[dict]]:
         """Pages of the endpoint's inference table, oldest first."""
