@@ -82,10 +82,10 @@ class MlflowRegistry:
     def _deploy_files(self, model_name: str, version: str) -> dict[str, bytes]:
         key = (model_name, version)
         if (kept := self._kept_files.get(key)) is None:
-            root = self._artifact_root(model_name, version)
-            if root is None:
-                return {}  # not kept: the version may yet be registered
-            kept = self._kept_files[key] = self._fetch(root, DEPLOY_FILES)
+            found = self._fetch(self._artifact_root(model_name, version), DEPLOY_FILES)
+            if "MLmodel" not in found:
+                return found  # not kept: the version may yet be registered, or MLflow failed to answer
+            kept = self._kept_files[key] = found
             while len(self._kept_files) > _KEPT_VERSIONS:
                 self._kept_files.pop(next(iter(self._kept_files)))
         return kept

@@ -27,8 +27,9 @@ def _warm_up() -> None:
     """Do ahead of the assignment what every worker does before its first answer, whatever its
     model: import MLflow's pyfunc and artifacts (the bulk of a worker's start), its tracing and
     the span processor ``capture.install`` builds (it imports GitPython and OpenTelemetry's
-    metrics), the event loop; then the rest (sampled with py-spy: ~1 s of a spare's ~1.3 s from
-    assignment to ready, on this machine)."""
+    metrics), the event loop; map the installed packages as ``load_model`` will; collect and
+    freeze. Sampled with py-spy, the last three were ~1 s of a spare's ~1.3 s from assignment
+    to ready on this machine."""
     import mlflow.artifacts  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
     import mlflow.tracing.processor.mlflow_v3  # noqa: F401
