@@ -70,14 +70,12 @@ class MlflowRegistry:
                 return names
 
     def model_files(self, model_name: str, version: str, names: tuple[str, ...]) -> dict[str, bytes]:
-        """Some of a model version's files (those it has), read as the platform, from MLflow's
-        artifact service. The files a deploy reads (``DEPLOY_FILES``: its policy, then its
-        environment) are read once per version, at once, and kept: a version's files do not change."""
-        if set(names) <= set(DEPLOY_FILES):
-            found = self._deploy_files(model_name, version)
-        else:
-            found = self._fetch(self._artifact_root(model_name, version), names)
-        return {name: data for name, data in found.items() if name in names}
+        """Some of a model version's ``DEPLOY_FILES`` (those it has: its policy, what decides its
+        environment), read as the platform from MLflow's artifact service once per version, at
+        once, and kept: a version's files do not change."""
+        if unknown := set(names) - set(DEPLOY_FILES):
+            raise ValueError(f"not among the files a deploy reads: {sorted(unknown)}")
+        return {name: data for name, data in self._deploy_files(model_name, version).items() if name in names}
 
     def _deploy_files(self, model_name: str, version: str) -> dict[str, bytes]:
         key = (model_name, version)
