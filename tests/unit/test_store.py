@@ -9,7 +9,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from agentwharf.store import database
-from agentwharf.store.database import VERSION_TABLE, Database, alembic_config, migrate
+from agentwharf.store.database import Database, alembic_config, migrate
+from agentwharf.store.schema_check import VERSION_TABLE, head_revision, sqlite_schema_is_current
 from agentwharf.store.models import Base, Endpoint, ServedEntity
 
 
@@ -120,3 +121,63 @@ def test_endpoint_names_are_unique(db_url):
                 session.add(Endpoint(id="e2", name="agents_echo"))
     finally:
         db.dispose()
+
+
+# -- Asked without Alembic whether `up` must migrate before MLflow's server opens the file ------
+
+
+def test_head_revision_read_from_the_scripts_is_alembics_head():
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head_revision() == head
+
+
+def test_a_migrated_database_is_current(db_url):
+    assert sqlite_schema_is_current(db_url)
+
+
+def test_a_database_at_an_older_revision_is_not_current_and_migrating_makes_it_so(tmp_path):
+    from alembic import command
+
+    url = "sqlite:///" + str(tmp_path / "old.db")
+    older = ScriptDirectory.from_config(alembic_config(url)).get_revision(head_revision()).down_revision
+    command.upgrade(alembic_config(url), older)
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    engine.dispose()
+    assert not sqlite_schema_is_current(url)
+    migrate(url)
+    assert sqlite_schema_is_current(url)
+
+
+def test_a_database_not_in_wal_mode_is_not_current(db_url):
+    engine = sa.create_engine(db_url)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=DELETE")
+    engine.dispose()
+    assert not sqlite_schema_is_current(db_url)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "no_version_table", "not_sqlite"])
+def test_anything_unexpected_is_not_current(tmp_path, make):
+    path = tmp_path / "x.db"
+    url = "sqlite:///" + str(path)
+    if make == "empty":
+        path.write_bytes(b"")
+    elif make == "no_version_table":
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        engine.dispose()
+    elif make == "not_sqlite":
+        url = "postgresql+psycopg://user@127.0.0.1:1/db"
+    assert not sqlite_schema_is_current(url)
+
+
+def test_two_heads_are_no_head(tmp_path):
+    (tmp_path / "a.py").write_text("revision = '0001'\ndown_revision = None\n")
+    (tmp_path / "b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
+    assert head_revision(tmp_path) == "0002"
+    (tmp_path / "c.py").write_text("revision = '0003'\ndown_revision = '0001'\n")
+    assert head_revision(tmp_path) is None

@@ -36,7 +36,8 @@ from agentwharf.auth.identities import IdentityService
 from agentwharf.auth.tokens import OBO_PREFIX, TokenSigner
 from agentwharf.errors import AgentwharfError, NotFound, PermissionDenied, Unavailable
 from agentwharf.llm.calls import LlmCalls
-from agentwharf.llm.runtime import LlmRuntime, gateway_environment
+from agentwharf.llm.gateway_env import gateway_environment
+from agentwharf.llm.runtime import LlmRuntime
 from agentwharf.llm.shared_limits import SharedRateCounts
 from agentwharf.platform import metrics
 from agentwharf.platform.logs import flush_access_log

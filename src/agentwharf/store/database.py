@@ -12,7 +12,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-VERSION_TABLE = "aw_alembic_version"
 
 
 def make_engine(url: str, *, synchronous: str = "FULL", bulk: bool = False) -> Engine:

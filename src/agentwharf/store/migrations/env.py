@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import pool, engine_from_config
 
-from agentwharf.store.database import VERSION_TABLE
+from agentwharf.store.schema_check import VERSION_TABLE
 from agentwharf.store.models import Base
 
 config = context.config
