@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +12,7 @@ import orjson
 from agentwharf import errors
 from agentwharf.errors import DeploymentFailed
 from agentwharf.settings import ClientSettings
+from agentwharf.tls import tls_context
 
 
 class PlatformUnreachable(errors.Unavailable):
@@ -32,14 +31,6 @@ def _raise_for(response: httpx.Response) -> None:
     raise errors.from_json(body, response.status_code, response.text[:2000] or response.reason_phrase)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's own default (certifi's CAs; SSL_CERT_FILE and SSL_CERT_DIR honoured), made once
-    per process: loading the CA bundle is ~50 ms of every new client otherwise, and
-    ``agents.deploy`` and the other calls of ``agentwharf.agents`` each make one."""
-    return httpx.create_ssl_context()
-
-
 def _poll_interval(elapsed: float) -> float:
     """How long to wait before asking again whether a deploy answers: often at first (a warm
     spare worker takes a version in about a second, and every tenth of a second of lag is the
@@ -53,7 +44,7 @@ class PlatformClient:
         token = self.settings.resolved_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.settings.host, timeout=self.settings.timeout, headers=headers,
-                                 verify=_tls_context())
+                                 verify=tls_context())
 
     def __enter__(self) -> PlatformClient:
         return self

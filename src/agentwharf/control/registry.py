@@ -17,6 +17,7 @@ from agentwharf.auth.model_policy import ModelPolicy, policy_from_mlmodel
 from agentwharf.auth.scopes import SUPPORTED_SCOPES
 from agentwharf.errors import MlflowUnavailable, NotFound
 from agentwharf.serving.env_build import ENVIRONMENT_FILES
+from agentwharf.tls import tls_context
 
 log = logging.getLogger("agentwharf.registry")
 
@@ -29,7 +30,8 @@ _KEPT_VERSIONS = 256
 class MlflowRegistry:
     def __init__(self, tracking_uri: str, secret: str):
         self.url, self.secret = tracking_uri, secret
-        self.client = httpx.Client(base_url=tracking_uri, headers=vouching_headers(secret, None), timeout=60)
+        self.client = httpx.Client(base_url=tracking_uri, headers=vouching_headers(secret, None), timeout=60,
+                                  verify=tls_context())
         #: (model, version) -> its ``DEPLOY_FILES``, the oldest dropped first.
         self._kept_files: dict[tuple[str, str], dict[str, bytes]] = {}
         self._pool = ThreadPoolExecutor(max_workers=len(DEPLOY_FILES), thread_name_prefix="registry-files")

@@ -18,6 +18,7 @@ from fastapi import Request
 from agentwharf.auth.caller import Caller
 from agentwharf.auth.mlflow_plugin import vouching_headers
 from agentwharf.errors import AgentwharfError, ForeignError, MlflowUnavailable, Unauthenticated, class_for
+from agentwharf.tls import tls_context
 
 #: MLflow's plain-text answers (its auth app's 401/403) by status.
 _PLAIN_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST"}
@@ -43,7 +44,7 @@ def error_from(response: httpx.Response, body: bytes) -> AgentwharfError:
 class MlflowCalls:
     def __init__(self, url: str, secret: str):
         self.secret = secret
-        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0, connect=10.0))
+        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0, connect=10.0), verify=tls_context())
 
     def headers(self, caller: Caller | None) -> dict[str, str]:
         """``caller=None`` is the platform itself (MLflow's admin): only after the caller's own

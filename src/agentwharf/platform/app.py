@@ -51,6 +51,7 @@ from agentwharf.platform.mlflow_proxy import MlflowProxy
 from agentwharf.platform.early_start import launch_mlflow, mlflow_gateway_env, mlflow_server_for
 from agentwharf.platform.mlflow_server import MlflowServer
 from agentwharf.errors import PermissionDenied, Unauthenticated, Unavailable
+from agentwharf.tls import tls_context
 from agentwharf.web.sign_in import send_unauthenticated
 from agentwharf.llm.calls import LlmCalls
 from agentwharf.llm.shared_limits import SharedRateCounts
@@ -301,7 +302,7 @@ class Platform(ServerProcess):
         endpoints = EndpointService(self.db, self.registry, self.reconciler, self.settings.workload_sizes,
                                     self.settings.max_served_entities, self.identities, self.gatekeeper,
                                     LlmEndpoints(GatewayAdmin(self.registry.client)))
-        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient(), self.gateway.shadows)
+        self.rollouts = RolloutService(endpoints, self.registry, httpx.AsyncClient(verify=tls_context()), self.gateway.shadows)
         control = ControlState(endpoints, DeploymentService(endpoints, self.rollouts), self.supervisor, self.db,
                                self.identities, self.gatekeeper, self.registry, self.metrics.endpoint_window,
                                self.settings.worker_concurrency, self.rollouts,

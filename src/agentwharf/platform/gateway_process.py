@@ -47,6 +47,7 @@ from agentwharf.serving.published import Sealer, StateMirror
 from agentwharf.serving.worker_directory import WorkerDirectory
 from agentwharf.settings import PlatformSettings
 from agentwharf.store.database import Database
+from agentwharf.tls import tls_context
 from agentwharf.tracing.recorder import Recorder, free_bytes
 from agentwharf.tracing.spool import SpoolAppender
 from agentwharf.tracing.writer_process import WriterProcess
@@ -93,7 +94,7 @@ class GatewayProcess(ServerProcess):
     async def _wait_for_control(self, timeout: float) -> None:
         """The control process migrates the database and creates the home's keys: wait for it."""
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, verify=tls_context()) as client:
             while True:
                 try:
                     if (await client.get(f"{self.control_url}/healthz")).status_code == 200:

@@ -22,6 +22,7 @@ from agentwharf.asgi import header, send_error
 from agentwharf.auth.gatekeeper import COOKIE
 from agentwharf.auth.mlflow_plugin import PRINCIPAL_HEADER, SECRET_HEADER, vouching_headers
 from agentwharf.errors import AgentwharfError, DeadlineExceeded, ForeignError, MlflowUnavailable, class_for
+from agentwharf.tls import tls_context
 
 #: Headers a client could use to speak for the platform; never forwarded from outside.
 _TRUSTED = {b"authorization", b"cookie", SECRET_HEADER.lower().encode(), PRINCIPAL_HEADER.lower().encode()}
@@ -74,7 +75,8 @@ class MlflowProxy:
         # ``read`` bounds MLflow's silence (waiting for its answer, or between its chunks);
         # uploads and long downloads that keep moving are not cut.
         self.timeout = timeout
-        self.client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(timeout, connect=10.0))
+        self.client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(timeout, connect=10.0),
+                                        verify=tls_context())
         self.secret = secret
         self.identities = identities
 

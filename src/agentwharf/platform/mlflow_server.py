@@ -33,6 +33,7 @@ import httpx
 from agentwharf.auth.home_secrets import private_key, write_private
 from agentwharf.auth.mlflow_plugin import ADMIN_ENV, SECRET_ENV
 from agentwharf.children import die_with_parent, log_tail
+from agentwharf.tls import tls_context
 
 log = logging.getLogger("agentwharf.mlflow")
 
@@ -140,7 +141,7 @@ class MlflowServer:
             RuntimeError: it exited or did not answer in time; the message has its log tail.
         """
         started = self._launched_at
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, verify=tls_context()) as client:
             while time.monotonic() - started < timeout:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"MLflow server exited with code {self.process.returncode}:\n{log_tail(self.log_path)}")
@@ -148,7 +149,9 @@ class MlflowServer:
                     if (await client.get(f"{self.url}/health")).status_code == 200:
                         log.info("MLflow server ready on %s in %.1fs", self.url, time.monotonic() - started)
                         return
-                await asyncio.sleep(0.1)
+                # Every 50 ms: `agentwharf up` answers as soon as this does (a refused
+                # connection on loopback costs next to nothing).
+                await asyncio.sleep(0.05)
         await self.stop()
         raise RuntimeError(f"MLflow server did not answer within {timeout:.0f}s:\n{log_tail(self.log_path)}")
 

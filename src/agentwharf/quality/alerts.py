@@ -43,6 +43,7 @@ from agentwharf.errors import AlreadyExists, InvalidParameter, NotFound
 from agentwharf.quality import trends
 from agentwharf.store.database import Database
 from agentwharf.store.models import AlertEvent, AlertRule, Endpoint
+from agentwharf.tls import tls_context
 
 log = logging.getLogger("agentwharf.alerts")
 
@@ -229,7 +230,7 @@ class Deliveries:
     def __init__(self, db: Database, timeout: float, attempts: int, client: httpx.AsyncClient | None = None):
         self.db = db
         self.attempts = attempts
-        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls_context())
 
     def _due(self) -> list[tuple[str, str, str, str, int]]:
         with self.db.session() as session:
