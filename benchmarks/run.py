@@ -214,6 +214,12 @@ def _interrupt(signum, frame):
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # so every finally (process stops, temp dirs) runs
+    with tempfile.TemporaryDirectory(prefix="awbench-envs-") as environments:
+        systems.shared_environments = Path(environments)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if not args.names:  # only rows that need no wrk
         results, errors = _extra_rows(args)
         if args.json:

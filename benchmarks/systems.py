@@ -185,6 +185,18 @@ def _memory(platform_pid: int) -> dict:
     }
 
 
+#: One folder of model environments for every agentwharf system of a run (``run.py`` sets it),
+#: as homes on one machine may share one (AGENTWHARF_ENVIRONMENTS_DIR): the EchoAgent's
+#: environment is built once per run rather than once per system (~20-25 s each, five systems
+#: and the waiting agent). What a cold build costs is the costs section's row, timed in a home
+#: of its own; no serving row depends on how its environment was built.
+shared_environments: Path | None = None
+
+
+def _environments_env() -> dict[str, str]:
+    return {"AGENTWHARF_ENVIRONMENTS_DIR": str(shared_environments)} if shared_environments else {}
+
+
 @contextlib.contextmanager
 def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", agent: Path | None = None,
                model: str = AW_MODEL) -> Iterator[Running]:
@@ -197,7 +209,7 @@ def agentwharf(tmp: Path, with_auth: bool = True, workload_size: str = "Small", 
     home = tmp / "home"
     name = ("agentwharf" if with_auth else "agentwharf-no-auth") + ("" if workload_size == "Small" else f"-{workload_size.lower()}")
     command = [PY, "-m", "agentwharf.cli.main", "up", "--home", str(home), "--port", str(port)]
-    env = child_env() if with_auth else child_env(AGENTWHARF_BENCHMARK_WITHOUT_AUTH="1")
+    env = child_env(**_environments_env(), **({} if with_auth else {"AGENTWHARF_BENCHMARK_WITHOUT_AUTH": "1"}))
     with started(name, command, tmp, env) as service:
         service.wait_http(f"{base}/healthz", timeout=180)
         token = (home / "admin.token").read_text().strip()
