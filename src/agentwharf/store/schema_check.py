@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations" / "versions"
-VERSION_TABLE = "aw_alembic_version"  # store.database gives Alembic the same name
+VERSION_TABLE = "aw_alembic_version"  # where Alembic keeps agentwharf's revision (migrations/env.py)
 
 _REVISION = re.compile(r"^(down_revision|revision)\s*=\s*['\"]([^'\"]*)['\"]", re.MULTILINE)
 
