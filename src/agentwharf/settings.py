@@ -152,6 +152,11 @@ class PlatformSettings(BaseSettings):
     #: MLflow's job runner (its huey consumers: ~2 GB and 8 processes at rest), for what runs
     #: on it: MLflow's own scheduled online scoring, prompt optimization jobs. Off unless asked.
     mlflow_job_execution: bool = False
+    #: MLflow's usage telemetry (every process that imports MLflow 3 fetches a config from the
+    #: internet and reports usage to MLflow's developers). Off unless asked: a self-hosted
+    #: platform makes no outbound call of its own accord. A ``MLFLOW_DISABLE_TELEMETRY`` or
+    #: ``DO_NOT_TRACK`` already in the environment is left as it is.
+    mlflow_telemetry: bool = False
     #: Benchmarks only (``make bench`` measures the cost of authentication with it): no token
     #: is checked and every request acts as the admin. Refused unless listening on loopback.
     benchmark_without_auth: bool = False

@@ -10,6 +10,7 @@ import socket
 import stat
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -224,6 +225,19 @@ def test_the_home_is_its_owners_alone(platform, served):
                 opened.append((path, oct(stat.S_IMODE(os.lstat(path).st_mode))))
     assert opened == []
     assert (platform.home / "agentwharf.db").exists() and (platform.home / "spool").is_dir()
+
+
+def test_mlflow_telemetry_is_off_in_the_platforms_children(platform, served):
+    """MLflow's server, the served version's worker and the spool writer start with MLflow's
+    usage telemetry off (AGENTWHARF_MLFLOW_TELEMETRY unset): no process of a self-hosted
+    platform calls out to the internet on its own."""
+    from tests.integration.load import child_pid
+
+    for marker in (b"agentwharf.platform.mlflow_exec", b"agentwharf.serving.worker", b"agentwharf.tracing.writer"):
+        pid = child_pid(platform, marker)
+        assert pid is not None, marker
+        environment = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item)
+        assert environment.get(b"MLFLOW_DISABLE_TELEMETRY") == b"true", marker
 
 
 def test_more_connections_than_debians_default_file_limit_are_served(platform, served):

@@ -80,6 +80,13 @@ def missing_server_packages() -> list[str]:
     return [name for name in SERVER_PACKAGES if missing(name)]
 
 
+def quiet_mlflow_telemetry(settings: PlatformSettings) -> None:
+    """Before MLflow is imported here: this process and every child it starts (MLflow's
+    server, workers, the writer, scorers) inherit the choice (``PlatformSettings.mlflow_telemetry``)."""
+    if not settings.mlflow_telemetry and "DO_NOT_TRACK" not in os.environ:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def _configure_logging(settings: PlatformSettings) -> None:
     from agentwharf.platform import logs
 
@@ -108,6 +115,7 @@ def serve(settings: PlatformSettings) -> None:
     os.umask(0o077)
     _configure_logging(settings)
     ensure_open_files(settings.max_connections)
+    quiet_mlflow_telemetry(settings)
     # MLflow's server package imports starlette's deprecated WSGI middleware: a notice for
     # MLflow's developers, which would otherwise open every `agentwharf up` on the console.
     warnings.filterwarnings("ignore", message=r"starlette\.middleware\.wsgi is deprecated")
@@ -216,6 +224,7 @@ def serve_gateway(settings: PlatformSettings, index: int, control_url: str) -> N
     logs.configure(settings.logs_dir / f"gateway-{index}.log", json_lines=settings.log_format == "json",
                    max_bytes=settings.log_max_bytes, backups=settings.log_backups, access=settings.access_log)
     ensure_open_files(settings.max_connections)
+    quiet_mlflow_telemetry(settings)
     app = GatewayProcess(settings, index, control_url, dict(os.environ))
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.port, lifespan="on", log_level="warning",
                             log_config=None, access_log=False, timeout_graceful_shutdown=10,
