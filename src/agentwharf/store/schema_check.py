@@ -37,9 +37,10 @@ def sqlite_schema_is_current(database_uri: str) -> bool:
     """True when ``database_uri`` is a SQLite file already in WAL mode and at the newest
     revision: migrating it would change nothing."""
     prefix = "sqlite:///"
-    if not database_uri.startswith(prefix) or not Path(path := database_uri[len(prefix):]).is_file():
-        return False
+    path = database_uri[len(prefix):] if database_uri.startswith(prefix) else ""
     head = head_revision()
+    if not path or head is None or not Path(path).is_file():
+        return False
     try:
         connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
@@ -51,4 +52,4 @@ def sqlite_schema_is_current(database_uri: str) -> bool:
         return False
     finally:
         connection.close()
-    return head is not None and journal.lower() == "wal" and versions == [head]
+    return journal.lower() == "wal" and versions == [head]
