@@ -87,6 +87,13 @@ class PlatformProcess:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    @property
+    def run_dir(self) -> Path:
+        """Where its workers' sockets and fetched model files are (``PlatformSettings.run_dir``)."""
+        from agentwharf.settings import PlatformSettings
+
+        return PlatformSettings(home=self.home).run_dir
+
     def client_env(self) -> dict[str, str]:
         """What a client process needs to reach this platform as its admin."""
         return {"AGENTWHARF_HOST": self.base_url, "AGENTWHARF_TOKEN": self.token,

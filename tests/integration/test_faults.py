@@ -261,6 +261,13 @@ def test_kill_9_of_the_platform_with_its_writer_stopped(faulty):
     assert writer_pid(faulty) != stale
     wait_until(lambda: serves(faulty), timeout=120, message="serving after the restart")
     ledger.verify(faulty)
+    # The restored worker fetched its model's files into the run folder (the first start's
+    # environment build fetched them into the home's models folder, which the restart reuses
+    # only for the environment), and only its own are there.
+    answer = httpx.post(f"{faulty.base_url}{faulty.path}", json=BODY, headers=faulty.headers, timeout=30)
+    files = Path(answer.json()["custom_outputs"]["model_files"])
+    assert (files / "MLmodel").is_file() and files.parent == faulty.run_dir
+    assert list(faulty.run_dir.glob("w-*.model")) == [files]
 
 
 def _can_mount_tmpfs() -> bool:

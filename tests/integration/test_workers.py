@@ -109,12 +109,18 @@ def test_scale_to_zero_stops_idle_workers_and_wakes_on_demand(http, register):
     agents.delete_deployment(model)
 
 
-def test_deleting_a_deployment_stops_its_workers(http, register):
+def test_deleting_a_deployment_stops_its_workers_and_removes_their_model_files(platform, http, register):
     model = register("info")
     deployment = agents.deploy(model, "1")
-    pid = pid_of(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations")
+    info = ask(http, f"/serving-endpoints/{deployment.endpoint_name}/invocations").json()["custom_outputs"]
+    files = Path(info["model_files"])
+    # Fetched into the platform's run folder beside the worker's socket, not a temp folder
+    # nothing would ever clean.
+    assert (files / "MLmodel").is_file() and files.name.startswith("w-") and files.name.endswith(".model")
+    assert files.parent == platform.run_dir
     agents.delete_deployment(model)
-    wait_until(lambda: not pid_alive(pid), timeout=20, message="the worker to stop")
+    wait_until(lambda: not pid_alive(info["pid"]), timeout=20, message="the worker to stop")
+    wait_until(lambda: not files.exists(), timeout=10, message="the worker's model files to be removed")
 
 
 def _parent(pid: int) -> int:

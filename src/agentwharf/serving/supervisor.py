@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class Replica:
     #: The TCP handshake's secret, this worker's own (empty on a Unix socket). Handed to the
     #: worker on stdin, never in argv or the environment, and never logged (``repr=False``).
     secret: str = field(default="", repr=False)
+    #: Where the worker fetches the model's files, a folder beside its socket: removed when
+    #: the worker stops or is replaced, and by the next platform if this one was killed.
+    model_dir: str = ""
     #: Where the worker answers, once it listens (TCP: the port it took).
     address: transport.Address | None = None
     process: asyncio.subprocess.Process | None = None
@@ -121,6 +125,7 @@ class WorkerLauncher:
     async def start(self, spec: WorkerSpec, replica: Replica, runtime: Runtime = PLATFORM_RUNTIME) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(replica.ready_path)
+        remove_model_files(replica)  # a crashed predecessor's
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         pythonpath = self.worker_pythonpath() if runtime.environment is not None and self.worker_pythonpath else None
         key = (runtime.python, pythonpath)
@@ -160,6 +165,8 @@ class WorkerLauncher:
             arguments += ["--max-field-chars", str(self.max_field_chars)]
         if runtime.model_path:
             arguments += ["--model-path", runtime.model_path]
+        elif replica.model_dir:
+            arguments += ["--model-dir", replica.model_dir]
         if replica.listen.startswith("tcp:"):
             arguments += ["--ready-file", replica.ready_path]
         return arguments
@@ -260,11 +267,15 @@ class Supervisor:
         self._idle_task = asyncio.create_task(self._scale_idle_to_zero(), name="supervisor-idle")
 
     def _remove_stale_worker_files(self) -> None:
-        """Sockets and ready files a platform that was killed left behind: their workers died
-        with it (one platform per home, by its pid file), and their names are not reused."""
+        """Sockets, ready files and model files a platform that was killed left behind: their
+        workers died with it (one platform per home, by its pid file), and their names are not
+        reused."""
         for stale in self.run_dir.glob("w-*") if self.run_dir.is_dir() else ():
-            with contextlib.suppress(OSError):
-                stale.unlink()
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
     async def close(self) -> None:
         self._closing = True
@@ -349,8 +360,8 @@ class Supervisor:
         log_path = self.logs_dir / "workers" / endpoint / f"{entity}-{index}.log"
         if self.worker_transport == "tcp":
             listen = str(transport.TcpAddress(self.bind_host, 0))
-            return Replica(index, f"{stem}.addr", log_path, listen, secret=secrets.token_hex(32))
-        return Replica(index, f"{stem}.sock", log_path, f"unix:{stem}.sock")
+            return Replica(index, f"{stem}.addr", log_path, listen, secret=secrets.token_hex(32), model_dir=f"{stem}.model")
+        return Replica(index, f"{stem}.sock", log_path, f"unix:{stem}.sock", model_dir=f"{stem}.model")
 
     def build_log(self, key: str) -> Path:
         """Where the environment build of a served version logs."""
@@ -541,6 +552,7 @@ class Supervisor:
                 await self.launcher.stop(replica.process)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(replica.ready_path)
+            remove_model_files(replica)
         version.notify()
 
     async def _scale_idle_to_zero(self) -> None:
@@ -591,6 +603,12 @@ async def wait_for_start(versions: dict[str, ServedVersion], key: str, timeout: 
         raise DeploymentFailed(_failed_message(key)) from None
     except asyncio.TimeoutError:
         raise Unavailable(f"{_entity(key)} did not start within {timeout:.0f}s; retry shortly") from None
+
+
+def remove_model_files(replica: Replica) -> None:
+    """The model files a replica's worker fetched (its process has stopped, or never started)."""
+    if replica.model_dir:
+        shutil.rmtree(replica.model_dir, ignore_errors=True)
 
 
 def _in_flight(connection: WorkerConnection) -> int:

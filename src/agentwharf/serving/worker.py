@@ -3,7 +3,7 @@
 Started by the supervisor as ``python -m agentwharf.serving.worker --listen ADDRESS --model-uri URI``
 (``unix:/path`` or ``tcp://host:port``, see ``transport``; with ``--ready-file PATH`` for TCP,
 where it writes the port it bound; with ``--model-path DIR`` when the model's files were fetched
-for it), with the Python of the model's own environment or the platform's; or started ahead of
+for it, else ``--model-dir DIR``, the folder to fetch them into), with the Python of the model's own environment or the platform's; or started ahead of
 need as a warm spare and given those arguments later (``--spare``, see ``spare_worker``). Its
 standard input carries two lines: the model's load credential, then the TCP handshake's secret
 (empty for a Unix socket); never arguments, which any user of the machine can read.
@@ -410,12 +410,14 @@ def _agent_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if str(error) else text
 
 
-def _load(model_uri: str, load_token: str, model_path: str | None = None) -> ModelInterface:
+def _load(model_uri: str, load_token: str, model_path: str | None = None, model_dir: str | None = None) -> ModelInterface:
     """Fetch the model with the load credential (unless its files are already here), forget the
     credential, and only then import the model's code: agent code never runs while the
-    credential is in this process."""
-    import tempfile
+    credential is in this process.
 
+    The files are fetched into ``model_dir`` (the supervisor removes it once this worker has
+    stopped, even after a kill -9), or, without one (a Ray replica), a temporary folder this
+    process removes when it exits. The model may read them for as long as it runs."""
     import mlflow.artifacts
     import mlflow.pyfunc
 
@@ -424,8 +426,7 @@ def _load(model_uri: str, load_token: str, model_path: str | None = None) -> Mod
     if load_token:
         os.environ["MLFLOW_TRACKING_TOKEN"] = load_token
     try:
-        local = model_path or mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                                  dst_path=tempfile.mkdtemp(prefix="agentwharf-model-"))
+        local = model_path or mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=_fetch_folder(model_dir))
         capture.pin_experiment()
     finally:
         os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
@@ -433,6 +434,20 @@ def _load(model_uri: str, load_token: str, model_path: str | None = None) -> Mod
     capture.install()
     log.info("loaded %s (%s) in %.1fs", model_uri, adapter.kind, time.monotonic() - started)
     return adapter
+
+
+def _fetch_folder(model_dir: str | None) -> str:
+    """Where the model's files go: ``model_dir``, or a temporary folder removed at exit."""
+    if model_dir:
+        os.makedirs(model_dir, mode=0o700, exist_ok=True)
+        return model_dir
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="agentwharf-model-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 async def _serve(args: argparse.Namespace, secret: str, adapter: ModelInterface) -> None:
@@ -478,6 +493,7 @@ def main(argv: list[str] | None = None, handover: tuple[str, str] | None = None)
     parser.add_argument("--concurrency", type=int, required=True, help="requests run at once")
     parser.add_argument("--max-field-chars", type=int, default=trace_record.DEFAULT_MAX_FIELD_CHARS)
     parser.add_argument("--model-path", help="The model's files, already fetched (no credential is needed then)")
+    parser.add_argument("--model-dir", help="Where to fetch the model's files (the supervisor removes it after the worker)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The supervisor writes the load credential and the TCP secret on stdin: never in argv,
@@ -488,7 +504,7 @@ def main(argv: list[str] | None = None, handover: tuple[str, str] | None = None)
     load_token, secret = handover
     transport.parse_address(args.listen)  # a bad address fails before the model is loaded
     try:
-        adapter = _load(args.model_uri, load_token, args.model_path)
+        adapter = _load(args.model_uri, load_token, args.model_path, args.model_dir)
         _freeze_startup_objects()
     except Exception:
         # The supervisor shows the tail of this log to whoever deployed: make it the real error.

@@ -78,6 +78,8 @@ def _info(custom: dict) -> dict:
         "python": sys.executable,
         "entity": os.environ.get("AGENTWHARF_SERVED_ENTITY"),
         "experiment_id": os.environ.get("MLFLOW_EXPERIMENT_ID"),
+        # Models from code run this file from the model's files as the worker fetched them.
+        "model_files": os.path.dirname(os.path.abspath(__file__)),
         "env": {name: os.environ.get(name) for name in custom.get("env", [])},
     }
 
