@@ -13,8 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 LOG_TAIL_BYTES = 4000
+#: A child's log over this size when the child starts is moved aside first (to ``<name>.1``,
+#: replacing the one before): as ``platform.log`` (``AGENTWHARF_LOG_MAX_BYTES``' default), a
+#: platform that runs for months, restarting workers and scorers, never fills its disk with logs.
+CHILD_LOG_MAX_BYTES = 50 * 1024 * 1024
 
 
 def die_with_parent() -> None:
@@ -24,6 +29,18 @@ def die_with_parent() -> None:
 
         with contextlib.suppress(Exception):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def open_log(path: Path | str, max_bytes: int = CHILD_LOG_MAX_BYTES) -> BinaryIO:
+    """A child's log, opened to append to (its folder made if need be). One that has grown past
+    ``max_bytes`` is kept as ``<name>.1`` and started again, so the current run's lines (what
+    the logs routes and failure messages show) are all in the file itself."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+    return open(path, "ab")
 
 
 def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:

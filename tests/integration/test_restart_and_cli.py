@@ -66,6 +66,13 @@ def test_restart_restores_endpoints_and_workers(own_platform):
     assert not pid_alive(old_pid)
     log = (own_platform.home / "logs" / "platform.log").read_text()
     assert "stopping: workers, then MLflow" in log
+    # Months of restarts and a chatty agent: logs of children over 50 MiB are set aside at
+    # their next start (one old copy kept), never grown without bound.
+    worker_log = own_platform.home / "logs" / "workers" / endpoint / "main-restart-info_2-0.log"
+    mlflow_log = own_platform.home / "logs" / "mlflow.log"
+    for grown in (worker_log, mlflow_log):
+        with open(grown, "ab") as out:
+            out.write(b"an old line of a long life\n" * (2 * 1024 * 1024))
 
     own_platform.start()
     after = wait_until(lambda: (v := httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}", headers=auth_headers()).json())["state"]["ready"] == "READY" and v,
@@ -77,6 +84,12 @@ def test_restart_restores_endpoints_and_workers(own_platform):
     assert answer.status_code == 200
     assert answer.json()["custom_outputs"]["entity"] == "main-restart-info_2"
     assert client.get_registered_model("main.restart.info").name == "main.restart.info"
+    for grown in (worker_log, mlflow_log):
+        assert grown.stat().st_size < 1024 * 1024 and b"an old line" not in grown.read_bytes()
+        assert grown.with_name(grown.name + ".1").stat().st_size > 50 * 1024 * 1024
+    logs = httpx.get(f"{base}/api/2.0/serving-endpoints/{endpoint}/served-models/main-restart-info_2/logs",
+                     headers=auth_headers())
+    assert logs.status_code == 200 and "ready on" in logs.text and "an old line" not in logs.text
 
 
 def test_down_stops_a_detached_platform(tmp_path):

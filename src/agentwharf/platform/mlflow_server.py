@@ -32,7 +32,7 @@ import httpx
 
 from agentwharf.auth.home_secrets import private_key, write_private
 from agentwharf.auth.mlflow_plugin import ADMIN_ENV, SECRET_ENV
-from agentwharf.children import die_with_parent, log_tail
+from agentwharf.children import die_with_parent, log_tail, open_log
 from agentwharf.tls import tls_context
 
 log = logging.getLogger("agentwharf.mlflow")
@@ -124,11 +124,10 @@ class MlflowServer:
         self.port = free_port()
         if "://" not in self.artifacts_destination:
             Path(self.artifacts_destination).mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.job_execution else "false",
                "MLFLOW_BACKEND_STORE_URI": self.database_uri, **self.artifact_store_env, **self.extra_env,
                **self._auth_env()}
-        with open(self.log_path, "ab") as out:
+        with open_log(self.log_path) as out:
             # Its own session, so stop() can signal MLflow's whole tree (uvicorn and job runner).
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
                                             start_new_session=True, preexec_fn=die_with_parent)

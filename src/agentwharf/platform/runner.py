@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from agentwharf.children import log_tail
+from agentwharf.children import log_tail, open_log
 from agentwharf.platform import preflight
 from agentwharf.platform.open_files import ensure_open_files
 from agentwharf.settings import PlatformSettings
@@ -169,7 +169,7 @@ def start_detached(settings: PlatformSettings, timeout: float = 180.0, on_wait=N
     out_path = settings.logs_dir / "platform.out"
     command = [sys.executable, "-m", "agentwharf.cli.main", "up", "--home", str(settings.home.resolve()),
                "--host", settings.listen_host, "--port", str(settings.port)]
-    with open(out_path, "ab") as out:
+    with open_log(out_path) as out:
         process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     started = time.monotonic()
     while time.monotonic() - started < timeout:

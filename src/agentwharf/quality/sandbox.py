@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from agentwharf.children import die_with_parent
+from agentwharf.children import die_with_parent, open_log
 
 log = logging.getLogger("agentwharf.quality.sandbox")
 
@@ -112,8 +112,7 @@ class ScorerRunner:
             ScorerFailed: the runner could not build the scorer or did not start.
         """
         self.scratch = Path(tempfile.mkdtemp(prefix="agentwharf-scorer-"))
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
+        with open_log(self.log_path) as out:
             out.write(f"\n--- runner for scorer {self.scorer_name!r} ({self.python}) at {time.strftime('%H:%M:%S')} ---\n".encode())
             self.process = subprocess.Popen(
                 [self.python, "-m", "agentwharf.quality.sandbox_runner"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

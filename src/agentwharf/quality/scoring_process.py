@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentwharf.children import die_with_parent
+from agentwharf.children import die_with_parent, open_log
 
 log = logging.getLogger("agentwharf.quality")
 
@@ -107,9 +107,8 @@ class ScoringProcess:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = scoring_environment(self.environ, self.config.judge_endpoint, self.config.base_url)
-        with open(self.log_path, "ab") as out:
+        with open_log(self.log_path) as out:
             self.process = subprocess.Popen([sys.executable, "-m", MARKER, *self.config.arguments()],
                                             stdin=subprocess.PIPE, stdout=out, stderr=out, env=env,
                                             preexec_fn=die_with_parent)

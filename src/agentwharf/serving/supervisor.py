@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentwharf.children import die_with_parent, log_tail
+from agentwharf.children import die_with_parent, log_tail, open_log
 from agentwharf.serving import transport, worker_logs
 from agentwharf.errors import AgentwharfError, DeploymentFailed, Unavailable
 from agentwharf.serving.env_build import writing_bytecode
@@ -126,11 +126,10 @@ class WorkerLauncher:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(replica.ready_path)
         remove_model_files(replica)  # a crashed predecessor's
-        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         pythonpath = self.worker_pythonpath() if runtime.environment is not None and self.worker_pythonpath else None
         key = (runtime.python, pythonpath)
         spare = self.spares.take(key) if can_take_over(spec.env) else None
-        with open(replica.log_path, "ab") as log_file:
+        with open_log(replica.log_path) as log_file:
             # worker_logs finds the current run by this marker (the logs and build-logs APIs).
             log_file.write(b"\n" + worker_logs.START_MARKER
                            + f"{spec.model_uri} at {time.strftime('%Y-%m-%d %H:%M:%S')} with {runtime.python} ---\n".encode())

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentwharf.children import die_with_parent, end_stale_process
+from agentwharf.children import die_with_parent, end_stale_process, open_log
 from agentwharf.tracing.spool import SpoolReader, writer_lock_holder
 from agentwharf.tracing.writer import read_progress
 
@@ -44,8 +44,7 @@ class WriterProcess:
 
     def start(self) -> None:
         self.end_stale_writer()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
+        with open_log(self.log_path) as out:
             # The database URL goes on stdin: a command line is anyone's to read (``ps``).
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agentwharf.tracing.writer", "--spool", str(self.spool_dir),
