@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -70,6 +71,16 @@ class Environments:
         self.env_files = env_files
         #: Environment builds finished, by outcome (for /metrics).
         self.builds: dict[str, int] = {"built": 0, "reused": 0, "failed": 0}
+
+    def remove_model_files(self, model_path: str | None = None) -> None:
+        """Model files a build fetched (``model_path``, or all of them). The first start of a
+        version loads them; its workers fetch their own once it is restarted or the platform
+        is, so they are removed when the version stops for good, and all at a start (a killed
+        platform's). Only ever inside ``models_dir``."""
+        targets = [Path(model_path)] if model_path else list(self.models_dir.iterdir()) if self.models_dir.is_dir() else []
+        for target in targets:
+            if target.parent == self.models_dir:
+                shutil.rmtree(target, ignore_errors=True)
 
     def manager(self, asked: str | None) -> str:
         return asked or self.default_manager

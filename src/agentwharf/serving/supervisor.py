@@ -263,6 +263,8 @@ class Supervisor:
 
     def start_background(self) -> None:
         self._remove_stale_worker_files()
+        if self.environments is not None:
+            self.environments.remove_model_files()
         self._idle_task = asyncio.create_task(self._scale_idle_to_zero(), name="supervisor-idle")
 
     def _remove_stale_worker_files(self) -> None:
@@ -552,7 +554,19 @@ class Supervisor:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(replica.ready_path)
             remove_model_files(replica)
+        if final_state == "STOPPED":
+            self._forget_fetched_model(version)
         version.notify()
+
+    def _forget_fetched_model(self, version: ServedVersion) -> None:
+        """The model files its environment's build fetched, unless a version still served (the
+        one replacing it, another endpoint's of the same model) may start workers from them."""
+        model_path = version.runtime.model_path if version.runtime is not None else None
+        if model_path is None or self.environments is None:
+            return
+        if any(other.spec.model_uri == version.spec.model_uri for other in self.versions.values() if other is not version):
+            return
+        self.environments.remove_model_files(model_path)
 
     async def _scale_idle_to_zero(self) -> None:
         while not self._closing:
