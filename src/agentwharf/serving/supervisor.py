@@ -125,7 +125,8 @@ class WorkerLauncher:
     async def start(self, spec: WorkerSpec, replica: Replica, runtime: Runtime = PLATFORM_RUNTIME) -> asyncio.subprocess.Process:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(replica.ready_path)
-        remove_model_files(replica)  # a crashed predecessor's
+        # A crashed predecessor's files, off the event loop: a big model's take a while to delete.
+        await asyncio.to_thread(remove_model_files, replica)
         pythonpath = self.worker_pythonpath() if runtime.environment is not None and self.worker_pythonpath else None
         key = (runtime.python, pythonpath)
         spare = self.spares.take(key) if can_take_over(spec.env) else None
@@ -553,9 +554,9 @@ class Supervisor:
                 await self.launcher.stop(replica.process)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(replica.ready_path)
-            remove_model_files(replica)
+            await asyncio.to_thread(remove_model_files, replica)
         if final_state == "STOPPED":
-            self._forget_fetched_model(version)
+            await asyncio.to_thread(self._forget_fetched_model, version)
         version.notify()
 
     def _forget_fetched_model(self, version: ServedVersion) -> None:

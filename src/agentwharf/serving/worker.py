@@ -3,9 +3,9 @@
 Started by the supervisor as ``python -m agentwharf.serving.worker --listen ADDRESS --model-uri URI``
 (``unix:/path`` or ``tcp://host:port``, see ``transport``; with ``--ready-file PATH`` for TCP,
 where it writes the port it bound; with ``--model-path DIR`` when the model's files were fetched
-for it, else ``--model-dir DIR``, the folder to fetch them into), with the Python of the model's own environment or the platform's; or started ahead of
-need as a warm spare and given those arguments later (``--spare``, see ``spare_worker``). Its
-standard input carries two lines: the model's load credential, then the TCP handshake's secret
+for it, else ``--model-dir DIR``, the folder to fetch them into), with the Python of the model's
+own environment or the platform's; or started ahead of need as a warm spare and given those
+arguments later (``--spare``, see ``spare_worker``). Its standard input carries two lines: the model's load credential, then the TCP handshake's secret
 (empty for a Unix socket); never arguments, which any user of the machine can read.
 It loads the model first and only then listens, so a socket that accepts means a model that
 answers. Agents spend most of their time waiting on LLM calls, and one slow request must not hold
